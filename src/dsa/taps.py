@@ -1,0 +1,249 @@
+"""Named tap points on a decoder-only LM, captured by scoped forward hooks.
+
+Tap names are stable dotted strings:
+
+    embed                     token embeddings (input of layer 0)
+    layers.{i}.resid_post     output of decoder layer i (the residual stream after it)
+    layers.{i}.attn_out       output of layer i's attention block (before the residual add)
+    layers.{i}.mlp_out        output of layer i's MLP block (before the residual add)
+    final_norm                output of the final norm (what the LM head reads)
+
+`resolve_taps` expands shorthand ("18", "-1", "12:18", "all", "resid_post:18", "layers.*.mlp_out").
+Every architecture difference lives in `ARCHITECTURES`; pass an `ArchSpec` to override.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+TAP_KINDS = ("resid_post", "attn_out", "mlp_out")
+GLOBAL_TAPS = ("embed", "final_norm")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where the parts of a decoder live, as dotted attribute paths from the causal-LM module."""
+
+    layers: str = "model.layers"
+    embed: str = "model.embed_tokens"
+    final_norm: str = "model.norm"
+    attn: str = "self_attn"  # relative to one layer
+    mlp: str = "mlp"  # relative to one layer
+    lm_head: str = "lm_head"
+
+
+_LLAMA_LIKE = ArchSpec()
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "mixtral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    "phi3": _LLAMA_LIKE,
+    "olmo2": _LLAMA_LIKE,
+    "granite": _LLAMA_LIKE,
+    "gpt2": ArchSpec(
+        layers="transformer.h", embed="transformer.wte", final_norm="transformer.ln_f", attn="attn"
+    ),
+}
+
+
+def arch_spec(model: nn.Module, override: ArchSpec | None = None) -> ArchSpec:
+    """The `ArchSpec` for `model` (by `config.model_type`), or `override` when given."""
+    if override is not None:
+        return override
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {model_type!r}: known are {sorted(ARCHITECTURES)}; "
+            "pass an ArchSpec(layers=..., embed=..., final_norm=..., attn=..., mlp=...) to describe it"
+        )
+    return ARCHITECTURES[model_type]
+
+
+def get_submodule(model: nn.Module, path: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError as err:
+        raise ValueError(f"module path {path!r} not found in {type(model).__name__}") from err
+
+
+def decoder_layers(model: nn.Module, spec: ArchSpec | None = None) -> nn.ModuleList:
+    return get_submodule(model, arch_spec(model, spec).layers)  # type: ignore[return-value]
+
+
+def num_layers(model: nn.Module, spec: ArchSpec | None = None) -> int:
+    return len(decoder_layers(model, spec))
+
+
+def all_tap_names(n_layers: int) -> list[str]:
+    """Every tap name of a model with `n_layers` decoder layers, in forward order."""
+    names = ["embed"]
+    for i in range(n_layers):
+        names += [f"layers.{i}.attn_out", f"layers.{i}.mlp_out", f"layers.{i}.resid_post"]
+    return names + ["final_norm"]
+
+
+_TAP_RE = re.compile(r"^layers\.(\d+)\.(resid_post|attn_out|mlp_out)$")
+
+
+def _layer_indices(expr: str, n_layers: int) -> list[int]:
+    """'18' -> [18]; '-1' -> [n-1]; '12:18' -> 12..17; '::3' -> every third; 'all'/'*' -> all."""
+    if expr in ("all", "*"):
+        return list(range(n_layers))
+    if ":" in expr:
+        parts = [int(p) if p else None for p in expr.split(":")]
+        return list(range(n_layers))[slice(*parts)]
+    i = int(expr)
+    if not -n_layers <= i < n_layers:
+        raise ValueError(f"layer {i} out of range for a model with {n_layers} layers")
+    return [i % n_layers]
+
+
+def resolve_taps(taps: str | Sequence[str], n_layers: int) -> list[str]:
+    """Expand shorthand into canonical tap names, keeping order and dropping duplicates.
+
+    Accepts canonical names, "KIND:LAYERS" (e.g. "mlp_out:-1", "resid_post:10:20"), bare layer
+    expressions ("18", "-1", "12:18", "all") meaning resid_post, "layers.*.KIND", and a
+    comma-separated string of any of these.
+    """
+    items = taps.split(",") if isinstance(taps, str) else list(taps)
+    out: list[str] = []
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        if item in GLOBAL_TAPS:
+            names = [item]
+        elif m := _TAP_RE.match(item):
+            names = [f"layers.{_layer_indices(m.group(1), n_layers)[0]}.{m.group(2)}"]
+        elif m := re.match(r"^layers\.\*\.(\w+)$", item):
+            names = [f"layers.{i}.{m.group(1)}" for i in range(n_layers)]
+        elif ":" in item and item.split(":", 1)[0] in TAP_KINDS:
+            kind, expr = item.split(":", 1)
+            names = [f"layers.{i}.{kind}" for i in _layer_indices(expr, n_layers)]
+        else:
+            try:
+                names = [f"layers.{i}.resid_post" for i in _layer_indices(item, n_layers)]
+            except ValueError as err:
+                raise ValueError(
+                    f"cannot read tap {item!r}: expected one of {GLOBAL_TAPS}, 'layers.I.KIND' "
+                    f"with KIND in {TAP_KINDS}, 'KIND:LAYERS', or a layer expression like 18, -1, 12:18, all"
+                ) from err
+        for name in names:
+            m = _TAP_RE.match(name)
+            if m and (int(m.group(1)) >= n_layers or m.group(2) not in TAP_KINDS):
+                raise ValueError(f"tap {name!r} does not exist: the model has {n_layers} layers")
+            if name not in out:
+                out.append(name)
+    if not out:
+        raise ValueError("no taps requested")
+    return out
+
+
+def tap_layer(name: str) -> int | None:
+    """The decoder layer index a tap belongs to (None for embed/final_norm)."""
+    m = _TAP_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _tap_module(model: nn.Module, spec: ArchSpec, name: str) -> nn.Module:
+    if name == "embed":
+        return get_submodule(model, spec.embed)
+    if name == "final_norm":
+        return get_submodule(model, spec.final_norm)
+    m = _TAP_RE.match(name)
+    if m is None:
+        raise ValueError(f"not a canonical tap name: {name!r} (use resolve_taps for shorthand)")
+    layer = get_submodule(model, f"{spec.layers}.{m.group(1)}")
+    kind = m.group(2)
+    if kind == "resid_post":
+        return layer
+    return get_submodule(layer, spec.attn if kind == "attn_out" else spec.mlp)
+
+
+def _first_tensor(output: object) -> torch.Tensor:
+    # Decoder layers and attention blocks return a tensor or a tuple whose first item is one.
+    return output[0] if isinstance(output, tuple | list) else output  # type: ignore[return-value]
+
+
+class StopForward(Exception):
+    """Raised by a hook to end the forward pass once the deepest requested tap is captured."""
+
+
+@contextmanager
+def record_taps(
+    model: nn.Module,
+    taps: Sequence[str],
+    *,
+    spec: ArchSpec | None = None,
+    stop_after_last: bool = False,
+    detach: bool = True,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the named taps of every forward pass run inside the block.
+
+    Yields a dict filled in place: tap name -> tensor [batch, seq, d_model]. Every hook is removed
+    on exit, also when the block raises. With `stop_after_last`, the forward pass is cut short
+    (by `StopForward`, which the block swallows) right after the deepest requested tap.
+    """
+    spec = arch_spec(model, spec)
+    n = num_layers(model, spec)
+    names = resolve_taps(list(taps), n)
+    cache: dict[str, torch.Tensor] = {}
+    handles = []
+    order = all_tap_names(n)
+    last = max(names, key=order.index)
+
+    def make_hook(name: str):
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            t = _first_tensor(output)
+            cache[name] = t.detach() if detach else t
+            if stop_after_last and name == last:
+                raise StopForward
+
+        return hook
+
+    try:
+        for name in names:
+            handles.append(_tap_module(model, spec, name).register_forward_hook(make_hook(name)))
+        try:
+            yield cache
+        except StopForward:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_with_taps(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    taps: Sequence[str],
+    *,
+    spec: ArchSpec | None = None,
+    need_output: bool = True,
+    detach: bool = True,
+) -> tuple[object | None, dict[str, torch.Tensor]]:
+    """Run `model(**inputs)` and return `(output, cache)`.
+
+    With `need_output=False` the forward stops after the deepest tap and `output` is None, which
+    skips the remaining layers and the LM head.
+    """
+    output = None
+    with record_taps(model, taps, spec=spec, stop_after_last=not need_output, detach=detach) as cache:
+        output = model(**inputs)
+    return output, cache
+
+
+def hook_count(model: nn.Module) -> int:
+    """Forward (pre-)hooks on all modules of `model`; transformers installs a few of its own, so
+    compare counts before and after rather than expecting zero."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
