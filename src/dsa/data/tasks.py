@@ -1,0 +1,146 @@
+"""Guard tasks (train/val/test Records with fixed seeded splits) and alignment prompt sets.
+
+Every training split is deduplicated against the eval-only sets and within itself before it is
+split, so a duplicate can never straddle train and test. Splits use `assign_splits` (seed 0,
+70/10/20 by default); see docs/data.md for the resulting counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dsa.data.records import Record, normalise_text
+from dsa.data.sources import OPENAI_MODERATION_HEADS, data_dir, load_source
+from dsa.data.splits import SPLITS, assign_splits, deduplicate, eval_key, eval_only_texts
+
+Mode = Literal["text", "prompt", "prompt_response", "document_summary"]
+GUARD_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai_moderation", "xstest")
+# prompt_safety positives: (source, red-instruct subsets to keep or None for all)
+PROMPT_SAFETY_POSITIVES = (("advbench", None),
+                           ("red_instruct_harmful_questions", ("harmfulqa", "catqa_english", "dangerousqa")),
+                           ("do_not_answer", None), ("toxicchat", None))
+
+
+@dataclass
+class GuardTask:
+    """One guard-training task. Single-head tasks use `Record.label`; multi-head use `Record.labels`."""
+
+    name: str
+    mode: Mode
+    heads: list[str]
+    train: list[Record] = field(default_factory=list)
+    val: list[Record] = field(default_factory=list)
+    test: list[Record] = field(default_factory=list)
+    eval_only: bool = False
+    description: str = ""
+
+    def split(self, name: str) -> list[Record]:
+        """The records of "train", "val" or "test"."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}: expected one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+
+def _by_split(name: str, mode: Mode, heads: list[str], records: list[Record], description: str) -> GuardTask:
+    return GuardTask(name, mode, heads, *([r for r in records if r.split == s] for s in SPLITS),
+                     description=description)
+
+
+def _hash_order(records: list[Record], seed: int) -> list[Record]:
+    """A seeded order that does not depend on file order (a sample = a prefix of it)."""
+    return sorted(records, key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
+
+
+def _prompt_safety(root: str, seed: int) -> GuardTask:
+    against = eval_only_texts(root)
+    positives = [r for name, subsets in PROMPT_SAFETY_POSITIVES for r in load_source(name, root)
+                 if subsets is None or r.meta.get("subset") in subsets]
+    wildchat, alpaca = load_source("wildchat_benign", root), load_source("alpaca_instructions", root)
+    # One pass, positives first: a prompt seen as harmful is never also kept as benign.
+    kept = deduplicate([*positives, *wildchat, *alpaca], against, key=eval_key)
+    split_here = assign_splits([r for r in kept if r.source != "alpaca_instructions"], seed)
+    out = list(split_here)
+    for s in SPLITS:
+        n_pos = sum(r.label == 1 and r.split == s for r in split_here)
+        pool = [r for r in kept if r.source == "alpaca_instructions" and r.split == s]
+        out += _hash_order(pool, seed)[:n_pos]  # as many alpaca as positives (official split file)
+    return _by_split("prompt_safety", "prompt", ["unsafe"], out,
+                     "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, Do-Not-Answer, ToxicChat) "
+                     "vs benign (Alpaca sample, WildChat)")
+
+
+def _build(name: str, root: str, seed: int) -> GuardTask:
+    against = eval_only_texts(root)
+    if name == "toxigen":
+        recs = assign_splits(deduplicate(load_source("toxigen", root), against, key=eval_key), seed)
+        return _by_split(name, "text", ["unsafe"], recs, "ToxiGen human-annotated: toxic (>=4) vs benign (<=2)")
+    if name == "summedits":
+        # The guard flags the bad class, so here label 1 = INconsistent (the source has 1 = consistent).
+        recs = [r.model_copy(update={"label": 1 - r.label}) for r in
+                deduplicate(load_source("summedits", root), against) if r.label is not None]
+        return _by_split(name, "document_summary", ["unsafe"], assign_splits(recs, seed, group_key="doc_id"),
+                         "SummEdits, 8 domains: label 1 = inconsistent summary; split grouped by document")
+    if name == "prompt_safety":
+        return _prompt_safety(root, seed)
+    if name == "response_harm":
+        recs = deduplicate(load_source("do_not_answer_responses", root), against)
+        # group by question text (not only id): one Do-Not-Answer question appears under two ids
+        recs = assign_splits(recs, seed, group_key=lambda r: normalise_text(r.prompt or ""))
+        return _by_split(name, "prompt_response", ["unsafe"], recs,
+                         "Do-Not-Answer responses of 6 LLMs, label 1 = harmful; split grouped by question")
+    if name == "openai_moderation":
+        recs = deduplicate(load_source("openai_moderation", root), against, key=eval_key)
+        recs = [r.model_copy(update={"labels": {**r.labels, "any": r.label}}) for r in recs]
+        return _by_split(name, "prompt", [*OPENAI_MODERATION_HEADS, "any"], assign_splits(recs, seed),
+                         "OpenAI moderation eval set; 8 category heads + any (None = not annotated)")
+    if name == "xstest":
+        return GuardTask(name, "prompt", ["unsafe"], test=load_source("xstest", root), eval_only=True,
+                         description="XSTest prompts (eval only): label 1 = unsafe; train guards on prompt_safety")
+    raise ValueError(f"unknown guard task {name!r}: expected one of {', '.join(GUARD_TASKS)}")
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_task(name: str, root: str, seed: int) -> GuardTask:
+    return _build(name, root, seed)
+
+
+def _root(root: str | Path | None) -> str:
+    return str(Path(root) if root is not None else data_dir())
+
+
+def guard_task(name: str, root: str | Path | None = None, seed: int = 0) -> GuardTask:
+    """Build a guard task from the shared data (cached; the returned lists are fresh copies).
+
+    Args:
+        name: one of GUARD_TASKS.
+        root: the data folder (default `data_dir()`).
+        seed: the split seed; 0 is the documented one.
+    """
+    if name not in GUARD_TASKS:
+        raise ValueError(f"unknown guard task {name!r}: expected one of {', '.join(GUARD_TASKS)}")
+    t = _cached_task(name, _root(root), seed)
+    return dataclasses.replace(t, heads=list(t.heads), train=list(t.train), val=list(t.val), test=list(t.test))
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+
+
+def harmful_prompts(split: str, root: str | Path | None = None, seed: int = 0) -> list[str]:
+    """Harmful requests of one split: the prompt_safety positives (deduped against eval-only sets)."""
+    _check_split(split)
+    return [r.main_text for r in guard_task("prompt_safety", root, seed).split(split) if r.label == 1]
+
+
+def benign_prompts(split: str, root: str | Path | None = None) -> list[str]:
+    """Benign instructions of one split: every alpaca_instructions row of that official split file,
+    deduped against the eval-only sets and within itself."""
+    _check_split(split)
+    rows = [r for r in load_source("alpaca_instructions", root) if r.split == split]
+    return [r.main_text for r in deduplicate(rows, eval_only_texts(root), key=eval_key)]

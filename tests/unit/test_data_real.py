@@ -1,0 +1,116 @@
+"""The loaders and guard tasks on the real shared datasets (skipped when the folder is absent)."""
+
+from collections import Counter
+
+import pytest
+
+from dsa.data import (
+    GUARD_TASKS,
+    DataError,
+    benign_prompts,
+    data_dir,
+    deduplicate,
+    eval_only_texts,
+    guard_task,
+    harmful_prompts,
+    list_sources,
+    load_source,
+    normalise_text,
+)
+from dsa.data.splits import eval_key
+
+
+@pytest.fixture(scope="module")
+def root():
+    try:
+        return data_dir()
+    except DataError as err:
+        pytest.skip(f"shared datasets not available ({err})")
+
+
+def test_every_source_loads(root):
+    sizes = {name: len(load_source(name, root)) for name in list_sources()}
+    assert sizes["strongreject"] == 313 and sizes["xstest"] == 450 and sizes["mmlu"] == 14042 + 285
+    assert sizes["do_not_answer_responses"] == 939 * 6 and sizes["summedits"] == 4681
+    assert all(n > 0 for n in sizes.values()), sizes
+
+
+def test_toxigen_counts_and_decoding(root):
+    recs = load_source("toxigen", root)
+    assert Counter(r.label for r in recs) == {1: 2307, 0: 4702}
+    assert not any(r.text.startswith(("b'", 'b"')) for r in recs)
+    assert recs[0].text == "asians are trying to take over the world with their karate skills"
+
+
+def test_eval_only_sets_are_marked(root):
+    for name in ("strongreject", "xstest", "mt_bench", "alpaca_eval", "gsm8k"):
+        assert {r.split for r in load_source(name, root)} == {"eval"}
+    assert Counter(r.meta["subset"] for r in load_source("mmlu", root) if r.split == "eval") == {"test": 14042}
+
+
+def test_dedup_finds_advbench_strongreject_overlap(root):
+    advbench, against = load_source("advbench", root), eval_only_texts(root)
+    overlap = [r for r in advbench if normalise_text(r.prompt) in against]
+    assert len(overlap) == 25
+    assert len(deduplicate(advbench, against, key=eval_key)) == 520 - 25
+    safety = guard_task("prompt_safety", root)
+    assert not any(eval_key(r) in against for s in ("train", "val", "test") for r in safety.split(s))
+
+
+@pytest.mark.parametrize("name", GUARD_TASKS)
+def test_guard_tasks_have_sane_counts(root, name):
+    t = guard_task(name, root)
+    if t.eval_only:
+        assert (len(t.train), len(t.val), len(t.test)) == (0, 0, 450)
+        assert Counter(r.label for r in t.test) == {1: 200, 0: 250}
+        return
+    n = len(t.train) + len(t.val) + len(t.test)
+    assert 0.6 < len(t.train) / n < 0.8 and 0.05 < len(t.val) / n < 0.15
+    ids = [r.id for s in ("train", "val", "test") for r in t.split(s)]
+    assert len(ids) == len(set(ids))
+    assert all(r.input_kind == t.mode for r in t.train[:50])
+    texts = {s: {eval_key(r) + "|" + normalise_text(r.response or r.summary or "") for r in t.split(s)}
+             for s in ("train", "val", "test")}
+    assert not (texts["train"] & texts["test"]) and not (texts["train"] & texts["val"])
+    key = "any" if len(t.heads) > 1 else None
+    labels = Counter(r.labels[key] if key else r.label for r in t.train)
+    assert labels[0] > 0 and labels[1] > 0
+
+
+def test_prompt_safety_balance_and_groups(root):
+    t = guard_task("prompt_safety", root)
+    for s in ("train", "val", "test"):
+        c = Counter(r.label for r in t.split(s))
+        assert 0.5 <= c[0] / c[1] <= 2
+        assert {r.split for r in t.split(s) if r.source == "alpaca_instructions"} == {s}
+    summ = guard_task("summedits", root)
+    docs = {s: {r.meta["doc_id"] for r in summ.split(s)} for s in ("train", "val", "test")}
+    assert not (docs["train"] & docs["test"]) and not (docs["train"] & docs["val"])
+    resp = guard_task("response_harm", root)
+    qs = {s: {r.meta["question_id"] for r in resp.split(s)} for s in ("train", "val", "test")}
+    assert not (qs["train"] & qs["test"])
+
+
+def test_alignment_prompt_sets(root):
+    harmful, benign = harmful_prompts("train", root), benign_prompts("train", root)
+    assert len(harmful) > 2000 and len(benign) > 18000
+    against = eval_only_texts(root)
+    assert not any(normalise_text(p) in against for p in harmful + benign)
+    assert not set(map(normalise_text, harmful_prompts("test", root))) & set(map(normalise_text, harmful))
+
+
+def test_data_dir_env_and_missing_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSA_DATA", str(tmp_path))
+    assert data_dir() == tmp_path
+    with pytest.raises(DataError, match="strongreject_dataset.csv: missing"):
+        load_source("strongreject")
+    monkeypatch.setenv("DSA_DATA", str(tmp_path / "nope"))
+    with pytest.raises(DataError, match="not a directory"):
+        data_dir()
+
+
+def test_red_instruct_languages(root):
+    recs = load_source("red_instruct_harmful_questions", root, languages=["english", "chinese"])
+    assert Counter(r.meta["language"] for r in recs) == {"english": 3210, "chinese": 550}
+    assert Counter(r.meta["subset"] for r in load_source("red_instruct_harmful_questions", root)) == {
+        "harmfulqa": 1960, "catqa_english": 550, "dangerousqa": 200, "adversarialqa": 500}
