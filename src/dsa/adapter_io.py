@@ -38,6 +38,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise TypeError(f"{path}: only tensors can be saved, got {type(tensors[bad[0]]).__name__} for {bad[0]!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)

@@ -2,7 +2,7 @@
 
 Tap names are stable dotted strings:
 
-    embed                     token embeddings (input of layer 0)
+    embed                     the residual stream entering layer 0 (embeddings, scaled/positioned as the model does)
     layers.{i}.resid_post     output of decoder layer i (the residual stream after it)
     layers.{i}.attn_out       output of layer i's attention block (before the residual add)
     layers.{i}.mlp_out        output of layer i's MLP block (before the residual add)
@@ -157,7 +157,7 @@ def tap_layer(name: str) -> int | None:
 
 def _tap_module(model: nn.Module, spec: ArchSpec, name: str) -> nn.Module:
     if name == "embed":
-        return get_submodule(model, spec.embed)
+        return get_submodule(model, f"{spec.layers}.0")  # read as layer 0's input (pre-hook)
     if name == "final_norm":
         return get_submodule(model, spec.final_norm)
     m = _TAP_RE.match(name)
@@ -202,18 +202,27 @@ def record_taps(
     order = all_tap_names(n)
     last = max(names, key=order.index)
 
+    def store(name: str, t: torch.Tensor) -> None:
+        cache[name] = t.detach() if detach else t
+        if stop_after_last and name == last:
+            raise StopForward
+
     def make_hook(name: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            t = _first_tensor(output)
-            cache[name] = t.detach() if detach else t
-            if stop_after_last and name == last:
-                raise StopForward
+            store(name, _first_tensor(output))
 
         return hook
 
+    def embed_hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        store("embed", args[0] if args else kwargs["hidden_states"])
+
     try:
         for name in names:
-            handles.append(_tap_module(model, spec, name).register_forward_hook(make_hook(name)))
+            module = _tap_module(model, spec, name)
+            if name == "embed":
+                handles.append(module.register_forward_pre_hook(embed_hook, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(make_hook(name)))
         try:
             yield cache
         except StopForward:

