@@ -1,0 +1,160 @@
+"""Train the small analysis-local updates that `dsa analyze subspace` compares.
+
+    python scripts/subspace_train.py --task mmlu_dev --mode lora --out adapters/analysis/task-lora-r16
+    python scripts/subspace_train.py --task refusal  --mode lora --out adapters/analysis/refusal-lora-r16
+    python scripts/subspace_train.py --task refusal  --mode full --out runs/analysis/refusal-full-ft
+
+Tasks (96 chat examples by default — CPU budget; --n 300 for more — loss on the answer tokens only, 1 epoch, seeded):
+  refusal   harmful_prompts("train") -> one of a few short templated refusals (the same recipe as a
+            refusal-SFT patch: harmful prompts only).
+  mmlu_dev  the MMLU dev split (285 questions; our loaders mark it "train": it is the few-shot
+            pool, never an eval set) -> "The answer is (X) <choice>." A non-safety task with
+            human-labelled targets and answers as short as the refusals, so both updates get
+            a comparable amount of signal.
+
+LoRA: PEFT, r=16, alpha=32, on q,k,v,o,gate,up,down, saved in the PEFT format. Full fine-tune:
+every weight trained, saved with save_pretrained in float32 — the base is bf16, and a bf16 save of
+a small fine-tune would round most of ΔW away (its steps are ~1e-4 of weights ~1e-2..1e-1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from dsa.base import DEFAULT_BASE, load_base
+from dsa.data import harmful_prompts, load_source
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+REFUSALS = [
+    "I'm sorry, but I can't help with that.",
+    "I can't assist with that request.",
+    "Sorry, I won't help with that. It could cause harm.",
+]
+
+
+def examples(task: str, n: int, seed: int) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs for `task`, in a seeded order."""
+    rng = random.Random(seed)
+    if task == "refusal":
+        prompts = harmful_prompts("train")
+        rng.shuffle(prompts)
+        return [(p, REFUSALS[i % len(REFUSALS)]) for i, p in enumerate(prompts[:n])]
+    if task == "mmlu_dev":
+        recs = [r for r in load_source("mmlu") if r.split == "train"]
+        rng.shuffle(recs)
+        out = []
+        for r in recs[:n]:
+            choices = r.meta["choices"]
+            letters = "ABCD"
+            body = "\n".join(f"({letters[i]}) {c}" for i, c in enumerate(choices))
+            a = int(r.meta["answer"])
+            out.append((f"{r.prompt}\n{body}", f"The answer is ({letters[a]}) {choices[a]}."))
+        return out
+    raise ValueError(f"unknown task {task!r}: expected refusal or mmlu_dev")
+
+
+def encode(base, pairs: list[tuple[str, str]], max_prompt: int = 64) -> list[tuple[list[int], int]]:
+    """Token ids of prompt+answer and the number of prompt tokens (masked out of the loss)."""
+    tok = base.tokenizer
+    end = tok.eos_token or ""
+    out = []
+    for prompt, answer in pairs:
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_prompt:  # shorten the user message, keep the chat template whole
+            prompt = tok.decode(ids[:max_prompt])
+        p = tok(base.chat_text(prompt), add_special_tokens=False)["input_ids"]
+        a = tok(answer + end, add_special_tokens=False)["input_ids"]
+        out.append((p + a, len(p)))
+    return out
+
+
+def batches(encoded, batch_size: int, pad_id: int):
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i:i + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id)
+        labels = torch.full((len(chunk), width), -100)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, (seq, n_prompt) in enumerate(chunk):
+            ids[j, :len(seq)] = torch.tensor(seq)
+            labels[j, n_prompt:len(seq)] = torch.tensor(seq[n_prompt:])
+            mask[j, :len(seq)] = 1
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", required=True, choices=["refusal", "mmlu_dev"])
+    ap.add_argument("--mode", required=True, choices=["lora", "full"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--base", default=DEFAULT_BASE)
+    ap.add_argument("--n", type=int, default=96)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=None, help="default 1e-3 (lora) / 3e-5 (full)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-autocast", action="store_true", help="train in fp32 without bf16 autocast")
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    base = load_base(args.base, dtype="fp32")
+    model = base.model
+    model.requires_grad_(False)
+    if args.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0,
+                         target_modules=TARGETS, task_type="CAUSAL_LM")
+        model = get_peft_model(model, cfg)
+        lr = args.lr or 1e-3
+    else:
+        model.requires_grad_(True)
+        lr = args.lr or 3e-5
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+    pairs = examples(args.task, args.n, args.seed)
+    encoded = encode(base, pairs)
+    pad = base.tokenizer.pad_token_id
+    n_steps = (len(encoded) + args.batch_size - 1) // args.batch_size
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 4) * (1 - s / n_steps))
+    t0, n_tok, losses = time.perf_counter(), 0, []
+    for step, batch in enumerate(batches(encoded, args.batch_size, pad)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_autocast):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        n_tok += int(batch["attention_mask"].sum())
+        losses.append(loss.item())
+        print(f"step {step + 1}/{n_steps} loss {loss.item():.4f} "
+              f"({n_tok / (time.perf_counter() - t0):.0f} tok/s)", flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    if args.mode == "lora":
+        model.save_pretrained(out)
+    else:
+        model.to(torch.float32).save_pretrained(out)
+        base.tokenizer.save_pretrained(out)
+    info = {"task": args.task, "mode": args.mode, "base": args.base, "base_fingerprint": base.fingerprint,
+            "n_examples": len(pairs), "rank": args.rank if args.mode == "lora" else None, "lr": lr,
+            "batch_size": args.batch_size, "seed": args.seed, "epochs": 1,
+            "bf16_autocast": not args.no_autocast, "first_loss": losses[0], "last_loss": losses[-1],
+            "seconds": time.perf_counter() - t0, "label": "analysis-local"}
+    (out / "dsa_training.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps(info))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""One call from a base + updates to results/subspace.json, plots and docs/results-subspace.md."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from pathlib import Path
+
+from dsa.analysis.compare import analyze_updates
+from dsa.analysis.interference import input_second_moments
+from dsa.analysis.report import (
+    plot_curves,
+    plot_heatmaps,
+    plot_module_types,
+    to_json,
+    write_markdown,
+)
+from dsa.analysis.updates import Update, WeightReader, open_update
+
+log = logging.getLogger(__name__)
+
+
+def describe(update: Update) -> str:
+    """A one-line provenance of an update, from the dsa_training.json our training script writes."""
+    f = Path(getattr(update, "path", "")) / "dsa_training.json"
+    if not f.exists():
+        return ""
+    t = json.loads(f.read_text())
+    return (f"{t.get('task')} ({t.get('n_examples')} ex., {t.get('epochs')} epoch, lr {t.get('lr')}, "
+            f"loss {t.get('first_loss', 0):.2f}→{t.get('last_loss', 0):.2f}; {t.get('label', '')})")
+
+
+def default_roles(updates: dict[str, Update], first: str) -> dict[str, str]:
+    """safety_lora = the --adapter; full_ft / task_lora = the first full / LoRA update compared."""
+    roles = {"safety_lora": first}
+    for name, u in updates.items():
+        if name == first:
+            continue
+        roles.setdefault("full_ft" if u.kind == "full" else "task_lora", name)
+    return roles
+
+
+def prompt_moments(base_name: str, module_names: list[str], n_prompts: int, batch_size: int = 8) -> dict:
+    """Input second moments of every module on n benign and n harmful test prompts."""
+    from dsa.base import load_base
+    from dsa.data import benign_prompts, harmful_prompts
+
+    base = load_base(base_name, dtype="fp32")
+    sets = {"benign": benign_prompts("test")[:n_prompts], "harmful": harmful_prompts("test")[:n_prompts]}
+    out = {}
+    for name, prompts in sets.items():
+        texts = [base.chat_text(p) for p in prompts]
+        out[name] = input_second_moments(base.model, base.tokenizer, texts, module_names,
+                                         batch_size=batch_size, desc=f"{name} inputs")
+    del base
+    gc.collect()
+    return out
+
+
+def run_subspace_analysis(
+    base: str,
+    adapters: dict[str, str | Path],
+    *,
+    first: str,
+    ks: list[int],
+    k_ref: int,
+    rank: int | None = None,
+    n_prompts: int = 64,
+    interference: bool = True,
+    out_json: str | Path = "results/subspace.json",
+    doc: str | Path | None = "docs/results-subspace.md",
+    img_dir: str | Path = "docs/img",
+    roles: dict[str, str] | None = None,
+    command: str = "",
+) -> dict:
+    """Analyse every update, then write the JSON, the plots and (if `doc`) the markdown report."""
+    from dsa.adapter_io import atomic_write_text
+    from dsa.base import resolve_base_path
+
+    t0 = time.perf_counter()
+    reader = WeightReader(resolve_base_path(base))
+    updates = {n: open_update(p, reader) for n, p in adapters.items()}  # validates before heavy work
+    moments = None
+    if interference:
+        modules = sorted({k.removesuffix(".weight") for u in updates.values() for k in u.keys()})
+        moments = prompt_moments(base, modules, n_prompts)
+    results = analyze_updates(reader, updates, ks=ks, rank=rank, moments=moments)
+    del moments
+    r = next(iter(results.values()))["rank"]
+    meta = {"base": base, "rank": r, "ks": ks, "k_ref": k_ref, "n_prompts": n_prompts if interference else 0,
+            "descriptions": {n: describe(u) for n, u in updates.items()}, "command": command,
+            "seconds": round(time.perf_counter() - t0, 1)}
+    data = to_json(results, meta)
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(out_json), json.dumps(data, indent=1) + "\n")
+    img_dir = Path(img_dir)
+    images = {
+        "Layer × module heatmap": plot_heatmaps(data, k_ref, img_dir / "subspace-heatmap.png"),
+        "Projection energy over k": plot_curves(data, img_dir / "subspace-curves.png"),
+        "Per module type": plot_module_types(data, k_ref, img_dir / "subspace-modules.png"),
+    }
+    if doc:
+        rel = {t: str(Path(p).relative_to(Path(doc).parent)) if Path(p).is_relative_to(Path(doc).parent)
+               else str(Path("img") / Path(p).name) for t, p in images.items()}
+        write_markdown(data, doc, command=command, images=rel,
+                       roles=roles or default_roles(updates, first), k_ref=k_ref)
+    log.info("subspace analysis done in %.0f s", time.perf_counter() - t0)
+    return data
