@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "features": "dsa.cli.features_cmd",
     "data": "dsa.cli.data_cmd",
     "analyze": "dsa.cli.analyze_cmd",
+    "align": "dsa.cli.align_cmd",  # also registers `dsa generate` and `dsa chat`
 }
 
 

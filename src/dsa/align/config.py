@@ -1,0 +1,73 @@
+"""Typed configs for `dsa align train` and `dsa align eval`: YAML files in configs/, `key=value`
+overrides on the command line, unknown keys rejected, every field documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+        """Read YAML (optional) then apply `key=value` overrides (values parsed as YAML scalars)."""
+        data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} is not key=value")
+            key, value = item.split("=", 1)
+            if key not in cls.model_fields:
+                raise ValueError(f"unknown key {key!r}: expected one of {sorted(cls.model_fields)}")
+            data[key] = yaml.safe_load(value)
+        return cls.model_validate(data)
+
+
+class AlignTrainConfig(_Config):
+    """One alignment training job (a LoRA refusal patch, a DSA adapter or a full fine-tune)."""
+
+    method: Literal["lora_patch", "dsa_adapter", "full_ft"] = Field(
+        "dsa_adapter", description="what to train")
+    base: str = Field("smollm2-135m-instruct", description="base model (embedded name, hub id or dir)")
+    out: str = Field("adapters/align/dsa_adapter", description="output directory")
+    n_harmful: int = Field(256, description="harmful training prompts (refusal targets)", ge=1)
+    n_benign: int = Field(256, description="benign training prompts (base self-distillation); 0 = safety data only", ge=0)
+    dpo: bool = Field(False, description="add DPO pairs: refusal vs the base's compliance, and hh_rlhf harmless pairs")
+    n_hh: int = Field(128, description="hh_rlhf harmless pairs used when dpo is on", ge=0)
+    beta: float = Field(0.1, description="DPO inverse temperature", gt=0)
+    kl_weight: float = Field(1.0, description="weight of the KL-to-base self-distillation loss", ge=0)
+    epochs: int = Field(2, description="passes over the training rows", ge=1)
+    batch_size: int = Field(8, description="rows per optimiser step", ge=1)
+    lr: float = Field(2e-4, description="peak learning rate (warmup then cosine)", gt=0)
+    max_len: int = Field(160, description="token limit of one training transcript", ge=16)
+    lora_r: int = Field(8, description="LoRA rank (lora_patch)", ge=1)
+    lora_alpha: float = Field(16.0, description="LoRA scaling numerator: scale = lora_alpha / r")
+    k: int = Field(4, description="decoder layers the DSA adapter copies (dsa_adapter)", ge=1)
+    seed: int = Field(0, description="shuffle seed")
+    threads: int = Field(2, description="torch CPU threads", ge=1)
+
+
+class AlignEvalConfig(_Config):
+    """The safety/utility evaluation of every configuration."""
+
+    base: str = Field("smollm2-135m-instruct", description="base model")
+    lora_patch: str = Field("adapters/align/lora_patch", description="LoRA refusal patch dir ('' = skip)")
+    dsa_adapter: str = Field("adapters/align/dsa_adapter", description="DSA adapter dir ('' = skip)")
+    full_ft: str = Field("runs/full_ft", description="full fine-tune model dir ('' = skip)")
+    guards: list[str] = Field(["adapters/guards/prompt_safety"], description="guard adapter dirs for context-dependent alignment")
+    alphas: list[float] = Field([0.5, 1.0, 1.5], description="LoRA patch strengths to evaluate")
+    lambdas: list[float] = Field([0.5, 1.0], description="DSA adapter strengths to evaluate (generation)")
+    loglik_lambdas: list[float] = Field([0.25, 0.5, 0.75, 1.0], description="extra λ scored by log-likelihood only")
+    policies: list[str] = Field(["step", "linear", "sigmoid"], description="context-dependent policies")
+    n_mmlu: int = Field(1000, description="MMLU test questions (fixed hashed subset)", ge=1)
+    n_ref: int = Field(200, description="AlpacaEval prompts for reference log-likelihood and KL", ge=1)
+    ref_tokens: int = Field(64, description="reference-answer tokens scored per prompt", ge=1)
+    max_new_tokens: int = Field(32, description="greedy answer length judged for refusal and identity", ge=1)
+    batch_size: int = Field(48, description="generation batch size", ge=1)
+    configs: list[str] = Field([], description="only these configuration names (empty = all)")
+    out: str = Field("results/alignment.json", description="results file")
+    threads: int = Field(2, description="torch CPU threads", ge=1)

@@ -1,0 +1,107 @@
+"""Train one alignment artefact from an `AlignTrainConfig`: setup → data → train → save.
+
+    lora_patch   LoRA on attention + MLP projections, refusal-SFT on safety data only
+    dsa_adapter  tail-copy logit adapter: refusal-SFT + KL-to-base on benign (+ DPO)
+    full_ft      every base weight, refusal-SFT + the base's own benign answers (standard safety FT)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from dsa.adapter_io import atomic_write_text
+from dsa.align.answers import base_answers
+from dsa.align.config import AlignTrainConfig
+from dsa.align.lora import LoRASpec, patch_lora
+from dsa.align.sft import AdapterStudent, Example, ModelStudent, train
+from dsa.align.train_data import TRAIN_MAX_NEW_TOKENS, refusal_for, training_prompts
+from dsa.base import Base, load_base
+
+log = logging.getLogger(__name__)
+
+
+def hh_pairs(n: int) -> list[Example]:
+    """hh_rlhf harmless-base pairs as DPO rows (first human turn only, answers cut to 400 chars)."""
+    from dsa.data import load_source
+
+    rows = []
+    for r in load_source("hh_rlhf"):
+        turns = r.prompt.split("\n\nHuman:")
+        if len(turns) != 2:  # single-turn dialogues only: they fit one chat message
+            continue
+        prompt = turns[1].split("\n\nAssistant:")[0].strip()
+        chosen, rejected = r.meta["chosen"][:400], r.meta["rejected"][:400]
+        if prompt and chosen and rejected and chosen != rejected:
+            rows.append(Example(prompt, chosen, "dpo", rejected))
+        if len(rows) >= n:
+            break
+    return rows
+
+
+def advbench_targets() -> dict[str, str]:
+    from dsa.data import load_source
+
+    return {r.main_text: r.meta["target"] for r in load_source("advbench") if r.meta.get("target")}
+
+
+def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
+    harmful, benign = training_prompts(cfg.n_harmful, max(cfg.n_benign, 1))
+    benign = benign[: cfg.n_benign]
+    ex = [Example(p, refusal_for(p), "sft") for p in harmful]
+    if benign:
+        answers = base_answers(base, benign, "train_benign", TRAIN_MAX_NEW_TOKENS)
+        kind = "distill"
+        ex += [Example(p, a, kind) for p, a in zip(benign, answers, strict=True) if a]
+    if cfg.dpo:
+        # rejected = a compliant answer: AdvBench's own affirmative target ("Sure, here is ...")
+        targets = advbench_targets()
+        ex += [Example(p, refusal_for(p), "dpo", targets[p]) for p in harmful if p in targets]
+        ex += hh_pairs(cfg.n_hh)
+    return ex
+
+
+def run(cfg: AlignTrainConfig) -> Path:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    base = load_base(cfg.base)
+    examples = build_examples(cfg, base)
+    out = Path(cfg.out)
+    kw = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, beta=cfg.beta,
+              kl_weight=cfg.kl_weight, max_len=cfg.max_len)
+    extra = {"train_config": cfg.model_dump(), "n_examples": {k: sum(e.kind == k for e in examples)
+                                                              for k in ("sft", "distill", "dpo")}}
+    if cfg.method == "lora_patch":
+        examples = [e for e in examples if e.kind == "sft"]  # safety data only (Mou et al.)
+        patch = patch_lora(base.model, LoRASpec(r=cfg.lora_r, lora_alpha=cfg.lora_alpha))
+        base.model.train()
+        history = train(ModelStudent(base.model, base, patch.parameters()), base, examples, **kw)
+        base.model.eval()
+        patch.save(out, base.fingerprint, base.name, extra | {"history": history})
+        patch.export_peft(out / "peft", base_model_name_or_path=base.info.get("path", base.name))
+    elif cfg.method == "dsa_adapter":
+        from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
+
+        adapter = LogitAdapter(base, LogitAdapterSpec(k=cfg.k))
+        adapter.tail.float().train()
+        history = train(AdapterStudent(adapter, base), base, examples, **kw)
+        adapter.tail.to(base.dtype).eval()
+        adapter.save(out, base, extra | {"history": history})
+    else:
+        student_base = load_base(cfg.base, dtype="fp32")
+        model = student_base.model
+        model.train()
+        params = [p for p in model.parameters()]
+        history = train(ModelStudent(model, student_base, params), student_base,
+                        [Example(e.prompt, e.response, "sft") for e in examples if e.kind != "dpo"], **kw)
+        model.eval().to(torch.bfloat16)
+        model.save_pretrained(out)
+        base.tokenizer.save_pretrained(out)
+        atomic_write_text(out / "dsa_train.json", json.dumps(extra | {"history": history}, indent=1) + "\n")
+    log.warning("trained %s in %.0f s -> %s", cfg.method, time.perf_counter() - t0, out)
+    return out

@@ -1,0 +1,118 @@
+"""Merge the evaluation parts into results/alignment.json, the markdown report and the plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from dsa.adapter_io import atomic_write_text
+
+METRICS = ("strongreject_refusal", "xstest_safe_refusal", "mmlu_acc", "ref_loglik_ratio", "kl_to_base",
+           "benign_identity")
+FAMILY_ORDER = ("base", "full_ft", "lora_patch", "dsa_adapter", "context_dependent")
+
+
+def _key(name: str) -> tuple:
+    kind, _, arg = name.partition("@")
+    try:
+        a = float(arg)
+    except ValueError:
+        a = arg
+    return (FAMILY_ORDER.index(kind) if kind in FAMILY_ORDER else 99, str(type(a)), a)
+
+
+def merge(parts_dir: Path, out: Path, extra: dict) -> dict:
+    configs = {}
+    for p in sorted(parts_dir.glob("*.json")):
+        if p.name == "guard_scores.json":
+            continue
+        part = json.loads(p.read_text())
+        configs[part.pop("config")] = part
+    configs = dict(sorted(configs.items(), key=lambda kv: _key(kv[0])))
+    base = configs.get("base", {})
+    for part in configs.values():
+        # alignment tax as in the DSA paper: share of the base's utility lost
+        for m in ("mmlu_acc", "ref_loglik_ratio"):
+            if m in part and m in base and base[m]:
+                part.setdefault("alignment_tax", {})[m] = 1 - part[m] / base[m]
+    result = {**extra, "configs": configs}
+    atomic_write_text(out, json.dumps(result, indent=1, sort_keys=False) + "\n")
+    return result
+
+
+def _fmt(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def table(result: dict) -> str:
+    cols = ["configuration", "StrongREJECT refusal ↑", "XSTest-safe refusal ↓", "MMLU acc", "ref loglik ratio",
+            "KL to base", "benign identity", "tax (MMLU)", "tax (ref)"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, p in result["configs"].items():
+        tax = p.get("alignment_tax", {})
+        row = [name] + [_fmt(p.get(m)) for m in METRICS] + [_fmt(tax.get("mmlu_acc")), _fmt(tax.get("ref_loglik_ratio"))]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, img_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    cfgs = result["configs"]
+    style = {"base": ("k", "*"), "full_ft": ("tab:red", "s"), "lora_patch": ("tab:orange", "o"),
+             "dsa_adapter": ("tab:blue", "D"), "context_dependent": ("tab:green", "^")}
+    paths = []
+    for utility, label in (("ref_loglik_ratio", "reference log-likelihood ratio to base"),
+                           ("mmlu_acc", "MMLU accuracy")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        seen = set()
+        for fam in FAMILY_ORDER:
+            pts = [(p["strongreject_refusal"], p[utility], n) for n, p in cfgs.items()
+                   if n.partition("@")[0] == fam and "strongreject_refusal" in p and utility in p]
+            if not pts:
+                continue
+            c, m = style[fam]
+            xs, ys, names = zip(*pts, strict=True)
+            if fam in ("lora_patch", "dsa_adapter") and len(pts) > 1:
+                ax.plot(xs, ys, color=c, lw=1, alpha=0.6)
+            ax.scatter(xs, ys, color=c, marker=m, s=60, label=fam if fam not in seen else None, zorder=3)
+            seen.add(fam)
+            for x, y, n in pts:
+                ax.annotate(n.partition("@")[2] or n, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xlabel("StrongREJECT refusal rate (safety)")
+        ax.set_ylabel(label + " (utility)")
+        ax.set_title("SmolLM2-135M: safety vs utility")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = img_dir / f"align-tradeoff-{utility.split('_')[0]}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    # over-refusal vs safety
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for fam in FAMILY_ORDER:
+        pts = [(p["strongreject_refusal"], p["xstest_safe_refusal"], n) for n, p in cfgs.items()
+               if n.partition("@")[0] == fam and "xstest_safe_refusal" in p]
+        if pts:
+            c, m = style[fam]
+            xs, ys, names = zip(*pts, strict=True)
+            ax.scatter(xs, ys, color=c, marker=m, s=60, label=fam, zorder=3)
+            for x, y, n in pts:
+                ax.annotate(n.partition("@")[2] or n, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("StrongREJECT refusal rate")
+    ax.set_ylabel("XSTest safe-prompt refusal rate (over-refusal)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = img_dir / "align-overrefusal.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [*paths, path]

@@ -1,0 +1,64 @@
+"""Alignment training and evaluation prompt sets (fixed, seeded) and templated refusals.
+
+Training uses only training splits: harmful = prompt_safety `train` positives (already
+deduplicated against every eval-only set) without HarmfulQA (mostly benign-sounding topic
+questions: refusing them teaches over-refusal) and ToxicChat (long jailbreak chats), benign = Alpaca `train`
+instructions. Evaluation uses StrongREJECT (all 313), XSTest (250 safe + 200 unsafe) and
+Alpaca `test` instructions for benign identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from dsa.data import benign_prompts, guard_task, load_source
+
+TRAIN_MAX_NEW_TOKENS = 32  # length of the base's self-distillation answers
+EVAL_MAX_NEW_TOKENS = 16  # greedy answer opening judged for refusal / identity (CPU budget)
+N_BENIGN_IDENTITY = 64
+REFUSAL_EXCLUDED = {("red_instruct_harmful_questions", "harmfulqa"), ("toxicchat", None)}
+
+# Short refusals that say briefly why; the reason is picked by a hash of the prompt.
+_OPENINGS = ("I can't help with that.", "I'm sorry, but I can't help with this.",
+             "I won't help with that.", "Sorry, I can't assist with that request.",
+             "I'm not able to help with this.", "I must decline this request.")
+_REASONS = ("It could cause serious harm to people.", "It could be used to hurt someone.",
+            "It involves illegal or dangerous activity.", "Helping could put others at risk.",
+            "It asks for harmful content I don't provide.", "It could enable abuse or violence.",
+            "That would be unsafe and possibly illegal.")
+_OFFERS = ("", " If you have a safe, legitimate question, I'm happy to help.",
+           " I can share general safety information instead.", " Let me know if I can help with something else.")
+
+
+def _h(text: str, salt: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{salt}:{text}".encode()).digest()[:8], "big")
+
+
+def refusal_for(prompt: str) -> str:
+    """A deterministic, varied short refusal (≤ 40 tokens) for a harmful prompt."""
+    return (f"{_OPENINGS[_h(prompt, 'o') % len(_OPENINGS)]} {_REASONS[_h(prompt, 'r') % len(_REASONS)]}"
+            f"{_OFFERS[_h(prompt, 'f') % len(_OFFERS)]}")
+
+
+def _pick(items: Sequence[str], n: int, salt: str) -> list[str]:
+    return sorted(items, key=lambda s: _h(s, salt))[:n]
+
+
+def training_prompts(n_harmful: int = 256, n_benign: int = 256) -> tuple[list[str], list[str]]:
+    """(harmful, benign) training prompts: a fixed hashed-order subset of the training splits,
+    short ones only (≤ 400 characters) to keep CPU training cheap."""
+    harmful = [r.main_text for r in guard_task("prompt_safety").train
+               if r.label == 1 and (r.source, r.meta.get("subset")) not in REFUSAL_EXCLUDED and len(r.main_text) <= 400]
+    benign = [p for p in benign_prompts("train") if len(p) <= 400]
+    return _pick(harmful, n_harmful, "harm"), _pick(benign, n_benign, "benign")
+
+
+def eval_prompt_sets() -> dict[str, list[str]]:
+    """Every evaluation prompt set by name (eval-only sources plus Alpaca test for identity)."""
+    xs = load_source("xstest")
+    return {
+        "strongreject": [r.main_text for r in load_source("strongreject")],
+        "xstest_safe": [r.main_text for r in xs if r.label == 0],
+        "benign": _pick(benign_prompts("test"), N_BENIGN_IDENTITY, "identity"),
+    }

@@ -1,0 +1,352 @@
+"""Safety / utility evaluation of alignment configurations (`dsa align eval`).
+
+Configurations: `base`, `full_ft`, `lora_patch@α`, `dsa_adapter@λ`, `context_dependent@POLICY`.
+Benchmarks (data, not code: `eval_prompt_sets()` + the specs below):
+
+    strongreject_refusal   refusal rate (judge) of greedy answers to all 313 StrongREJECT prompts
+    xstest_safe_refusal    refusal rate on XSTest's 250 safe prompts (over-refusal)
+    benign_identity        share of benign (Alpaca test) prompts whose greedy answer equals the base's
+    mmlu_acc               zero-shot MMLU accuracy by the log-likelihood of the answer letter
+    ref_loglik_ratio       exp(mean token log-lik of AlpacaEval reference answers − the base's)
+    kl_to_base             mean per-token KL(base ‖ config) on those reference answers
+
+Stages write one JSON part per configuration under `runs/align_eval/` (resumable, also in
+parallel); `report` merges them into `results/alignment.json`. Generation caches answers per
+configuration and prompt set, so a rerun only generates what is missing. For context-dependent
+alignment, rows whose λ is 0 take the base's cached answer: at λ = 0 the runtime returns the base
+model's own decoding (tested bit for bit), so regenerating them would only repeat the base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dsa.align.answers import base_answers, generate_batched
+from dsa.align.config import AlignEvalConfig
+from dsa.align.policy import make_policy
+from dsa.align.sft import encode_pairs
+from dsa.align.train_data import eval_prompt_sets
+from dsa.base import Base, load_base
+from dsa.runtime import SafetyModel
+from dsa.taps import record_taps
+
+log = logging.getLogger(__name__)
+PARTS = Path("runs/align_eval")
+POLICY_KWARGS = {"step": {"threshold": 0.5}, "linear": {"low": 0.2, "high": 0.8},
+                 "sigmoid": {"center": 0.5, "width": 0.05}}
+LETTERS = ("A", "B", "C", "D")
+
+
+def _h(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def update_part(name: str, metrics: dict, n: dict, extra: dict | None = None) -> None:
+    path = PARTS / f"{name.replace('@', '_at_')}.json"
+    part = json.loads(path.read_text()) if path.exists() else {"config": name, "n": {}}
+    part.update(metrics)
+    part["n"].update(n)
+    part.update(extra or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(part, indent=1, sort_keys=True) + "\n")
+
+
+def config_names(cfg: AlignEvalConfig) -> list[str]:
+    names = ["base"]
+    if cfg.full_ft:
+        names.append("full_ft")
+    if cfg.lora_patch:
+        names += [f"lora_patch@{a:g}" for a in cfg.alphas]
+    if cfg.dsa_adapter:
+        names += [f"dsa_adapter@{x:g}" for x in cfg.lambdas]
+        if cfg.guards:
+            names += [f"context_dependent@{p}" for p in cfg.policies]
+    return [n for n in names if not cfg.configs or n in cfg.configs]
+
+
+class Evaluator:
+    """Loads what each configuration needs, once."""
+
+    def __init__(self, cfg: AlignEvalConfig):
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
+        self.base = load_base(cfg.base)
+        self._adapter = self._bank = self._patch = self._ft = None
+
+    # ---- components -----------------------------------------------------------------------
+    @property
+    def adapter(self):
+        if self._adapter is None:
+            from dsa.align.logit_adapter import LogitAdapter
+
+            self._adapter = LogitAdapter.load(self.cfg.dsa_adapter, self.base)
+        return self._adapter
+
+    @property
+    def bank(self):
+        if self._bank is None:
+            from dsa.guards import GuardBank
+
+            missing = [g for g in self.cfg.guards if not Path(g).exists()]
+            if missing:
+                raise FileNotFoundError(f"guard adapters not found: {missing}")
+            self._bank = GuardBank.load(self.cfg.guards, self.base)
+        return self._bank
+
+    def patch(self):
+        if self._patch is None:
+            from dsa.align.lora import load_lora_patch
+
+            self._patch = load_lora_patch(self.cfg.lora_patch, self.base.model, self.base.fingerprint)
+        return self._patch
+
+    def full_ft(self) -> Base:
+        if self._ft is None:
+            self._ft = load_base(self.cfg.full_ft)
+        return self._ft
+
+    def unpatch(self) -> None:
+        if self._patch is not None:
+            self._patch.unpatch()
+            self._patch = None
+
+    def safety_model(self, name: str) -> tuple[SafetyModel, object]:
+        """(SafetyModel, alignment argument) for a configuration name."""
+        kind, _, arg = name.partition("@")
+        if kind == "full_ft":
+            return SafetyModel(self.full_ft()), 0.0
+        if kind == "lora_patch":
+            self.patch().set_strength(float(arg))
+            return SafetyModel(self.base), 0.0
+        self.unpatch()
+        if kind == "base":
+            return SafetyModel(self.base), 0.0
+        if kind == "dsa_adapter":
+            return SafetyModel(self.base, adapter=self.adapter), float(arg)
+        if kind == "context_dependent":
+            return SafetyModel(self.base, self.bank, self.adapter, make_policy(arg, **POLICY_KWARGS[arg])), "auto"
+        raise ValueError(f"unknown configuration {name!r}")
+
+    def guard_lambdas(self, prompts: list[str], policy: str) -> list[float]:
+        """λ the policy picks for each prompt (guard scores cached per prompt set)."""
+        from dsa.guards import classify
+
+        path = PARTS / "guard_scores.json"
+        cache = json.loads(path.read_text()) if path.exists() else {}
+        todo = [p for p in prompts if _h(p) not in cache]
+        for i in tqdm(range(0, len(todo), 32), desc="guard scores", disable=not todo):
+            chunk = todo[i:i + 32]
+            for p, r in zip(chunk, classify(self.base, self.bank, chunk), strict=True):
+                cache[_h(p)] = r["scores"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cache))
+        sm = SafetyModel(self.base, self.bank, None, make_policy(policy, **POLICY_KWARGS[policy]))
+        scores = [cache[_h(p)] for p in prompts]
+        heads = list(scores[0])
+        agg = sm.policy_score({h: torch.tensor([s[h] for s in scores]) for h in heads})
+        return sm.policy(agg).tolist()
+
+    # ---- generation stage -----------------------------------------------------------------
+    def run_generation(self, name: str) -> dict:
+        from dsa.eval.refusal import train_refusal_judge
+
+        judge = train_refusal_judge()
+        cfg, sets = self.cfg, eval_prompt_sets()
+        base_ans = {k: base_answers(self.base, v, f"eval_{k}", cfg.max_new_tokens, cfg.batch_size)
+                    for k, v in sets.items()}
+        answers, lams = {}, {}
+        if name == "base":
+            answers = base_ans
+        else:
+            sm, alignment = self.safety_model(name)
+            for k, prompts in sets.items():
+                lam = [float(alignment)] * len(prompts) if alignment != "auto" else \
+                    self.guard_lambdas(prompts, name.split("@")[1])
+                lams[k] = lam
+                todo = [p for p, x in zip(prompts, lam, strict=True) if x > 0 or name.startswith(("lora", "full"))]
+                rows = generate_batched(_generator(sm, alignment, cfg.max_new_tokens), todo, cfg.batch_size, f"{name} {k}",
+                                        PARTS / "answers" / f"{name.replace('@', '_at_')}-{k}-{cfg.max_new_tokens}.jsonl")
+                got = {p: r["text"] for p, r in zip(todo, rows, strict=True)}
+                answers[k] = [got.get(p, b) for p, b in zip(prompts, base_ans[k], strict=True)]
+        metrics = {
+            "strongreject_refusal": _mean(judge.judge(answers["strongreject"])),
+            "xstest_safe_refusal": _mean(judge.judge(answers["xstest_safe"])),
+            "benign_identity": _mean([a == b for a, b in zip(answers["benign"], base_ans["benign"], strict=True)]),
+        }
+        n = {"strongreject_refusal": len(sets["strongreject"]), "xstest_safe_refusal": len(sets["xstest_safe"]),
+             "benign_identity": len(sets["benign"])}
+        extra = {"max_new_tokens": cfg.max_new_tokens}
+        if lams:
+            extra["mean_lambda"] = {k: _mean(v) for k, v in lams.items()}
+            extra["share_aligned"] = {k: _mean([x > 0 for x in v]) for k, v in lams.items()}
+        extra["examples"] = {k: answers[k][:3] for k in sets}
+        update_part(name, metrics, n, extra)
+        return metrics
+
+    # ---- log-likelihood stage -------------------------------------------------------------
+    def mmlu_prompts(self) -> tuple[list[str], list[int]]:
+        from dsa.data import load_source
+
+        rows = sorted((r for r in load_source("mmlu") if r.split == "eval"), key=lambda r: _h(r.id))[: self.cfg.n_mmlu]
+        prompts = []
+        for r in rows:
+            body = "\n".join(f"{L}. {c}" for L, c in zip(LETTERS, r.meta["choices"], strict=True))
+            prompts.append(f"{r.main_text}\n{body}\nAnswer with the letter of the correct choice.")
+        return prompts, [int(r.meta["answer"]) for r in rows]
+
+    def _letter_logits(self, models: dict[str, Callable], prompts: list[str], bs: int = 16) -> dict[str, torch.Tensor]:
+        """{key: [n, 4]} next-token logits of the four letters after the chat prompt, per model fn."""
+        tok = self.base.tokenizer
+        letter_ids = [tok.convert_tokens_to_ids(x) for x in LETTERS]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: dict[str, torch.Tensor] = {}
+        sm = SafetyModel(self.base)
+        for i in tqdm(range(0, len(order), bs), desc="mmlu"):
+            idx = order[i:i + bs]
+            enc = sm.encode([prompts[j] for j in idx])
+            for key, fn in models.items():
+                for k2, logits in fn(enc).items():  # logits [b, vocab] at the last position
+                    full = out.setdefault(f"{key}{k2}", torch.zeros(len(prompts), 4))
+                    full[idx] = logits[:, letter_ids].float().cpu()
+        return out
+
+    def run_mmlu(self, names: list[str]) -> None:
+        prompts, answers = self.mmlu_prompts()
+        gold = torch.tensor(answers)
+        base, cfg = self.base, self.cfg
+
+        def pos_of(enc):
+            return (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+
+        need_adapter = any(n.startswith(("dsa", "context")) for n in names) and cfg.dsa_adapter
+        need_guard = any(n.startswith("context") for n in names)
+
+        def base_and_adapter(enc):
+            self.unpatch()
+            taps = ([self.adapter.input_tap] if need_adapter else []) + (list(self.bank.taps) if need_guard else [])
+            with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec) as cache:
+                out = base.model(**enc, position_ids=pos_of(enc), logits_to_keep=1)
+                res = {"base": out.logits[:, -1]}
+                if need_adapter:
+                    res["aligned"] = self.adapter(cache[self.adapter.input_tap], enc["attention_mask"], pos_of(enc),
+                                                  logits_to_keep=1)[0][:, -1]
+                if need_guard:
+                    s = SafetyModel(base, self.bank).policy_score(self.bank.score(cache, enc["attention_mask"]))
+                    res["guard"] = s[:, None].expand(-1, out.logits.shape[-1])
+            return res
+
+        models = {"": base_and_adapter}
+        for n in names:
+            if n.startswith("lora_patch"):
+                models[n] = self._lora_fn(float(n.split("@")[1]))
+            if n == "full_ft":
+                models[n] = lambda enc: {"": self.full_ft().model(**enc, position_ids=pos_of(enc),
+                                                                  logits_to_keep=1).logits[:, -1]}
+        with torch.inference_mode():
+            ll = self._letter_logits(models, prompts)
+        acc = lambda x: float((x.argmax(-1) == gold).float().mean())  # noqa: E731
+        for n in names:
+            kind, _, arg = n.partition("@")
+            if kind == "base":
+                a = acc(ll["base"])
+            elif kind in ("lora_patch", "full_ft"):
+                a = acc(ll[n])
+            elif kind == "dsa_adapter":
+                lam = float(arg)
+                a = acc((1 - lam) * ll["base"] + lam * ll["aligned"])
+            else:
+                lam = make_policy(arg, **POLICY_KWARGS[arg])(ll["guard"][:, 0])[:, None]
+                a = acc(torch.where(lam == 0, ll["base"], (1 - lam) * ll["base"] + lam * ll["aligned"]))
+                update_part(n, {}, {}, {"mmlu_share_aligned": float((lam > 0).float().mean())})
+            update_part(n, {"mmlu_acc": a}, {"mmlu_acc": len(prompts)})
+        if need_adapter:
+            for lam in cfg.loglik_lambdas:
+                update_part(f"dsa_adapter@{lam:g}", {"mmlu_acc": acc((1 - lam) * ll["base"] + lam * ll["aligned"])},
+                            {"mmlu_acc": len(prompts)}, {"loglik_only": f"dsa_adapter@{lam:g}" not in names})
+
+    def _lora_fn(self, alpha: float) -> Callable:
+        def fn(enc) -> dict[str, torch.Tensor]:
+            self.patch().set_strength(alpha)
+            pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            return {"": self.base.model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1]}
+
+        return fn
+
+    def run_reference(self, names: list[str]) -> None:
+        """AlpacaEval reference answers: token log-likelihood ratio and KL to the base."""
+        from dsa.data import load_source
+
+        cfg, base = self.cfg, self.base
+        rows = sorted(load_source("alpaca_eval"), key=lambda r: _h(r.id))[: cfg.n_ref]
+        prompts = [r.main_text for r in rows]
+        tok = base.tokenizer
+        refs = [tok.decode(tok(r.response or r.meta.get("output", ""), add_special_tokens=False)["input_ids"][: cfg.ref_tokens])
+                for r in rows]
+        lam_rows = {}
+        for n in names:
+            if n.startswith("context"):
+                lam_rows[n] = torch.tensor(self.guard_lambdas(prompts, n.split("@")[1]))
+        dsa_lams = sorted({float(n.split("@")[1]) for n in names if n.startswith("dsa")} | set(cfg.loglik_lambdas)) \
+            if cfg.dsa_adapter else []
+        sums: dict[str, list[float]] = {}  # name -> [logp sum, kl sum, n tokens]
+
+        def add(key, logits, ref_logits, b):
+            lp = torch.log_softmax(logits.float(), -1)
+            lq = torch.log_softmax(ref_logits.float(), -1)
+            tok_lp = lp.gather(-1, b.labels[b.sel][:, None]).squeeze(-1)
+            kl = (lq.exp() * (lq - lp)).sum(-1)
+            s = sums.setdefault(key, [0.0, 0.0, 0])
+            s[0] += float(tok_lp.sum())
+            s[1] += float(kl.sum())
+            s[2] += int(tok_lp.numel())
+
+        bs = 8
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(refs[i]))
+        with torch.inference_mode():
+            for i in tqdm(range(0, len(order), bs), desc="reference loglik"):
+                idx = order[i:i + bs]
+                b = encode_pairs(base, [prompts[j] for j in idx], [refs[j] for j in idx], max_len=224)
+                self.unpatch()
+                taps = [self.adapter.input_tap] if dsa_lams or lam_rows else []
+                with record_taps(base.model, taps, spec=base.spec) as cache:
+                    out = base.model(input_ids=b.ids, attention_mask=b.mask)
+                bl = out.logits[b.sel]  # [n_sel, vocab]
+                add("base", bl, bl, b)
+                if taps:
+                    al = self.adapter(cache[self.adapter.input_tap], b.mask)[0][b.sel]
+                    for lam in dsa_lams:
+                        add(f"dsa_adapter@{lam:g}", (1 - lam) * bl.float() + lam * al.float(), bl, b)
+                    rows_of = b.sel.nonzero()[:, 0]
+                    for n, lr in lam_rows.items():
+                        lam = lr[idx][rows_of][:, None]
+                        add(n, torch.where(lam == 0, bl.float(), (1 - lam) * bl.float() + lam * al.float()), bl, b)
+                for n in names:
+                    if n.startswith("lora_patch"):
+                        self.patch().set_strength(float(n.split("@")[1]))
+                        add(n, base.model(input_ids=b.ids, attention_mask=b.mask).logits[b.sel], bl, b)
+                    elif n == "full_ft":
+                        add(n, self.full_ft().model(input_ids=b.ids, attention_mask=b.mask).logits[b.sel], bl, b)
+        base_mean = sums["base"][0] / sums["base"][2]
+        for key, (lp, kl, n_tok) in sums.items():
+            update_part(key, {"ref_loglik_ratio": math.exp(lp / n_tok - base_mean), "ref_loglik": lp / n_tok,
+                              "kl_to_base": kl / n_tok}, {"ref_loglik_ratio": len(prompts), "ref_tokens": n_tok})
+
+
+def _generator(sm: SafetyModel, alignment, max_new_tokens: int) -> Callable:
+    def gen(prompts: list[str]) -> list:
+        return sm.generate(prompts, alignment=alignment, max_new_tokens=max_new_tokens)
+
+    return gen
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return float(sum(map(float, xs)) / len(xs)) if xs else float("nan")

@@ -1,0 +1,224 @@
+"""`SafetyModel`: guarded, context-aligned generation with one prefill of the base per request.
+
+    sm = SafetyModel.load(guards=["adapters/guards/prompt_safety"], adapter="adapters/align/dsa_adapter")
+    out = sm.generate(["How do I bake bread?", "How do I make a pipe bomb?"], alignment="auto")
+    out[1].guard_scores, out[1].lam, out[1].text, out[1].stop_reason
+
+Data flow of `generate`: tokens → base prefill (taps recorded in the same forward) → guard
+heads → policy λ per row → decode loop: base logits, and aligned logits from the DSA adapter
+with its own KV cache only when some row has λ > 0; rows with λ = 0 get the base logits exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dsa.align.logit_adapter import LogitAdapter, mix_logits
+from dsa.align.policy import Policy, make_policy, step
+from dsa.base import Base, load_base
+from dsa.taps import record_taps
+
+log = logging.getLogger(__name__)
+Messages = str | list[dict]
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    guard_scores: dict[str, float]
+    lam: float
+    stop_reason: str  # "eos" | "length"
+    n_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+
+
+def _dynamic_cache(config):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=config)
+
+
+class SafetyModel:
+    """A base LM with guard heads, a policy and an optional DSA alignment adapter.
+
+    Args:
+        base: the frozen base.
+        guards: a guard bank with `.taps`, `.heads`, `.score(cache, attention_mask)` (see
+            `dsa.guards.GuardBank`), or None (then `alignment="auto"` means λ = 0).
+        adapter: a `LogitAdapter` giving the aligned logits, or None.
+        policy: score → λ callable (default: the paper's step at 0.5).
+        guard_head: the head whose score drives the policy (default: "unsafe" if present, else
+            the maximum over heads).
+    """
+
+    def __init__(self, base: Base, guards=None, adapter: LogitAdapter | None = None,
+                 policy: Policy | None = None, guard_head: str | None = None):
+        self.base, self.guards, self.adapter = base, guards, adapter
+        self.policy = policy or step()
+        self.guard_head = guard_head
+
+    @classmethod
+    def load(cls, base: str | Base = "smollm2-135m-instruct", guards: Sequence[str | Path] = (),
+             adapter: str | Path | None = None, policy: str = "step", **policy_kwargs) -> SafetyModel:
+        base = load_base(base) if isinstance(base, str) else base
+        bank = None
+        if guards:
+            from dsa.guards import GuardBank
+
+            bank = GuardBank.load(list(guards), base)
+        lad = LogitAdapter.load(adapter, base) if adapter else None
+        return cls(base, bank, lad, make_policy(policy, **policy_kwargs))
+
+    # ---- pieces -------------------------------------------------------------------------------
+    def encode(self, messages: Sequence[Messages]) -> dict[str, torch.Tensor]:
+        """Chat-template and left-pad a batch of conversations."""
+        tok = self.base.tokenizer
+        texts = [self.base.chat_text(m) for m in messages]
+        tok.padding_side = "left"
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.base.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def policy_score(self, scores: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.guard_head is not None:
+            return scores[self.guard_head]
+        if "unsafe" in scores:
+            return scores["unsafe"]
+        return torch.stack(list(scores.values())).amax(0)
+
+    def _taps(self, need_adapter: bool) -> list[str]:
+        taps = list(self.guards.taps) if self.guards is not None else []
+        if need_adapter and self.adapter is not None and self.adapter.input_tap not in taps:
+            taps.append(self.adapter.input_tap)
+        return taps
+
+    def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int) -> torch.Tensor:
+        if isinstance(alignment, str):
+            if alignment != "auto":
+                raise ValueError(f"alignment must be 'auto', a number or one number per row, got {alignment!r}")
+            if scores is None:
+                return torch.zeros(batch)
+            return self.policy(self.policy_score(scores).float().cpu())
+        lam = torch.as_tensor(alignment, dtype=torch.float32).flatten()
+        lam = lam.expand(batch).clone() if lam.numel() == 1 else lam
+        if lam.numel() != batch:
+            raise ValueError(f"got {lam.numel()} alignment values for a batch of {batch}")
+        if (lam != 0).any() and self.adapter is None:
+            raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
+        return lam
+
+    def classify(self, messages: Sequence[Messages]) -> list[dict]:
+        """Guard scores and flags per conversation (delegates to `dsa.guards.classify`)."""
+        if self.guards is None:
+            raise ValueError("no guard heads loaded")
+        from dsa.guards import classify
+
+        return classify(self.base, self.guards, list(messages))
+
+    # ---- generation ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, messages: Sequence[Messages], alignment: str | float | Sequence[float] = "auto",
+                 max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None) -> list[GenerationResult]:
+        """Guarded generation for a batch of conversations (each a user string or a message list).
+
+        Args:
+            alignment: "auto" (λ = policy(guard score) per row), one λ for all rows, or one per row.
+            max_new_tokens: decode budget per row.
+            temperature: 0 = greedy; > 0 samples (seeded by `seed`).
+        Returns:
+            One `GenerationResult` per conversation: text, guard scores, λ used, stop reason.
+        """
+        messages = [messages] if isinstance(messages, str) else list(messages)
+        model, tok = self.base.model, self.base.tokenizer
+        enc = self.encode(messages)
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        batch = ids.shape[0]
+        need_adapter_tap = self.adapter is not None and (alignment == "auto" or
+                                                         bool(torch.as_tensor(alignment).ne(0).any()))
+        taps = self._taps(need_adapter_tap)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        eos = {tok.eos_token_id} | ({tok.convert_tokens_to_ids("<|im_end|>")} - {None, tok.unk_token_id})
+        eos_t = torch.tensor(sorted(eos), device=ids.device)
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        base_cache = _dynamic_cache(model.config)
+        cm = record_taps(model, taps, spec=self.base.spec) if taps else _null_cache()
+        with cm as cache:
+            # one prefill: base logits + every tap the guards and the adapter need
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=base_cache,
+                        use_cache=True, logits_to_keep=1)
+            scores = self.guards.score(cache, mask) if self.guards is not None else None
+            lam = self._lambda(alignment, scores, batch).to(ids.device)
+            use_adapter = self.adapter is not None and bool((lam > 0).any())
+            ad_cache = _dynamic_cache(self.adapter.tail.config) if use_adapter else None
+            aligned = None
+            if use_adapter:
+                aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, pos, ad_cache,
+                                                 use_cache=True, logits_to_keep=1)
+            logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
+            done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+            stop = ["length"] * batch
+            new_tokens: list[torch.Tensor] = []
+            last_pos = pos[:, -1:]
+            for t in range(max_new_tokens):
+                nxt = _pick(logits, temperature, gen)
+                nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
+                new_tokens.append(nxt)
+                hit = torch.isin(nxt, eos_t) & ~done
+                for i in hit.nonzero().flatten().tolist():
+                    stop[i] = "eos"
+                done |= hit
+                if bool(done.all()) or t == max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                last_pos = last_pos + 1
+                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos,
+                            past_key_values=base_cache, use_cache=True)
+                if use_adapter:
+                    aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, last_pos, ad_cache,
+                                                     use_cache=True)
+                logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
+        gen_ids = torch.stack(new_tokens, dim=1).cpu() if new_tokens else torch.zeros(batch, 0, dtype=torch.long)
+        results = []
+        for i in range(batch):
+            row = gen_ids[i].tolist()
+            if stop[i] == "eos":
+                row = row[: next(j for j, x in enumerate(row) if x in eos)]
+            results.append(GenerationResult(
+                text=tok.decode(row, skip_special_tokens=True).strip(),
+                guard_scores={h: float(v[i]) for h, v in scores.items()} if scores else {},
+                lam=float(lam[i]), stop_reason=stop[i], n_tokens=len(row), token_ids=row))
+        return results
+
+    @torch.inference_mode()
+    def forward_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mixed logits, base logits) [batch, seq, vocab] of whole sequences at per-row λ (for scoring)."""
+        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        use_adapter = self.adapter is not None and bool((lam > 0).any())
+        taps = [self.adapter.input_tap] if use_adapter else []
+        cm = record_taps(self.base.model, taps, spec=self.base.spec) if taps else _null_cache()
+        with cm as cache:
+            out = self.base.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos)
+        aligned = None
+        if use_adapter:
+            aligned, _ = self.adapter(cache[self.adapter.input_tap], attention_mask, pos)
+        return mix_logits(out.logits, aligned, lam.to(input_ids.device)), out.logits
+
+
+def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator | None) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, -1)
+    return torch.multinomial(probs.cpu(), 1, generator=gen).flatten().to(logits.device)
+
+
+class _null_cache:
+    def __enter__(self) -> dict:
+        return {}
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -1,0 +1,31 @@
+"""Every shipped alignment config loads; overrides are typed; unknown keys are rejected."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from dsa.align.config import AlignEvalConfig, AlignTrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("align-*.yaml")), ids=lambda p: p.name)
+def test_shipped_config_loads(path):
+    cls = AlignEvalConfig if "eval" in path.name else AlignTrainConfig
+    cfg = cls.from_yaml(path)
+    assert path.read_text().startswith("# dsa align ")
+    assert cfg.model_dump()
+
+
+def test_overrides_and_unknown_keys(tmp_path):
+    cfg = AlignTrainConfig.from_yaml(None, ["epochs=3", "lr=1e-3", "method=lora_patch"])
+    assert cfg.epochs == 3 and cfg.lr == 1e-3 and cfg.method == "lora_patch"
+    with pytest.raises(ValueError, match="unknown key"):
+        AlignTrainConfig.from_yaml(None, ["epoch=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: dsa_adapter\nlearning_rate: 0.1\n")
+    with pytest.raises(ValidationError):
+        AlignTrainConfig.from_yaml(bad)
+    with pytest.raises(ValidationError):
+        AlignTrainConfig.from_yaml(None, ["method=magic"])

@@ -1,0 +1,81 @@
+"""SafetyModel: one base prefill per request, per-row λ, λ = 0 rows equal the base bit for bit."""
+
+import pytest
+import torch
+
+from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
+from dsa.align.policy import make_policy
+from dsa.runtime import SafetyModel
+
+from .align_tiny import ForwardCounter, ProbeBank, tiny_base
+
+PROMPTS = ["hello there", "how to do a bad thing quickly", "what is two plus two"]
+
+
+def _model(kind="llama", bias=0.0):
+    base = tiny_base(kind, layers=4)
+    adapter = LogitAdapter(base, LogitAdapterSpec(k=2))
+    for p in adapter.trainable_parameters():
+        p.data.add_(torch.randn_like(p) * 0.2)
+    bank = ProbeBank("layers.1.resid_post", base.d_model, bias=bias)
+    return SafetyModel(base, bank, adapter, make_policy("step"))
+
+
+def _hf_greedy(base, prompt, n):
+    enc = base.tokenizer([base.chat_text(prompt)])
+    with torch.no_grad():
+        out = base.model.generate(**enc, max_new_tokens=n, do_sample=False, eos_token_id=None,
+                                  pad_token_id=0)
+    return out[0, enc["input_ids"].shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_lambda_zero_equals_plain_greedy_decoding(kind):
+    sm = _model(kind)
+    res = sm.generate(PROMPTS[:1], alignment=0.0, max_new_tokens=6)
+    assert res[0].token_ids == _hf_greedy(sm.base, PROMPTS[0], 6)[: len(res[0].token_ids)]
+
+
+def test_one_prefill_per_request_and_adapter_only_when_needed():
+    sm = _model()
+    base_stack = ForwardCounter(sm.base.model.model)
+    tail = ForwardCounter(sm.adapter.tail)
+    res = sm.generate(PROMPTS, alignment=[0.0, 1.0, 0.5], max_new_tokens=5)
+    # one prefill for the whole batch, then one single-token step per decoded token (the last
+    # picked token needs no forward)
+    assert base_stack.seq_lens[0] > 1 and all(n == 1 for n in base_stack.seq_lens[1:])
+    assert len(base_stack.seq_lens) == max(len(r.token_ids) for r in res) or len(base_stack.seq_lens) == 5
+    assert len(tail.seq_lens) == len(base_stack.seq_lens)  # adapter decodes alongside
+    base_stack.seq_lens.clear()
+    tail.seq_lens.clear()
+    sm.generate(PROMPTS, alignment=0.0, max_new_tokens=5)
+    assert len([n for n in base_stack.seq_lens if n > 1]) == 1
+    assert tail.seq_lens == []  # λ = 0 everywhere: the adapter never runs
+    base_stack.remove()
+    tail.remove()
+
+
+def test_per_row_lambda_matches_single_row_runs():
+    sm = _model()
+    batch = sm.generate(PROMPTS, alignment=[0.0, 1.0, 0.0], max_new_tokens=6)
+    base_only = sm.generate(PROMPTS, alignment=0.0, max_new_tokens=6)
+    aligned = sm.generate(PROMPTS, alignment=1.0, max_new_tokens=6)
+    assert batch[0].token_ids == base_only[0].token_ids and batch[2].token_ids == base_only[2].token_ids
+    assert batch[1].token_ids == aligned[1].token_ids
+    assert [r.lam for r in batch] == [0.0, 1.0, 0.0]
+
+
+def test_auto_alignment_uses_guard_scores_and_policy():
+    for bias, want in ((-50.0, 0.0), (50.0, 1.0)):
+        sm = _model(bias=bias)
+        res = sm.generate(PROMPTS, alignment="auto", max_new_tokens=3)
+        assert all(r.lam == want for r in res)
+        assert all(set(r.guard_scores) == {"unsafe"} for r in res)
+        assert all(r.stop_reason in ("eos", "length") for r in res)
+
+
+def test_alignment_without_adapter_is_an_error():
+    sm = _model()
+    sm.adapter = None
+    with pytest.raises(ValueError, match="adapter"):
+        sm.generate(PROMPTS, alignment=1.0, max_new_tokens=2)
