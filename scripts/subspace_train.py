@@ -1,10 +1,10 @@
 """Train the small analysis-local updates that `dsa analyze subspace` compares.
 
-    python scripts/subspace_train.py --task mmlu_dev --mode lora --out adapters/analysis/task-lora-r16
-    python scripts/subspace_train.py --task refusal  --mode lora --out adapters/analysis/refusal-lora-r16
+    python scripts/subspace_train.py --task mmlu_dev --mode lora --out runs/analysis/task-lora-r16
+    python scripts/subspace_train.py --task refusal  --mode lora --out runs/analysis/refusal-lora-r16
     python scripts/subspace_train.py --task refusal  --mode full --out runs/analysis/refusal-full-ft
 
-Tasks (96 chat examples by default — CPU budget; --n 300 for more — loss on the answer tokens only, 1 epoch, seeded):
+Tasks (300 chat examples by default (MMLU dev has 285), loss on the answer tokens only, 1 epoch, seeded):
   refusal   harmful_prompts("train") -> one of a few short templated refusals (the same recipe as a
             refusal-SFT patch: harmful prompts only).
   mmlu_dev  the MMLU dev split (285 questions; our loaders mark it "train": it is the few-shot
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--mode", required=True, choices=["lora", "full"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--base", default=DEFAULT_BASE)
-    ap.add_argument("--n", type=int, default=96)
+    ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--lr", type=float, default=None, help="default 1e-3 (lora) / 3e-5 (full)")
     ap.add_argument("--batch-size", type=int, default=8)

@@ -10,7 +10,12 @@ import scipy.linalg
 import torch
 
 from dsa.analysis.compare import analyze_updates
-from dsa.analysis.interference import input_second_moments, relative_output_energy
+from dsa.analysis.interference import (
+    input_second_moments,
+    lowrank_output_energy,
+    output_energy,
+    relative_output_energy,
+)
 from dsa.analysis.subspace import (
     energy_curve,
     lowrank_svd,
@@ -204,7 +209,10 @@ def test_interference_matches_direct_outputs(tiny):
     W0 = tiny["base_sd"]["model.layers.1.self_attn.q_proj.weight"].double()
     dW = torch.randn_like(W0) * 0.1
     direct = float((X @ dW.T).pow(2).sum() / (X @ W0.T).pow(2).sum())
-    assert relative_output_energy(W0, dW, mom["model.layers.1.self_attn.q_proj"]) == pytest.approx(direct, rel=1e-6)
+    C = mom["model.layers.1.self_attn.q_proj"]
+    assert relative_output_energy(W0, dW, C) == pytest.approx(direct, rel=1e-4)
+    B, A = torch.randn(W0.shape[0], 3), torch.randn(3, W0.shape[1])
+    assert lowrank_output_energy(B, A, 0.5, C) == pytest.approx(output_energy(0.5 * B @ A, C), rel=1e-4)
 
 
 def test_cli_writes_json_plots_and_doc(tiny, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dsa.analysis.interference import relative_output_energy
+from dsa.analysis.interference import lowrank_output_energy, output_energy
 from dsa.analysis.subspace import module_stats, svd
 from dsa.analysis.updates import Update, WeightReader, module_of, open_update
 
@@ -96,6 +96,9 @@ def analyze_updates(
         W0 = reader.get(key).to(torch.float64)
         w0 = svd(W0)
         layer, mod = module_of(key)
+        module_name = key.removesuffix(".weight")
+        inputs = {s: mom[module_name] for s, (mom, _n) in (moments or {}).items() if module_name in mom}
+        base_energy = {s: output_energy(W0, C) for s, C in inputs.items()}
         for name, upd in updates.items():
             if key not in upd.keys():
                 continue
@@ -108,16 +111,11 @@ def analyze_updates(
             if not delta.low_rank:
                 row["full"] = module_stats(w0, f, ks, generator=gen)
                 row["top_r_energy_share"] = f.top(rank).energy / f.energy if f.energy else float("nan")
-            module_name = key.removesuffix(".weight")
-            for set_name, (mom, _n) in (moments or {}).items():
-                if module_name in mom:
-                    dW = delta.dense()
-                    e = relative_output_energy(W0, dW, mom[module_name])
-                    row.setdefault("interference", {})[set_name] = e
-                    # numerator and denominator, for an energy-weighted overall number
-                    from dsa.analysis.interference import output_energy
-                    inter[name][set_name].append((output_energy(dW, mom[module_name]),
-                                                  output_energy(W0, mom[module_name])))
+            for set_name, C in inputs.items():
+                e = (lowrank_output_energy(delta.B, delta.A, delta.scale, C) if delta.low_rank
+                     else output_energy(delta.dense(), C))
+                row.setdefault("interference", {})[set_name] = e / base_energy[set_name]
+                inter[name][set_name].append((e, base_energy[set_name]))  # pooled over modules later
             rows[name].append(row)
     out = {}
     for name, upd in updates.items():

@@ -31,7 +31,7 @@ def input_second_moments(
     """C = Σ_tokens x xᵀ of the inputs of each named Linear module over `texts` (padding excluded).
 
     Modules fed the same tensor (q/k/v, gate/up) share one accumulator. Every hook is removed on
-    exit. Returns ({module name: C [d_in, d_in] float64}, number of tokens).
+    exit. Returns ({module name: C [d_in, d_in] float32}, number of tokens).
     """
     mods = {name: model.get_submodule(name) for name in module_names}
     acc: dict[str, torch.Tensor] = {}
@@ -47,8 +47,8 @@ def input_second_moments(
             if first != name:
                 alias.setdefault(name, first)
                 return
-            xf = x.detach().to(torch.float64)[state["mask"]]  # [tokens, d_in]
-            c = xf.T @ xf
+            xf = x.detach().float()[state["mask"]]  # [tokens, d_in]
+            c = (xf.T @ xf).double()  # fp32 products, fp64 running sum
             acc[name] = acc[name] + c if name in acc else c
 
         return hook
@@ -66,6 +66,7 @@ def input_second_moments(
     finally:
         for h in handles:
             h.remove()
+    acc = {k: v.float() for k, v in acc.items()}
     for name, first in alias.items():
         acc[name] = acc[first]
     return acc, n_tokens
@@ -73,8 +74,14 @@ def input_second_moments(
 
 def output_energy(W: torch.Tensor, C: torch.Tensor) -> float:
     """tr(W C Wᵀ) = Σ over the recorded inputs x of ‖W x‖²."""
-    W = W.to(torch.float64)
+    W = W.to(C.dtype)
     return float(((W @ C) * W).sum())
+
+
+def lowrank_output_energy(B: torch.Tensor, A: torch.Tensor, scale: float, C: torch.Tensor) -> float:
+    """tr(ΔW C ΔWᵀ) for ΔW = scale·B@A, via the r×r matrix A C Aᵀ (never forms ΔW)."""
+    A, B = A.to(C.dtype), B.to(C.dtype)
+    return float(scale ** 2 * ((B.T @ B) * (A @ C @ A.T)).sum())
 
 
 def relative_output_energy(W0: torch.Tensor, dW: torch.Tensor, C: torch.Tensor) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 from dsa.analysis.compare import analyze_updates
 from dsa.analysis.interference import input_second_moments
 from dsa.analysis.report import (
+    METHOD_NOTES,
     plot_curves,
     plot_heatmaps,
     plot_module_types,
@@ -74,6 +75,7 @@ def run_subspace_analysis(
     img_dir: str | Path = "docs/img",
     roles: dict[str, str] | None = None,
     command: str = "",
+    notes: str = "",
 ) -> dict:
     """Analyse every update, then write the JSON, the plots and (if `doc`) the markdown report."""
     from dsa.adapter_io import atomic_write_text
@@ -105,6 +107,7 @@ def run_subspace_analysis(
         rel = {t: str(Path(p).relative_to(Path(doc).parent)) if Path(p).is_relative_to(Path(doc).parent)
                else str(Path("img") / Path(p).name) for t, p in images.items()}
         write_markdown(data, doc, command=command, images=rel,
-                       roles=roles or default_roles(updates, first), k_ref=k_ref)
+                       roles=roles or default_roles(updates, first), k_ref=k_ref,
+                       notes=METHOD_NOTES + (notes or ""))
     log.info("subspace analysis done in %.0f s", time.perf_counter() - t0)
     return data

@@ -285,3 +285,31 @@ def write_markdown(data: dict, path: str | Path, *, command: str, images: dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L) + "\n")
     return path
+
+
+METHOD_NOTES = """## Method and choices
+
+- **Per module.** For every adapted weight W0 (q, k, v, o, gate, up, down of every decoder layer) and
+  its update ΔW we take thin SVDs (float64). E(k) uses W0's top-k *left* singular vectors (the
+  output directions W0 writes most strongly); the right-side (input) version is in the JSON and
+  the curve plot. Overall numbers are unweighted means over modules, so each matrix votes once.
+- **Random baseline.** A random k-dimensional subspace of R^d captures k/d of any fixed ΔW's energy
+  in expectation. The tables use k/d; one Haar-random draw per module is stored as
+  `random_energy_k` and matches it. A ratio E/random < 1 means ΔW avoids W0's principal subspace.
+- **Principal angles** between the top-k left subspace of W0 and the column space of ΔW (rank ≤ r):
+  mean cos² = 1 nested, 0 orthogonal; for a random subspace it is k/d as well.
+- **Full fine-tune: two views.** A full fine-tune's ΔW is (nearly) full-rank, and its tail is
+  mostly optimiser noise spread over every direction, which pulls any overlap measure towards the
+  random baseline regardless of what the update does. So we report (a) its top-r singular
+  subspace ΔW_r, r = the LoRA rank — the like-for-like comparison with a rank-r LoRA, which is what
+  the orthogonality claim is about — and (b) the whole ΔW, which is what the model actually
+  applies (and what interference uses). The share of ΔW's energy in its top-r part says how
+  low-rank the fine-tune really is.
+- **Interference.** Forward pre-hooks on the base's Linear modules record C = Σ x xᵀ of each
+  module's inputs over every prompt token (chat template with the generation prompt, no
+  response) of the first N prompts of the benign test set (alpaca_instructions) and of the
+  harmful test set (prompt_safety positives); then ‖ΔW X‖²/‖W0 X‖² = tr(ΔW C ΔWᵀ)/tr(W0 C W0ᵀ),
+  summed over modules (pooled) or averaged per module. Only the base is ever in memory.
+- **Streaming.** W0 and each ΔW are read one matrix at a time with safetensors `safe_open` (the
+  full fine-tune from its own dir), so the analysis never holds two copies of a model.
+"""

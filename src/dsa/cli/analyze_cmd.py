@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results/subspace.json")
     p.add_argument("--doc", default="docs/results-subspace.md", help="markdown report ('' to skip)")
     p.add_argument("--img-dir", default="docs/img")
+    p.add_argument("--doc-command", default=None,
+                   help="the command named at the top of the report (default: this command line)")
     p.set_defaults(func=run)
 
 
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.k_ref not in args.ks:
         raise ValueError(f"--k-ref {args.k_ref} must be one of --ks {args.ks}")
     command = "dsa " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "dsa analyze subspace"
+    if args.doc_command:
+        command = f"{args.doc_command}` (runs `{command}`)"
     data = run_subspace_analysis(
         args.base, adapters, first=first, ks=args.ks, k_ref=args.k_ref, rank=args.rank,
         n_prompts=args.n_prompts, interference=not args.no_interference, out_json=args.out,
