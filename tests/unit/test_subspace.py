@@ -225,7 +225,7 @@ def test_cli_writes_json_plots_and_doc(tiny, tmp_path):
                "--out", str(out), "--doc", str(doc), "--img-dir", str(tmp_path / "docs" / "img")])
     assert rc == 0
     data = json.loads(out.read_text())
-    assert set(data) == {"_meta", "patch", "ft"}
+    assert set(data) == {"patch", "ft"}
     o = data["patch"]["overall"]
     assert set(o["proj_energy_k"]) == set(o["random_baseline_k"]) == {"1", "4", "16"}
     assert len(data["patch"]["per_layer"]) == 14 and "full_delta" in data["ft"]["per_layer"][0]

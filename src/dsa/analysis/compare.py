@@ -111,6 +111,8 @@ def analyze_updates(
             if not delta.low_rank:
                 row["full"] = module_stats(w0, f, ks, generator=gen)
                 row["top_r_energy_share"] = f.top(rank).energy / f.energy if f.energy else float("nan")
+                # bf16-saved fine-tunes round small changes to 0 and the rest to a coarse grid
+                row["zero_fraction"] = float((delta.dense_ == 0).double().mean())
             for set_name, C in inputs.items():
                 e = (lowrank_output_energy(delta.B, delta.A, delta.scale, C) if delta.low_rank
                      else output_energy(delta.dense(), C))
@@ -125,6 +127,7 @@ def analyze_updates(
         if upd.kind == "full":
             res["overall_full_delta"] = summarise(per, "full")
             res["overall"]["top_r_energy_share"] = _mean([r["top_r_energy_share"] for r in per])
+            res["overall"]["zero_fraction"] = _mean([r["zero_fraction"] for r in per])
         res["interference"] = {
             s: {"mean_module": _mean([r["interference"][s] for r in per if s in r.get("interference", {})]),
                 "pooled": sum(a for a, _ in v) / sum(b for _, b in v) if v else float("nan")}

@@ -29,7 +29,9 @@ def _slim_overall(o: dict) -> dict:
 
 def to_json(results: dict, meta: dict | None = None) -> dict:
     """The `results/subspace.json` layout: {adapter: {overall, per_layer, interference, ...}}."""
-    out: dict = {"_meta": meta or {}}
+    meta = dict(meta or {})
+    descriptions = meta.pop("descriptions", {})
+    out: dict = {}
     for name, res in results.items():
         per = []
         for row in res["per_layer"]:
@@ -41,7 +43,8 @@ def to_json(results: dict, meta: dict | None = None) -> dict:
             if "interference" in row:
                 item["interference"] = {k: _r(v) for k, v in row["interference"].items()}
             per.append(item)
-        entry = {"kind": res["kind"], "path": res["path"], "info": res["info"], "rank": res["rank"],
+        entry = {"kind": res["kind"], "path": res["path"], "description": descriptions.get(name, ""),
+                 "info": res["info"], "rank": res["rank"], "meta": meta,
                  "overall": _slim_overall(res["overall"])}
         if "overall_full_delta" in res:
             entry["overall_full_delta"] = _slim_overall(res["overall_full_delta"])
@@ -225,7 +228,7 @@ def write_markdown(data: dict, path: str | Path, *, command: str, images: dict[s
                    k_ref: int, notes: str = "") -> Path:
     """docs/results-subspace.md: the command, claims with numbers, tables and plots."""
     res = _updates(data)
-    meta = data.get("_meta", {})
+    meta = next(iter(res.values())).get("meta", {})
     ks = sorted(res[next(iter(res))]["overall"]["proj_energy_k"], key=int)
     show = [k for k in ks if int(k) in (1, 4, 16, 64, 256)] or ks
     L = ["# Safety-patch subspace analysis (2510.09004 on our base)", "",
@@ -237,7 +240,7 @@ def write_markdown(data: dict, path: str | Path, *, command: str, images: dict[s
     L += [f"- {c}" for c in claims(data, roles, k_ref)] + [""]
     L += ["## Updates compared", "", "| name | kind | where | trained on | rank | modules |", "|---|---|---|---|---|---|"]
     for name, r in res.items():
-        L.append(f"| {name} | {r['kind']} | `{r['path']}` | {meta.get('descriptions', {}).get(name, '')} | "
+        L.append(f"| {name} | {r['kind']} | `{r['path']}` | {r.get('description', '')} | "
                  f"{r['info'].get('r', '–')} | {r['overall']['n_modules']} |")
     L += ["", "## Overall projection energy (mean over modules)", "",
           "E(k) = ‖U_kᵀ ΔW‖²/‖ΔW‖² with U_k the top-k left singular vectors of W0 (output space); "
@@ -254,7 +257,10 @@ def write_markdown(data: dict, path: str | Path, *, command: str, images: dict[s
     fulls = [n for n, r in res.items() if "overall_full_delta" in r]
     if fulls:
         L += ["", "Top-r share of a full fine-tune's ΔW energy (‖ΔW_r‖²/‖ΔW‖², mean over modules): " +
-              ", ".join(f"{n}: {_fmt(res[n]['overall'].get('top_r_energy_share'), True)}" for n in fulls) + "."]
+              ", ".join(f"{n}: {_fmt(res[n]['overall'].get('top_r_energy_share'), True)}" for n in fulls) + ". "
+              "Entries of ΔW that are exactly 0 (a bf16-saved fine-tune rounds small changes away): " +
+              ", ".join(f"{n}: {_fmt(res[n]['overall'].get('zero_fraction'), True)} (stored as "
+                        f"{', '.join(res[n]['info'].get('dtypes', []))})" for n in fulls) + "."]
     L += ["", f"### Per module type: E(k={k_ref}) / random", "",
           "| update | " + " | ".join(MODULE_ORDER) + " |", "|---|" + "---|" * len(MODULE_ORDER)]
     for name, r in res.items():
