@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "base": "dsa.cli.base_cmd",
     "features": "dsa.cli.features_cmd",
     "data": "dsa.cli.data_cmd",
+    "guard": "dsa.cli.guard_cmd",
     "analyze": "dsa.cli.analyze_cmd",
     "align": "dsa.cli.align_cmd",  # also registers `dsa generate` and `dsa chat`
 }

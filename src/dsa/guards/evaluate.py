@@ -1,0 +1,125 @@
+"""Train every DSA head and baseline on a guard task's fixed splits and score its test split.
+
+`train_guard(base, cfg)` is the one training path (used by `dsa guard train` for the shipped
+adapters and by `evaluate_all` for the tables), so a shipped adapter equals the evaluated one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsa.eval.metrics import binary_report
+from dsa.guards.bank import GuardAdapter
+from dsa.guards.calibrate import calibrated, fit_temperature
+from dsa.guards.config import GuardTrainConfig
+from dsa.guards.featurize import TASK_MAX_LENGTH, SplitData, task_features
+from dsa.guards.heads import n_params
+from dsa.guards.train import calibrate, fit_plr_linear, fit_torch, mean_auc, predict
+
+log = logging.getLogger(__name__)
+EVAL_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai_moderation")
+PRED_DIR = Path("runs/guard_preds")
+
+
+def _logits(head, arch, cfg, feats) -> np.ndarray:
+    return predict(head, feats, "plr" if arch.startswith("plr") else arch, cfg)
+
+
+def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None = None,
+                heads: list[str] | None = None, mode: str | None = None) -> GuardAdapter:
+    """Train one guard adapter as `cfg` says (features from the cache), calibrated on val."""
+    if splits is None:
+        heads, mode, splits = task_features(base, cfg.task, max_length=cfg.max_length, window=cfg.window)
+    tr, va = splits["train"], splits["val"]
+    d = base.d_model
+    t0 = time.perf_counter()
+    if cfg.arch == "plr" and cfg.hidden == 0:
+        # layer sets are candidates; the one with the best val AUC wins
+        best = None
+        for layers in cfg.layer_sets:
+            hcfg = {"layers": layers, "poolings": cfg.poolings, "hidden": 0, "C_grid": cfg.C_grid}
+            head = fit_plr_linear(tr.feats, tr.labels, va.feats, va.labels, hcfg, d, seed=cfg.seed)
+            auc = mean_auc(va.labels.numpy(), _logits(head, "plr", hcfg, va.feats))
+            log.info("plr layers %s: val auc %.4f", layers, auc)
+            if best is None or auc > best[0]:
+                best = (auc, head, hcfg)
+        _, head, hcfg = best
+        hcfg = {k: v for k, v in hcfg.items() if k != "C_grid"}
+    else:
+        if cfg.arch == "plr":
+            hcfg = {"layers": cfg.layer_sets[-1], "poolings": cfg.poolings, "hidden": cfg.hidden}
+        else:
+            hcfg = {"ladder": cfg.ladder, "width": cfg.width, "attn_heads": cfg.attn_heads}
+        head = fit_torch(cfg.arch, tr.feats, tr.labels, va.feats, va.labels, hcfg, d, seed=cfg.seed,
+                         epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         batch_size=cfg.batch_size)
+    val_logits = _logits(head, cfg.arch, hcfg, va.feats)
+    temps, thresholds = calibrate(val_logits, va.labels.numpy(), cfg.target_fpr)
+    from dsa.guards.heads import flops_fraction
+
+    info = {"params": n_params(head), "flops_fraction_64": flops_fraction(head, base.model, 64),
+            "flops_fraction_256": flops_fraction(head, base.model, 256),
+            "val_auc": mean_auc(va.labels.numpy(), val_logits), "train_seconds": time.perf_counter() - t0}
+    return GuardAdapter(cfg.arch, cfg.task, mode, heads, hcfg, head, temps, thresholds, cfg.max_length,
+                        cfg.window, cfg.target_fpr, info)
+
+
+def report_from_logits(y_val: np.ndarray, val_logits: np.ndarray, y_test: np.ndarray,
+                       test_logits: np.ndarray, j: int = 0) -> dict:
+    """Metrics of head j: ranking metrics on raw logits, ECE after temperature scaling on val."""
+    t = fit_temperature(val_logits[:, j], y_val[:, j])
+    return binary_report(y_test[:, j], test_logits[:, j], calibrated(test_logits[:, j], t))
+
+
+def save_preds(task: str, method: str, preds: dict[str, np.ndarray]) -> None:
+    PRED_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(PRED_DIR / f"{task}-{method}.npz", **preds)
+
+
+def load_preds(task: str, method: str) -> dict[str, np.ndarray] | None:
+    p = PRED_DIR / f"{task}-{method}.npz"
+    return dict(np.load(p)) if p.exists() else None
+
+
+def dsa_predictions(base, task: str, arch_cfgs: dict[str, GuardTrainConfig], splits, heads, mode,
+                    xstest: SplitData | None) -> dict[str, dict]:
+    """Train each DSA arch; return {method: {"val","test"[, "xstest"], "info"}}."""
+    out = {}
+    for method, cfg in arch_cfgs.items():
+        adapter = train_guard(base, cfg, splits, heads, mode)
+        preds = {"val": _logits(adapter.head, adapter.arch, adapter.cfg, splits["val"].feats),
+                 "test": _logits(adapter.head, adapter.arch, adapter.cfg, splits["test"].feats)}
+        if xstest is not None:
+            preds["xstest"] = _logits(adapter.head, adapter.arch, adapter.cfg, xstest.feats)
+        save_preds(task, method, preds)
+        out[method] = {**preds, "info": {**adapter.info, "head": adapter.cfg}}
+        log.info("%s %s: val auc %.4f", task, method, adapter.info["val_auc"])
+    return out
+
+
+def default_arch_cfgs(task: str) -> dict[str, GuardTrainConfig]:
+    ml = TASK_MAX_LENGTH.get(task, 256)
+    return {"dsa_plr": GuardTrainConfig(task=task, arch="plr", max_length=ml),
+            "dsa_plr_mlp": GuardTrainConfig(task=task, arch="plr", hidden=256, max_length=ml),
+            "dsa_rtb": GuardTrainConfig(task=task, arch="rtb", max_length=ml),
+            "dsa_lst": GuardTrainConfig(task=task, arch="lst", max_length=ml)}
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def labels_np(s: SplitData) -> np.ndarray:
+    return s.labels.numpy().astype(float)
+
+
+def torch_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)

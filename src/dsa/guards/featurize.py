@@ -1,0 +1,309 @@
+"""Render guard-task records as chat text and extract, in ONE base forward per text, everything
+the guard heads train on: pooled (mean and last-token) states of every layer, plus per-token
+states of a few ladder taps over the last `window` tokens (what RTB and LST read).
+
+`dsa.features.extract_features` computes one pooling per pass; guard training needs three views
+of the same forward, so this module records them together and caches them as safetensors shards:
+
+    root/<fingerprint>/<task>-len<max_length>-w<window>/shard-<k>.safetensors
+        "mean" [n, L, d], "last" [n, L, d], "tokens" [sum(ntok), T, d], "ntok" [n], "index" [n]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from dsa.adapter_io import atomic_save_tensors
+from dsa.base import Base, cache_dir
+from dsa.features import length_buckets, tokenize
+from dsa.taps import record_taps
+
+PLR_LAYERS = "all"  # pooled readouts are cached for every layer; heads pick theirs
+LADDER_LAYERS = (4, 9, 14, 19, 24, 29)  # per-token taps for RTB/LST (every 5th layer of 30)
+
+
+def render(base: Base, record, mode: str, doc_tokens: int = 448) -> str:
+    """The chat text a guard reads for one record (what the generation prefill would see).
+
+    Documents keep their first `doc_tokens` tokens so that the summary after them always fits.
+    """
+    if mode == "prompt_response":
+        return base.prompt_response_text(record.prompt, record.response)
+    if mode == "document_summary":
+        doc = record.document
+        ids = base.tokenizer(doc, add_special_tokens=False)["input_ids"]
+        if len(ids) > doc_tokens:
+            doc = base.tokenizer.decode(ids[:doc_tokens])
+        return base.chat_text(f"Document:\n{doc}\n\nSummary:\n{record.summary}")
+    return base.chat_text(record.main_text)
+
+
+def render_input(base: Base, item: str | list[dict]) -> str:
+    """A raw classify() input: a string is one user message; a list is chat messages."""
+    if isinstance(item, str):
+        return base.chat_text(item)
+    add_gen = not item or item[-1].get("role") != "assistant"
+    return base.chat_text(item, add_generation_prompt=add_gen)
+
+
+@dataclass
+class TaskFeatures:
+    """Cached views of one list of texts (aligned with it)."""
+
+    mean: torch.Tensor  # [n, n_layers, d] float32
+    last: torch.Tensor  # [n, n_layers, d]
+    tokens: torch.Tensor  # [sum ntok, n_ladder, d] bf16 (last `window` tokens of each text)
+    ntok: torch.Tensor  # [n]
+    offsets: torch.Tensor  # [n + 1]
+    ladder_layers: tuple[int, ...]
+
+    def subset(self, idx: Sequence[int]) -> TaskFeatures:
+        idx_t = torch.as_tensor(list(idx), dtype=torch.long)
+        parts = [self.tokens[self.offsets[i]:self.offsets[i + 1]] for i in idx_t.tolist()]
+        ntok = self.ntok[idx_t]
+        return TaskFeatures(self.mean[idx_t], self.last[idx_t],
+                            torch.cat(parts) if parts else self.tokens[:0], ntok,
+                            torch.cat([torch.zeros(1, dtype=torch.long), ntok.cumsum(0)]), self.ladder_layers)
+
+    def padded_tokens(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded per-token states [b, T, window, d] (float32) and mask [b, window]."""
+        w = int(self.ntok[list(idx)].max())
+        n_lad, d = self.tokens.shape[1], self.tokens.shape[2]
+        out = torch.zeros(len(idx), w, n_lad, d)
+        mask = torch.zeros(len(idx), w, dtype=torch.long)
+        for r, i in enumerate(idx):
+            k = int(self.ntok[i])
+            out[r, w - k:] = self.tokens[self.offsets[i]:self.offsets[i + 1]].float()
+            mask[r, w - k:] = 1
+        return out.transpose(1, 2), mask  # [b, T, w, d]
+
+
+def _key(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    return h.hexdigest()[:16]
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(x) for x in seqs) - 1  # every text keeps at least one token of its own
+    first = seqs[0]
+    for k in range(max(n, 0)):
+        if any(x[k] != first[k] for x in seqs):
+            return k
+    return max(n, 0)
+
+
+def _units(ids: list[list[int]], groups: Sequence[object] | None, shard_size: int,
+           max_length: int) -> list[list[int]]:
+    """Work units: indices of texts sharing a group (a prompt, a document), at most shard_size each.
+    Left-truncated texts lost their start, so they go to units of their own."""
+    by_group: dict[object, list[int]] = {}
+    for i in range(len(ids)):
+        g = groups[i] if groups is not None else 0
+        by_group.setdefault((g, len(ids[i]) >= max_length), []).append(i)
+    return [g[k:k + shard_size] for g in by_group.values() for k in range(0, len(g), shard_size)]
+
+
+def _forward_unit(base: Base, ids: list[list[int]], unit: list[int], taps: list[str], ladder: tuple[int, ...],
+                  window: int, batch_tokens: int, max_batch: int):
+    """Forward one unit: the shared token prefix once (KV cache), then the suffixes in batches.
+
+    Mathematically the same states as forwarding each full text; it only skips recomputing the
+    shared system prompt / document / question for every text.
+    """
+    import copy
+
+    seqs = [ids[i] for i in unit]
+    p = _common_prefix(seqs) if len(seqs) > 1 else 0
+    n_layers, dm = len(taps), base.d_model
+    means = torch.zeros(len(unit), n_layers, dm)
+    lasts = torch.zeros(len(unit), n_layers, dm)
+    toks: list[torch.Tensor] = [None] * len(unit)  # type: ignore[list-item]
+    n_tokens = p
+    prefix_cache = None
+    if p > 0:
+        with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec) as cache:
+            out = base.model(input_ids=torch.tensor([seqs[0][:p]], device=base.device), use_cache=True)
+        prefix_cache = out.past_key_values
+        pre = torch.stack([cache[t][0] for t in taps]).cpu()  # [L, p, d]
+        pre_sum = pre.float().sum(1)  # [L, d]
+        pre_tok = pre[list(ladder), -window:].transpose(0, 1)  # [<=w, T, d]
+    suf = [x[p:] for x in seqs]
+    for batch in length_buckets([len(x) for x in suf], batch_tokens, max_batch):
+        width = max(len(suf[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), base.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for r, i in enumerate(batch):  # right padding: positions stay p, p+1, ... after the prefix
+            input_ids[r, :len(suf[i])] = torch.tensor(suf[i])
+            mask[r, :len(suf[i])] = 1
+        kwargs = {}
+        if prefix_cache is not None:
+            kv = copy.deepcopy(prefix_cache)
+            kv.batch_repeat_interleave(len(batch))
+            kwargs = {"past_key_values": kv, "use_cache": True}
+        full_mask = torch.cat([torch.ones(len(batch), p, dtype=torch.long), mask], 1)
+        with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec,
+                                                 stop_after_last=True) as cache:
+            base.model(input_ids=input_ids.to(base.device), attention_mask=full_mask.to(base.device), **kwargs)
+        stack = torch.stack([cache[t] for t in taps], 1).cpu()  # [b, L, s, d]
+        m = mask.to(torch.float32)[:, None, :, None]
+        sums = (stack.float() * m).sum(2)  # [b, L, d]
+        for r, i in enumerate(batch):
+            n = len(suf[i])
+            means[i] = ((sums[r] + pre_sum) if p else sums[r]) / (n + p)
+            lasts[i] = stack[r, :, n - 1].float()
+            t = stack[r, list(ladder), max(0, n - window):n].transpose(0, 1)  # [<=w, T, d]
+            if p and t.shape[0] < window:
+                t = torch.cat([pre_tok[-(window - t.shape[0]):], t])
+            toks[i] = t.to(torch.bfloat16)
+        n_tokens += int(mask.sum())
+    return means, lasts, toks, n_tokens
+
+
+def extract_task_features(base: Base, texts: Sequence[str], name: str, *, groups: Sequence[object] | None = None,
+                          max_length: int = 256, window: int = 64, ladder_layers: Sequence[int] = LADDER_LAYERS,
+                          shard_size: int = 256, batch_tokens: int = 4096, max_batch: int = 64,
+                          root: Path | None = None, progress: bool = True) -> TaskFeatures:
+    """One base forward per text (shared prefixes of a group computed once); resumable by shard.
+
+    Args:
+        texts: rendered chat texts; each keeps its last `max_length` tokens.
+        groups: optional group key per text (e.g. the document); texts of a group share their
+            common token prefix's forward. Without it all texts share the chat-template prefix.
+        window: per-token ladder states are kept for the last `window` tokens of each text.
+    Returns views aligned with `texts`.
+    """
+    texts = list(texts)
+    n_layers = base.n_layers
+    ladder = tuple(int(i) % n_layers for i in ladder_layers)
+    d = (Path(root) if root else cache_dir() / "guard_features") / base.fingerprint / \
+        f"{name}-len{max_length}-w{window}-{'_'.join(map(str, ladder))}-{_key(texts)}"
+    d.mkdir(parents=True, exist_ok=True)
+    taps = [f"layers.{i}.resid_post" for i in range(n_layers)]
+    ids = tokenize(base, texts, max_length)
+    units = _units(ids, groups, shard_size, max_length)
+    t0, n_tokens = time.perf_counter(), 0
+    done = 0
+    for k, unit in enumerate(tqdm(units, desc=name, disable=not progress or len(units) < 20)):
+        shard = d / f"shard-{k:05d}.safetensors"
+        done += len(unit)
+        if shard.exists():
+            continue
+        means, lasts, toks, nt = _forward_unit(base, ids, unit, taps, ladder, window, batch_tokens, max_batch)
+        n_tokens += nt
+        ntok = torch.tensor([t.shape[0] for t in toks])
+        atomic_save_tensors({"mean": means.to(torch.bfloat16), "last": lasts.to(torch.bfloat16),
+                             "tokens": torch.cat(toks), "ntok": ntok, "index": torch.tensor(unit)}, shard,
+                            metadata={"ladder": json.dumps(ladder)})
+        if progress and len(units) < 20:
+            el = time.perf_counter() - t0
+            print(f"{name}: {done}/{len(texts)} texts, {n_tokens / el:.0f} tok/s computed", flush=True)
+    return load_task_features(d, ladder)
+
+
+def load_task_features(d: Path, ladder: tuple[int, ...]) -> TaskFeatures:
+    parts: dict[str, list[torch.Tensor]] = {"mean": [], "last": [], "tokens": [], "ntok": [], "index": []}
+    for shard in sorted(Path(d).glob("shard-*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            for key in parts:
+                parts[key].append(f.get_tensor(key))
+    ntok = torch.cat(parts["ntok"]).long()
+    feats = TaskFeatures(torch.cat(parts["mean"]).float(), torch.cat(parts["last"]).float(),
+                         torch.cat(parts["tokens"]), ntok,
+                         torch.cat([torch.zeros(1, dtype=torch.long), ntok.cumsum(0)]), ladder)
+    index = torch.cat(parts["index"]).long()
+    return feats.subset(torch.argsort(index).tolist())  # back to the order of the texts
+
+
+TASK_MAX_LENGTH = {"summedits": 512, "response_harm": 128, "openai_moderation": 128}
+# Training-set caps (seeded subsample) that keep one base pass per text affordable on a shared
+# 2-core CPU; val and test splits are always complete. None = the whole train split.
+TRAIN_CAP = {"prompt_safety": 2000, "toxigen": 2500, "summedits": 1000, "response_harm": 1200,
+             "openai_moderation": None}
+
+
+def train_subset(task_name: str, records: list) -> list:
+    """The seeded training subset used by every method (DSA heads and baselines alike).
+
+    Records are taken in sha256(seed 0 + group) order, so whole groups (SummEdits documents) are kept
+    together; response_harm keeps every positive (3.4 % of rows) and fills up with negatives.
+    """
+    cap = TRAIN_CAP.get(task_name)
+    if cap is None or len(records) <= cap:
+        return list(records)
+
+    def key(r):
+        g = r.meta.get("doc_id") if task_name == "summedits" else r.id
+        return hashlib.sha256(f"0:{g}".encode()).hexdigest()
+
+    ordered = sorted(records, key=key)
+    if task_name == "summedits":
+        return ordered[:cap]
+    pos = [r for r in ordered if r.label == 1]
+    neg = [r for r in ordered if r.label != 1]
+    n_pos = len(pos) if task_name == "response_harm" else round(cap * len(pos) / len(records))
+    return pos[:n_pos] + neg[:cap - n_pos]  # stratified: the train class ratio is kept
+
+
+def record_labels(records, heads: Sequence[str]) -> torch.Tensor:
+    """[n, heads] float labels; NaN where a head is not annotated."""
+    out = torch.full((len(records), len(heads)), float("nan"))
+    for i, r in enumerate(records):
+        for j, h in enumerate(heads):
+            v = r.labels.get(h) if (len(heads) > 1 and r.labels) else r.label
+            if v is not None:
+                out[i, j] = float(v)
+    return out
+
+
+@dataclass
+class SplitData:
+    texts: list[str]
+    labels: torch.Tensor  # [n, heads]
+    groups: list[str]  # texts of a group share a prefix (the document / the question)
+    feats: TaskFeatures | None = None
+
+
+def task_splits(base: Base, name: str) -> tuple[list[str], str, dict[str, SplitData]]:
+    """(heads, mode, {split: SplitData}) of a guard task, rendered as chat text."""
+    from dsa.data import guard_task
+
+    task = guard_task(name)
+    splits = {}
+    for s in ("train", "val", "test"):
+        recs = task.split(s)
+        if s == "train":
+            recs = train_subset(name, recs)
+        if recs:
+            groups = [r.document if task.mode == "document_summary" else
+                      r.prompt if task.mode == "prompt_response" else "" for r in recs]
+            splits[s] = SplitData([render(base, r, task.mode) for r in recs], record_labels(recs, task.heads),
+                                  groups)
+    return task.heads, task.mode, splits
+
+
+def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,
+                  progress: bool = True) -> tuple[list[str], str, dict[str, SplitData]]:
+    """`task_splits` with cached features attached (one shard directory per task)."""
+    heads, mode, splits = task_splits(base, name)
+    order = [s for s in ("train", "val", "test") if s in splits]
+    texts = [t for s in order for t in splits[s].texts]
+    groups = [g for s in order for g in splits[s].groups]
+    feats = extract_task_features(base, texts, name, groups=groups, max_length=max_length or TASK_MAX_LENGTH.get(name, 256),
+                                  window=window, progress=progress)
+    start = 0
+    for s in order:
+        n = len(splits[s].texts)
+        splits[s].feats = feats.subset(range(start, start + n))
+        start += n
+    return heads, mode, splits

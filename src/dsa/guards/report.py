@@ -1,0 +1,110 @@
+"""`dsa guard eval --all`: every DSA head and baseline on every guard task -> results/guard.json,
+docs/results-guard.md and docs/img/guard-*.png. Every number in the doc comes from this run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsa.data import guard_task
+from dsa.eval.plots import plot_curves
+from dsa.guards.baselines import record_pair
+from dsa.guards.evaluate import (
+    EVAL_TASKS,
+    default_arch_cfgs,
+    dsa_predictions,
+    labels_np,
+    load_preds,
+    report_from_logits,
+    save_preds,
+    write_json,
+)
+from dsa.guards.featurize import task_features, train_subset
+
+log = logging.getLogger(__name__)
+DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
+BASELINES = ("minilm_finetune", "tfidf_lr", "zero_shot")
+
+
+def baseline_predictions(task: str, method: str, compute: bool, minilm_epochs: int = 2) -> dict | None:
+    """Cached predictions of a baseline, computed here when `compute` (zero-shot: only cached)."""
+    cached = load_preds(task, method)
+    if cached is not None or not compute or method == "zero_shot":
+        return cached
+    t = guard_task(task)
+    t.train = train_subset(task, t.train)
+    sets = {"val": t.val, "test": t.test}
+    if task == "prompt_safety":
+        sets["xstest"] = guard_task("xstest").test
+    from dsa.guards.featurize import record_labels
+
+    y_tr = record_labels(t.train, t.heads)
+    y_va = record_labels(t.val, t.heads)
+    t0 = time.perf_counter()
+    if method == "tfidf_lr":
+        from dsa.guards.baselines import tfidf_lr
+
+        def text(r):
+            a, b = record_pair(r, t.mode)
+            return a if b is None else f"{a}\n\n{b}"
+
+        preds = tfidf_lr([text(r) for r in t.train], y_tr.numpy(),
+                         {k: [text(r) for r in v] for k, v in sets.items()}, y_va.numpy())
+    elif method == "minilm_finetune":
+        from dsa.guards.baselines import minilm_finetune
+
+        long_task = task in ("summedits", "response_harm")
+        preds = minilm_finetune([record_pair(r, t.mode) for r in t.train], y_tr,
+                                {**{k: [record_pair(r, t.mode) for r in v] for k, v in sets.items()},
+                                 "val_y": y_va.numpy()},
+                                epochs=1 if long_task else minilm_epochs, log=log.info)
+    else:
+        raise ValueError(f"unknown baseline {method!r}")
+    preds = {k: np.asarray(v, dtype=float) for k, v in preds.items()}
+    save_preds(task, method, {**preds, "seconds": np.array(time.perf_counter() - t0)})
+    return preds
+
+
+def _main_head(heads: list[str]) -> int:
+    return heads.index("any") if "any" in heads else 0
+
+
+def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="docs/results-guard.md",
+                 img_dir="docs/img", compute_baselines: bool = True) -> dict:
+    results: dict = {"base": base.name, "base_fingerprint": base.fingerprint, "tasks": {},
+                     "openai_moderation_per_category": {}, "dsa_heads": {}, "notes": {}}
+    curves: dict[str, dict] = {}
+    for task in tasks:
+        heads, mode, splits = task_features(base, task)
+        xs = task_features(base, "xstest")[2]["test"] if task == "prompt_safety" else None
+        preds = dsa_predictions(base, task, default_arch_cfgs(task), splits, heads, mode, xs)
+        for m in BASELINES:
+            p = baseline_predictions(task, m, compute_baselines)
+            if p is not None:
+                preds[m] = p
+        y_va, y_te = labels_np(splits["val"]), labels_np(splits["test"])
+        j = _main_head(heads)
+        results["tasks"][task] = {m: report_from_logits(y_va, p["val"], y_te, p["test"], j) for m, p in preds.items()}
+        results["dsa_heads"][task] = {m: p["info"] for m, p in preds.items() if "info" in p}
+        curves[task] = {m: (y_te[:, j], p["test"][:, j]) for m, p in preds.items()}
+        if task == "openai_moderation":
+            results["openai_moderation_per_category"] = {
+                m: {h: report_from_logits(y_va, p["val"], y_te, p["test"], k) for k, h in enumerate(heads)}
+                for m, p in preds.items()}
+        if xs is not None:
+            y_xs = labels_np(xs)
+            results["tasks"]["xstest"] = {m: report_from_logits(y_va, p["val"], y_xs, p["xstest"], 0)
+                                          for m, p in preds.items() if "xstest" in p}
+            curves["xstest"] = {m: (y_xs[:, 0], p["xstest"][:, 0]) for m, p in preds.items() if "xstest" in p}
+        write_json(Path(out_json), results)  # after every task: a killed run keeps what it measured
+    for task, c in curves.items():
+        plot_curves(c, Path(img_dir) / f"guard-{task}.png", title=task)
+    write_json(Path(out_json), results)
+    from dsa.guards.doc import write_doc
+
+    write_doc(results, doc)
+    return results

@@ -1,0 +1,156 @@
+"""Train guard heads on cached one-pass features: class-balanced loss, early stopping on val AUC,
+seeded; calibration (temperature + threshold at a target FPR on val) stored with the head.
+
+The base is never back-propagated through: heads read cached (detached) states.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from dsa.eval.metrics import roc_auc
+from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
+from dsa.guards.featurize import TaskFeatures
+from dsa.guards.heads import GuardInput, PLRHead, build_head
+
+log = logging.getLogger(__name__)
+
+
+def guard_input(feats: TaskFeatures, idx: Sequence[int], arch: str, cfg: dict) -> GuardInput:
+    """A batch of cached features in the form a head reads."""
+    idx = list(idx)
+    if arch == "plr":
+        pooled = {}
+        for li in cfg["layers"]:
+            for how in cfg["poolings"]:
+                pooled[(li, how)] = (feats.mean if how == "mean" else feats.last)[idx, li]
+        return GuardInput(pooled=pooled)
+    tokens, mask = feats.padded_tokens(idx)
+    keep = [feats.ladder_layers.index(li) for li in cfg["ladder"]]
+    return GuardInput(tokens=tokens[:, keep], mask=mask)
+
+
+def mean_auc(y: np.ndarray, s: np.ndarray) -> float:
+    aucs = [roc_auc(y[:, j], s[:, j]) for j in range(y.shape[1])]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def _pos_weight(y: torch.Tensor) -> torch.Tensor:
+    known = ~torch.isnan(y)
+    pos = torch.nansum(y, 0)
+    return ((known.sum(0) - pos) / pos.clamp_min(1)).clamp(0.05, 50.0)
+
+
+def balanced_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
+    """BCE with per-head positive weight neg/pos; NaN labels (not annotated) are masked out."""
+    known = ~torch.isnan(y)
+    loss = nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.nan_to_num(y), pos_weight=pos_weight, reduction="none")
+    return (loss * known).sum() / known.sum().clamp_min(1)
+
+
+def predict(head: nn.Module, feats: TaskFeatures, arch: str, cfg: dict, batch_size: int = 256) -> np.ndarray:
+    head.eval()
+    n = feats.ntok.shape[0]
+    out = []
+    with torch.no_grad():
+        for k in range(0, n, batch_size):
+            out.append(head(guard_input(feats, range(k, min(n, k + batch_size)), arch, cfg)).float())
+    return torch.cat(out).numpy()
+
+
+def _fit_token_norm(head: nn.Module, feats: TaskFeatures, cfg: dict, max_tokens: int = 50_000) -> None:
+    keep = [feats.ladder_layers.index(li) for li in cfg["ladder"]]
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randperm(feats.tokens.shape[0], generator=g)[:max_tokens]
+    t = feats.tokens[rows][:, keep].float()  # [n, T, d]
+    head.norm.mu.copy_(t.mean(0).unsqueeze(1))
+    head.norm.sd.copy_(t.std(0).clamp_min(1e-3).unsqueeze(1))
+
+
+def fit_plr_linear(train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y_va: torch.Tensor,
+                   cfg: dict, d_model: int, seed: int = 0) -> PLRHead:
+    """Linear PLR by (balanced) logistic regression per head, C tuned on val AUC; stored as tensors."""
+    from sklearn.linear_model import LogisticRegression
+
+    head = PLRHead(d_model, y_tr.shape[1], cfg["layers"], cfg["poolings"], 0)
+    x_tr = head.features(guard_input(train, range(train.ntok.shape[0]), "plr", cfg))
+    x_va = head.features(guard_input(val, range(val.ntok.shape[0]), "plr", cfg))
+    mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-4)
+    head.mu.copy_(mu)
+    head.sd.copy_(sd)
+    x_tr, x_va = ((x_tr - mu) / sd).numpy(), ((x_va - mu) / sd).numpy()
+    w = torch.zeros(y_tr.shape[1], x_tr.shape[1])
+    b = torch.zeros(y_tr.shape[1])
+    for j in range(y_tr.shape[1]):
+        k_tr, k_va = ~torch.isnan(y_tr[:, j]), ~torch.isnan(y_va[:, j])
+        best = None
+        for c in cfg.get("C_grid", (0.001, 0.003, 0.01, 0.03, 0.1)):
+            clf = LogisticRegression(C=c, class_weight="balanced", max_iter=500, random_state=seed)
+            clf.fit(x_tr[k_tr.numpy()], y_tr[k_tr, j].numpy())
+            auc = roc_auc(y_va[k_va, j].numpy(), clf.decision_function(x_va[k_va.numpy()]))
+            if best is None or auc > best[0]:
+                best = (auc, clf)
+        w[j] = torch.as_tensor(best[1].coef_[0], dtype=torch.float32)
+        b[j] = float(best[1].intercept_[0])
+    with torch.no_grad():
+        head.net.weight.copy_(w)
+        head.net.bias.copy_(b)
+    return head
+
+
+def fit_torch(arch: str, train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y_va: torch.Tensor,
+              cfg: dict, d_model: int, *, seed: int = 0, epochs: int = 10, patience: int = 2,
+              lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 64) -> nn.Module:
+    """AdamW on a class-balanced BCE; keep the epoch with the best mean val AUC."""
+    torch.manual_seed(seed)
+    head = build_head(arch, d_model, y_tr.shape[1], cfg)
+    if arch == "plr":
+        x = head.features(guard_input(train, range(train.ntok.shape[0]), "plr", cfg))
+        head.mu.copy_(x.mean(0))
+        head.sd.copy_(x.std(0).clamp_min(1e-4))
+    else:
+        _fit_token_norm(head, train, cfg)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    pw = _pos_weight(y_tr)
+    g = torch.Generator().manual_seed(seed)
+    n = y_tr.shape[0]
+    best, best_auc, bad = None, -1.0, 0
+    for ep in range(epochs):
+        head.train()
+        t0 = time.perf_counter()
+        for batch in torch.randperm(n, generator=g).split(batch_size):
+            loss = balanced_bce(head(guard_input(train, batch.tolist(), arch, cfg)), y_tr[batch], pw)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        auc = mean_auc(y_va.numpy(), predict(head, val, arch, cfg))
+        log.info("%s epoch %d: val auc %.4f (%.0fs)", arch, ep + 1, auc, time.perf_counter() - t0)
+        if auc > best_auc + 1e-4:
+            best, best_auc, bad = copy.deepcopy(head.state_dict()), auc, 0
+        else:
+            bad += 1
+            if bad > patience:
+                break
+    head.load_state_dict(best)
+    head.eval()
+    return head
+
+
+def calibrate(val_logits: np.ndarray, y_va: np.ndarray, target_fpr: float) -> tuple[list[float], list[float]]:
+    """Per head: temperature fitted on val, then the threshold on calibrated val probabilities."""
+    temps, thresholds = [], []
+    for j in range(y_va.shape[1]):
+        t = fit_temperature(val_logits[:, j], y_va[:, j])
+        k = ~np.isnan(y_va[:, j])
+        temps.append(t)
+        thresholds.append(threshold_for_fpr(calibrated(val_logits[k, j], t), y_va[k, j], target_fpr))
+    return temps, thresholds

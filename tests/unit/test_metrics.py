@@ -1,0 +1,46 @@
+"""dsa.eval.metrics against sklearn on known inputs."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as M
+
+from dsa.eval.metrics import auprc, binary_report, ece, fpr_at_tpr, pr_curve, roc_auc, roc_curve
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    s = np.round(rng.normal(size=400) + 1.2 * y, 1)  # rounding makes ties
+    return y, s
+
+
+def test_auc_and_ap_match_sklearn(scored):
+    y, s = scored
+    assert roc_auc(y, s) == pytest.approx(M.roc_auc_score(y, s), abs=1e-12)
+    assert auprc(y, s) == pytest.approx(M.average_precision_score(y, s), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, s)
+    f2, t2, _ = M.roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    precision, recall, _ = pr_curve(y, s)
+    assert recall[0] == 0 and recall[-1] == 1 and len(precision) == len(recall)
+
+
+def test_fpr_at_tpr_and_edge_cases(scored):
+    y, s = scored
+    fpr, tpr, _ = M.roc_curve(y, s)
+    assert fpr_at_tpr(y, s, 0.95) == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+    assert fpr_at_tpr([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    assert roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert np.isnan(roc_auc([1, 1], [0.1, 0.2]))
+    assert roc_auc([0, 1, np.nan], [0.1, 0.9, 0.5]) == 1.0  # NaN labels dropped
+
+
+def test_ece_known_values():
+    assert ece([0, 1, 0, 1], [0.0, 1.0, 0.0, 1.0]) == 0.0
+    assert ece([0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    # two bins: |0.5 - 0.1| and |0.5 - 0.9|, each with half the mass
+    assert ece([0, 1, 0, 1], [0.1, 0.1, 0.9, 0.9], n_bins=10) == pytest.approx(0.4)
+    rep = binary_report([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3], [0.1, 0.9, 0.8, 0.3])
+    assert set(rep) == {"auc", "auprc", "fpr_at_95tpr", "ece", "n_test"} and rep["n_test"] == 4
