@@ -109,7 +109,7 @@ def analyze_updates(
             row = {"key": key, "layer": layer, "module": mod,
                    "top_r": module_stats(w0, f.top(rank), ks, generator=gen)}
             if not delta.low_rank:
-                row["full"] = module_stats(w0, f, ks, generator=gen)
+                row["full"] = module_stats(w0, f, ks, generator=gen, angles=False)
                 row["top_r_energy_share"] = f.top(rank).energy / f.energy if f.energy else float("nan")
                 # bf16-saved fine-tunes round small changes to 0 and the rest to a coarse grid
                 row["zero_fraction"] = float((delta.dense_ == 0).double().mean())

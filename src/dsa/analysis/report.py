@@ -84,7 +84,8 @@ def plot_heatmaps(data: dict, k_ref: int, path: str | Path) -> Path:
 
     results = _updates(data)
     names = list(results)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1, 6), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 1, 6), squeeze=False,
+                             gridspec_kw={"wspace": 0.35})
     im = None
     for ax, name in zip(axes[0], names, strict=True):
         rows = results[name]["per_layer"]
@@ -112,7 +113,7 @@ def plot_heatmaps(data: dict, k_ref: int, path: str | Path) -> Path:
 
 
 def plot_curves(data: dict, path: str | Path) -> Path:
-    """Overall E(k) over k for every update (left and right), with the random baseline."""
+    """Overall E(k) / random baseline over k for every update (left and right sides)."""
     results = _updates(data)
     import matplotlib
 
@@ -120,27 +121,26 @@ def plot_curves(data: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, side, base_key in ((axes[0], "proj_energy_k", "random_baseline_k"),
-                               (axes[1], "proj_energy_right_k", "random_baseline_right_k")):
-        baseline = None
+    for ax, side in ((axes[0], ""), (axes[1], "_right")):
         for name, res in results.items():
             o = res["overall"]
-            ks = sorted(o[side], key=int)
+            ks = sorted(o[f"proj_energy{side}_k"], key=int)
             x = [int(k) for k in ks]
-            line, = ax.plot(x, [o[side][k] for k in ks], marker="o", ms=3, label=f"{name} (top-r)")
+            line, = ax.plot(x, [_ratio(o, int(k), side) for k in ks], marker="o", ms=3, label=f"{name} (top-r)")
             if "overall_full_delta" in res:
                 f = res["overall_full_delta"]
-                ax.plot(x, [f[side][k] for k in ks], ls="--", color=line.get_color(), label=f"{name} (full ΔW)")
-            baseline = (x, [o[base_key][k] for k in ks])
-        if baseline:
-            ax.plot(*baseline, color="black", ls=":", label="random subspace (k/d)")
+                ax.plot(x, [_ratio(f, int(k), side) for k in ks], ls="--", color=line.get_color(),
+                        label=f"{name} (full ΔW)")
+        ax.axhline(1.0, color="black", ls=":", label="random subspace (k/d)")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
         ax.set_xlabel("k (top-k singular vectors of W0)")
-        ax.set_ylabel("‖P_k ΔW‖² / ‖ΔW‖²" if side == "proj_energy_k" else "‖ΔW Q_k‖² / ‖ΔW‖²")
-        ax.set_title("left (output space)" if side == "proj_energy_k" else "right (input space)")
+        ax.set_ylabel("E(k) / (k/d)")
+        ax.set_title("left: ‖U_kᵀ ΔW‖²/‖ΔW‖² (output space)" if not side else
+                     "right: ‖ΔW V_k‖²/‖ΔW‖² (input space)", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
+    fig.suptitle("Share of ΔW energy in W0's top-k singular subspace, relative to a random subspace "
+                 "(< 1: more orthogonal than random)", fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -206,15 +206,24 @@ def claims(data: dict, roles: dict[str, str], k_ref: int) -> list[str]:
                      f"{len(below)}/{len(ks)} of k ∈ {{{', '.join(ks)}}}.")
     if safety in res and full in res:
         a, b, c = ratio_of(safety), ratio_of(full), ratio_of(full, full=True)
+        so, fo, ff = res[safety]["overall"], res[full]["overall"], res[full]["overall_full_delta"]
+        wins = sum(_ratio(so, int(k)) < min(_ratio(fo, int(k)), _ratio(ff, int(k))) for k in ks)
+        wins_r = sum(_ratio(so, int(k), "_right") < min(_ratio(fo, int(k), "_right"), _ratio(ff, int(k), "_right"))
+                     for k in ks)
         lines.append(f"**LoRA more orthogonal than full fine-tuning** ({safety} vs {full}): E/random at k={k_ref} "
                      f"is {_fmt(a)} for the LoRA vs {_fmt(b)} for the full fine-tune's top-r ΔW and {_fmt(c)} for "
-                     f"its whole ΔW — {'holds' if a < min(b, c) else ('mixed' if a < max(b, c) else 'does not hold')}.")
+                     f"its whole ΔW — {'holds' if a < min(b, c) else ('mixed' if a < max(b, c) else 'does not hold')} "
+                     f"(LoRA lower than both at {wins}/{len(ks)} k on the output side, {wins_r}/{len(ks)} on the "
+                     f"input side: right E({k_ref})/random {_fmt(_ratio(so, k_ref, '_right'))} vs "
+                     f"{_fmt(_ratio(fo, k_ref, '_right'))} / {_fmt(_ratio(ff, k_ref, '_right'))}).")
     if safety in res and task in res:
         a, b = ratio_of(safety), ratio_of(task)
-        wins = sum(_ratio(res[safety]["overall"], int(k)) < _ratio(res[task]["overall"], int(k)) for k in ks)
+        so, to = res[safety]["overall"], res[task]["overall"]
+        wins = sum(_ratio(so, int(k)) < _ratio(to, int(k)) for k in ks)
+        wins_r = sum(_ratio(so, int(k), "_right") < _ratio(to, int(k), "_right") for k in ks)
         lines.append(f"**Safety update more orthogonal than a non-safety task** ({safety} vs {task}): E/random at "
                      f"k={k_ref} is {_fmt(a)} vs {_fmt(b)} — {'holds' if a < b else 'does not hold'} "
-                     f"(safety lower at {wins}/{len(ks)} k).")
+                     f"(safety lower at {wins}/{len(ks)} k on the output side, {wins_r}/{len(ks)} on the input side).")
     if safety in res and res[safety].get("interference"):
         i = res[safety]["interference"]
         if "benign" in i and "harmful" in i:

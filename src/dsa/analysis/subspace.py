@@ -105,12 +105,14 @@ def module_stats(
     ks: list[int],
     *,
     generator: torch.Generator | None = None,
+    angles: bool = True,
 ) -> dict:
     """Every overlap measure of one module's ΔW (already truncated as wanted) against W0.
 
     Returns a dict of per-k maps (only k ≤ rank(W0)): proj_energy (left), proj_energy_right,
     random_energy (left, one Haar draw), random_baseline (k/d_out), random_baseline_right (k/d_in),
-    angles ({k: {mean_cos2, min_angle_deg}} between ΔW's left singular vectors and U_k).
+    angles ({k: {mean_cos2, min_angle_deg}} between ΔW's left singular vectors and U_k; skipped with
+    angles=False, e.g. for a full-rank ΔW whose column space is all of R^d_out).
     """
     d_out, d_in = w0.U.shape[0], w0.Vh.shape[1]
     rank = w0.S.shape[0]
@@ -130,6 +132,6 @@ def module_stats(
         out["random_energy"][k] = float(rand[k - 1])
         out["random_baseline"][k] = k / d_out
         out["random_baseline_right"][k] = k / d_in
-        if dvecs.shape[1]:
+        if angles and dvecs.shape[1]:
             out["angles"][k] = angle_summary(w0.U[:, :k], dvecs)
     return out
