@@ -11,6 +11,7 @@ from pathlib import Path
 from dsa.analysis.compare import analyze_updates
 from dsa.analysis.interference import input_second_moments
 from dsa.analysis.report import (
+    CAVEATS,
     METHOD_NOTES,
     plot_curves,
     plot_heatmaps,
@@ -108,6 +109,6 @@ def run_subspace_analysis(
                else str(Path("img") / Path(p).name) for t, p in images.items()}
         write_markdown(data, doc, command=command, images=rel,
                        roles=roles or default_roles(updates, first), k_ref=k_ref,
-                       notes=METHOD_NOTES + (notes or ""))
+                       notes=METHOD_NOTES + "\n" + CAVEATS + (notes or ""))
     log.info("subspace analysis done in %.0f s", time.perf_counter() - t0)
     return data

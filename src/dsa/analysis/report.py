@@ -328,3 +328,20 @@ METHOD_NOTES = """## Method and choices
 - **Streaming.** W0 and each ΔW are read one matrix at a time with safetensors `safe_open` (the
   full fine-tune from its own dir), so the analysis never holds two copies of a model.
 """
+
+CAVEATS = """## Caveats
+
+- **Scale.** One 135M-parameter base (d_model 576, 30 layers), small updates (one epoch of a few hundred
+  short examples). The paper's 7B-scale numbers need not carry over; the tool runs on any base.
+- **LoRA's input side is partly its random init.** PEFT starts A with a random (Kaiming) matrix and
+  B = 0; the row space of ΔW = B·A — the input side — keeps part of that random start and is pulled
+  towards the random baseline by construction (the more so the shorter the run). The output side
+  (B, trained from zero) carries only what the update learned. Part of "LoRA is more orthogonal than full fine-tuning" on the input side is
+  this inheritance, not a property of safety data; compare the output side for the learned part.
+- **Full fine-tunes must be saved in float32.** The base is bf16; a bf16-saved fine-tune rounds
+  every weight back onto the bf16 grid, so ΔW becomes 0 wherever the change was below half a step
+  and quantisation noise (spread evenly over all directions) elsewhere, which drags every overlap
+  towards the random baseline. The report prints the share of exactly-zero ΔW entries.
+- **Analysis-local artefacts** (label in the table) were trained by `scripts/subspace_train.py`
+  for this analysis only; see `dsa_training.json` in each directory for the recipe and losses.
+"""
