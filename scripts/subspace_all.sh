@@ -3,30 +3,36 @@
 #
 #     bash scripts/subspace_all.sh
 #
-# Trains the analysis-local updates that are missing (seeded; ~5-20 min each on a CPU), then runs
-# `dsa analyze subspace`. Point SAFETY_LORA / FULL_FT / TASK_LORA at other update dirs (PEFT LoRA or
-# full fine-tuned model dirs) to analyse those instead, e.g. the alignment module's exports.
+# Trains the analysis-local updates that are missing (seeded, CPU), then runs `dsa analyze subspace`.
+# The LoRAs use 48 examples (6 steps) and the full fine-tunes 48 and 300: what a shared 2-core CPU
+# allowed; pass other dirs (PEFT LoRA or full fine-tuned model dirs, e.g. the alignment module's
+# exports) through SAFETY_LORA / TASK_LORA / FULL_FT / FULL_FT_SMALL to analyse those instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DSA=${DSA:-.venv/bin/dsa}
 OUT=${OUT:-runs/analysis}
-SAFETY_LORA=${SAFETY_LORA:-$OUT/refusal-lora-r16}
-FULL_FT=${FULL_FT:-$OUT/refusal-full-ft}
-TASK_LORA=${TASK_LORA:-$OUT/task-lora-r16}
+SAFETY_LORA=${SAFETY_LORA:-$OUT/refusal-lora-r16-n48}
+TASK_LORA=${TASK_LORA:-$OUT/task-lora-r16-n48}
+FULL_FT=${FULL_FT:-$OUT/refusal-full-ft-n300}
+FULL_FT_SMALL=${FULL_FT_SMALL:-$OUT/refusal-full-ft-n48}
 
-train() {  # task mode dir
-  if [ ! -e "$3/dsa_training.json" ] && [ ! -e "$3/adapter_config.json" ] && [ ! -e "$3/config.json" ]; then
-    "$PY" scripts/subspace_train.py --task "$1" --mode "$2" --out "$3"
+train() {  # task mode n dir
+  if [ ! -e "$4/adapter_config.json" ] && [ ! -e "$4/config.json" ]; then
+    "$PY" scripts/subspace_train.py --task "$1" --mode "$2" --n "$3" --out "$4"
   fi
 }
-train refusal lora "$SAFETY_LORA"
-train refusal full "$FULL_FT"
-train mmlu_dev lora "$TASK_LORA"
+train refusal lora 48 "$SAFETY_LORA"
+train mmlu_dev lora 48 "$TASK_LORA"
+train refusal full 300 "$FULL_FT"
+train refusal full 48 "$FULL_FT_SMALL"
 
 "$DSA" analyze subspace --base smollm2-135m-instruct \
   --adapter "refusal-lora=$SAFETY_LORA" \
   --compare "refusal-full-ft=$FULL_FT" \
+  --compare "refusal-full-ft-n48=$FULL_FT_SMALL" \
   --compare "task-lora=$TASK_LORA" \
+  --role safety_lora=refusal-lora --role full_ft=refusal-full-ft --role task_lora=task-lora \
   --ks 1,2,4,8,16,32,64,128,256 --k-ref 64 --n-prompts 64 \
-  --out results/subspace.json --doc docs/results-subspace.md --img-dir docs/img --doc-command "bash scripts/subspace_all.sh"
+  --out results/subspace.json --doc docs/results-subspace.md --img-dir docs/img \
+  --doc-command "bash scripts/subspace_all.sh"

@@ -18,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from safetensors import safe_open
@@ -103,21 +104,20 @@ class Delta:
         return lowrank_svd(self.B, self.A, self.scale) if self.low_rank else svd(self.dense_)
 
 
-class Update:
-    """Common interface: `keys()` lists base weight names with an update; `delta(key)` reads one."""
+@runtime_checkable
+class Update(Protocol):
+    """What the analysis needs: `keys()` lists base weight names with an update; `delta(key)` reads one."""
 
-    kind: str = ""
-    name: str = ""
+    kind: str  # "lora" | "full"
+    name: str
     info: dict
 
-    def keys(self) -> list[str]:
-        raise NotImplementedError
+    def keys(self) -> list[str]: ...
 
-    def delta(self, key: str) -> Delta:
-        raise NotImplementedError
+    def delta(self, key: str) -> Delta: ...
 
 
-class LoraUpdate(Update):
+class LoraUpdate:
     kind = "lora"
 
     def __init__(self, path: Path, base: WeightReader, factors: dict[str, tuple[str, str, float]],
@@ -198,7 +198,7 @@ def _open_dsa_lora(path: Path, base: WeightReader) -> LoraUpdate:
     return LoraUpdate(path, base, factors, reader, {"format": "dsa", "r": r, "lora_alpha": alpha})
 
 
-class FullUpdate(Update):
+class FullUpdate:
     """ΔW = W_ft − W0 for every 2-D weight inside a decoder layer present in both dirs."""
 
     kind = "full"
