@@ -78,7 +78,7 @@ def run(cfg: AlignTrainConfig) -> Path:
                                                               for k in ("sft", "distill", "dpo")}}
     if cfg.method == "lora_patch":
         examples = [e for e in examples if e.kind == "sft"]  # safety data only (Mou et al.)
-        patch = patch_lora(base.model, LoRASpec(r=cfg.lora_r, lora_alpha=cfg.lora_alpha))
+        patch = patch_lora(base.model, LoRASpec(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, layers=cfg.lora_layers))
         base.model.train()
         history = train(ModelStudent(base.model, base, patch.parameters()), base, examples, **kw)
         base.model.eval()

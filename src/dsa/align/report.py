@@ -116,3 +116,28 @@ def plot(result: dict, img_dir: Path) -> list[Path]:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return [*paths, path]
+
+
+START, END = "<!-- results:start (written by `dsa align eval`) -->", "<!-- results:end -->"
+
+
+def write_doc(result: dict, doc: Path) -> None:
+    """Replace the generated block of the markdown report (the hand-written text around it stays)."""
+    judge = result.get("refusal_judge_agreement", {})
+    block = [START, "", table(result), ""]
+    if judge:
+        block.append(f"Refusal judge agreement with XSTest human labels on {judge['n_test']} completions of "
+                     f"{judge['n_test_prompts']} held-out prompts ({judge['split']}): keyword rules "
+                     f"{judge['keyword']:.3f}, classifier {judge['classifier']:.3f}, combined {judge['combined']:.3f}.")
+        block.append("")
+    ns = {}
+    for name, p in result["configs"].items():
+        ns[name] = ", ".join(f"{k} {v}" for k, v in sorted(p.get("n", {}).items()))
+    block.append("n per metric: " + "; ".join(f"`{k}`: {v}" for k, v in ns.items()))
+    block += ["", END]
+    text = doc.read_text() if doc.exists() else f"# Alignment results\n\n{START}\n{END}\n"
+    if START not in text:
+        text += f"\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1] if END in rest else ""
+    atomic_write_text(doc, head + "\n".join(block) + tail)

@@ -58,9 +58,11 @@ def cmd_eval(args) -> int:
     from pathlib import Path
 
     from dsa.align.config import AlignEvalConfig
-    from dsa.align.report import merge, plot, table
+    from dsa.align.report import merge, plot, table, write_doc
     from dsa.eval.alignment import PARTS, Evaluator, config_names
 
+    if args.config and "=" in args.config:  # no YAML given: the first item is an override
+        args.overrides, args.config = [args.config, *args.overrides], None
     cfg = AlignEvalConfig.from_yaml(args.config, args.overrides)
     names = config_names(cfg)
     if args.stage != "report":
@@ -77,6 +79,7 @@ def cmd_eval(args) -> int:
     result = merge(PARTS, Path(cfg.out), {"eval_config": cfg.model_dump(),
                                           "refusal_judge_agreement": train_refusal_judge().agreement})
     plot(result, Path("docs/img"))
+    write_doc(result, Path("docs/results-alignment.md"))
     print(table(result))
     return 0
 

@@ -160,6 +160,8 @@ class Evaluator:
 
         judge = train_refusal_judge()
         cfg, sets = self.cfg, eval_prompt_sets()
+        if cfg.limit:
+            sets = {k: v[: cfg.limit] for k, v in sets.items()}
         base_ans = {k: base_answers(self.base, v, f"eval_{k}", cfg.max_new_tokens, cfg.batch_size)
                     for k, v in sets.items()}
         answers, lams = {}, {}
@@ -184,7 +186,7 @@ class Evaluator:
         n = {"strongreject_refusal": len(sets["strongreject"]), "xstest_safe_refusal": len(sets["xstest_safe"]),
              "benign_identity": len(sets["benign"])}
         extra = {"max_new_tokens": cfg.max_new_tokens}
-        if lams:
+        if lams and name.startswith(("dsa", "context")):
             extra["mean_lambda"] = {k: _mean(v) for k, v in lams.items()}
             extra["share_aligned"] = {k: _mean([x > 0 for x in v]) for k, v in lams.items()}
         extra["examples"] = {k: answers[k][:3] for k in sets}
@@ -243,7 +245,7 @@ class Evaluator:
                     res["guard"] = s[:, None].expand(-1, out.logits.shape[-1])
             return res
 
-        models = {"": base_and_adapter}
+        models = {"": base_and_adapter} if any(n.startswith(("base", "dsa", "context")) for n in names) else {}
         for n in names:
             if n.startswith("lora_patch"):
                 models[n] = self._lora_fn(float(n.split("@")[1]))
@@ -295,7 +297,7 @@ class Evaluator:
             if n.startswith("context"):
                 lam_rows[n] = torch.tensor(self.guard_lambdas(prompts, n.split("@")[1]))
         dsa_lams = sorted({float(n.split("@")[1]) for n in names if n.startswith("dsa")} | set(cfg.loglik_lambdas)) \
-            if cfg.dsa_adapter else []
+            if cfg.dsa_adapter and any(n.startswith(("dsa", "context")) for n in names) else []
         sums: dict[str, list[float]] = {}  # name -> [logp sum, kl sum, n tokens]
 
         def add(key, logits, ref_logits, b):

@@ -1,0 +1,57 @@
+"""Alignment on the real embedded SmolLM2-135M: λ = 0 equals plain greedy decoding, one prefill
+per request, and the shipped adapters load onto this base (skipped where they are absent)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def base():
+    from dsa.base import load_base
+
+    try:
+        return load_base()
+    except RuntimeError as err:
+        pytest.skip(f"embedded base not available ({err})")
+
+
+def test_lambda_zero_is_greedy_base_and_one_prefill(base):
+    from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
+    from dsa.runtime import SafetyModel
+
+    sm = SafetyModel(base, adapter=LogitAdapter(base, LogitAdapterSpec(k=2)))
+    prompt = "Name three primary colours."
+    calls: list[int] = []
+    h = base.model.model.register_forward_pre_hook(
+        lambda m, a, k: calls.append(int(k["input_ids"].shape[1])), with_kwargs=True)
+    try:
+        r = sm.generate([prompt, "How do I bake bread?"], alignment=[0.0, 1.0], max_new_tokens=8)[0]
+    finally:
+        h.remove()
+    assert calls[0] > 1 and all(c == 1 for c in calls[1:])
+    enc = base.tokenizer([base.chat_text(prompt)], return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        ref = base.model.generate(**enc, max_new_tokens=8, do_sample=False)[0, enc["input_ids"].shape[1]:]
+    assert r.token_ids == ref.tolist()[: len(r.token_ids)]
+
+
+@pytest.mark.parametrize("kind", ["lora_patch", "dsa_adapter"])
+def test_shipped_adapters_load(base, kind):
+    path = ROOT / "adapters" / "align" / kind
+    if not path.exists():
+        pytest.skip(f"{path} not built yet (dsa align train configs/align-*.yaml)")
+    if kind == "lora_patch":
+        from dsa.align.lora import load_lora_patch
+
+        patch = load_lora_patch(path, base.model, base.fingerprint)
+        patch.unpatch()
+        assert (path / "peft" / "adapter_config.json").exists()
+    else:
+        from dsa.align.logit_adapter import LogitAdapter
+
+        assert LogitAdapter.load(path, base).spec.k >= 1
