@@ -36,14 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default="step", choices=["step", "linear", "sigmoid"])
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--guard", default=GUARD, help="prompt-safety guard adapter dir")
+    ap.add_argument("--adapter", default=ADAPTER, help="DSA alignment adapter dir")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     base = load_base()
-    guards = [GUARD] if Path(GUARD).exists() else []
+    guards = [args.guard] if Path(args.guard).exists() else []
     if not guards:
-        print(f"note: {GUARD} not found: no guard, λ = 0 for every request", file=sys.stderr)
-    sm = SafetyModel.load(base, guards=guards, adapter=ADAPTER if Path(ADAPTER).exists() else None,
+        print(f"note: {args.guard} not found: no guard, λ = 0 for every request", file=sys.stderr)
+    sm = SafetyModel.load(base, guards=guards, adapter=args.adapter if Path(args.adapter).exists() else None,
                           policy=args.policy)
     picks = demo_prompts()
     results = sm.generate([p for _, p in picks], alignment="auto", max_new_tokens=args.max_new_tokens)

@@ -70,6 +70,6 @@ class AlignEvalConfig(_Config):
     max_new_tokens: int = Field(32, description="greedy answer length judged for refusal and identity", ge=1)
     batch_size: int = Field(48, description="generation batch size", ge=1)
     configs: list[str] = Field([], description="only these configuration names (empty = all)")
-    limit: int = Field(0, description="first N prompts of each generation set (0 = all; for smoke runs)", ge=0)
+    limit: int = Field(0, description="a fixed hashed-order subset of N prompts per generation set (0 = all)", ge=0)
     out: str = Field("results/alignment.json", description="results file")
     threads: int = Field(2, description="torch CPU threads", ge=1)

@@ -160,8 +160,9 @@ class Evaluator:
 
         judge = train_refusal_judge()
         cfg, sets = self.cfg, eval_prompt_sets()
-        if cfg.limit:
-            sets = {k: v[: cfg.limit] for k, v in sets.items()}
+        if cfg.limit:  # a fixed hashed-order subset of each set (not the first rows: XSTest is sorted by type)
+            sets = {k: sorted(v, key=_h)[: cfg.limit] for k, v in sets.items()}
+        self.unpatch()  # base answers come from the unpatched base
         base_ans = {k: base_answers(self.base, v, f"eval_{k}", cfg.max_new_tokens, cfg.batch_size)
                     for k, v in sets.items()}
         answers, lams = {}, {}

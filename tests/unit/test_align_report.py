@@ -1,0 +1,24 @@
+"""Report: parts merge into one results file with alignment tax; the doc's generated block is
+replaced while the hand-written text around it stays."""
+
+import json
+
+from dsa.align.report import END, START, merge, write_doc
+
+
+def test_merge_and_doc(tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for name, acc, sr in (("base", 0.4, 0.1), ("dsa_adapter@1", 0.38, 0.9), ("lora_patch@0.5", 0.3, 0.8)):
+        (parts / f"{name}.json").write_text(json.dumps(
+            {"config": name, "mmlu_acc": acc, "strongreject_refusal": sr, "n": {"mmlu_acc": 10}}))
+    (parts / "guard_scores.json").write_text("{}")
+    result = merge(parts, tmp_path / "alignment.json", {"note": "x"})
+    assert list(result["configs"]) == ["base", "lora_patch@0.5", "dsa_adapter@1"]
+    assert abs(result["configs"]["dsa_adapter@1"]["alignment_tax"]["mmlu_acc"] - 0.05) < 1e-9
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Title\n\nintro\n\n{START}\nold table\n{END}\n\nhand-written tail\n")
+    write_doc(result, doc)
+    text = doc.read_text()
+    assert "old table" not in text and "intro" in text and "hand-written tail" in text
+    assert "| dsa_adapter@1 | 0.900 |" in text
