@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="*", default=None, help="a subset of tasks")
     p.add_argument("--no-baselines", action="store_true",
                    help="only use cached baseline predictions (runs/guard_preds), never train them")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse DSA head predictions of an earlier run with identical configs")
     p.add_argument("--out", default="results/guard.json")
     p.add_argument("--doc", default="docs/results-guard.md")
     p.set_defaults(func=cmd_eval)
@@ -69,7 +71,8 @@ def cmd_eval(args) -> int:
     bad = [t for t in tasks if t not in EVAL_TASKS]
     if bad:
         raise ValueError(f"unknown tasks {bad}: expected some of {EVAL_TASKS} (xstest comes with prompt_safety)")
-    evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=not args.no_baselines)
+    evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=not args.no_baselines,
+                 reuse=args.reuse)
     print(f"wrote {args.out} and {args.doc}")
     return 0
 

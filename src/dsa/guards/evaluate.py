@@ -87,18 +87,36 @@ def load_preds(task: str, method: str) -> dict[str, np.ndarray] | None:
     return dict(np.load(p)) if p.exists() else None
 
 
+def _cfg_hash(cfg: GuardTrainConfig) -> str:
+    import dataclasses
+    import hashlib
+
+    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def dsa_predictions(base, task: str, arch_cfgs: dict[str, GuardTrainConfig], splits, heads, mode,
-                    xstest: SplitData | None) -> dict[str, dict]:
-    """Train each DSA arch; return {method: {"val","test"[, "xstest"], "info"}}."""
+                    xstest: SplitData | None, reuse: bool = False) -> dict[str, dict]:
+    """Train each DSA arch; return {method: {"val","test"[, "xstest"], "info"}}.
+
+    With `reuse`, predictions saved by an earlier run of the same config (hash in the file name of
+    runs/guard_preds/) are read instead of retraining.
+    """
     out = {}
     for method, cfg in arch_cfgs.items():
+        key = f"{method}-{_cfg_hash(cfg)}"
+        info_path = PRED_DIR / f"{task}-{key}.json"
+        if reuse and info_path.exists() and load_preds(task, key) is not None:
+            out[method] = {**load_preds(task, key), "info": json.loads(info_path.read_text())}
+            continue
         adapter = train_guard(base, cfg, splits, heads, mode)
         preds = {"val": _logits(adapter.head, adapter.arch, adapter.cfg, splits["val"].feats),
                  "test": _logits(adapter.head, adapter.arch, adapter.cfg, splits["test"].feats)}
         if xstest is not None:
             preds["xstest"] = _logits(adapter.head, adapter.arch, adapter.cfg, xstest.feats)
-        save_preds(task, method, preds)
-        out[method] = {**preds, "info": {**adapter.info, "head": adapter.cfg}}
+        save_preds(task, key, preds)
+        info = {**adapter.info, "head": adapter.cfg}
+        info_path.write_text(json.dumps(info, indent=1))
+        out[method] = {**preds, "info": info}
         log.info("%s %s: val auc %.4f", task, method, adapter.info["val_auc"])
     return out
 

@@ -228,8 +228,24 @@ def load_task_features(d: Path, ladder: tuple[int, ...]) -> TaskFeatures:
 TASK_MAX_LENGTH = {"summedits": 512, "response_harm": 128, "openai_moderation": 128}
 # Training-set caps (seeded subsample) that keep one base pass per text affordable on a shared
 # 2-core CPU; val and test splits are always complete. None = the whole train split.
-TRAIN_CAP = {"prompt_safety": 2000, "toxigen": 2500, "summedits": 1000, "response_harm": 1200,
+TRAIN_CAP = {"prompt_safety": 2000, "toxigen": 2500, "summedits": 1000, "response_harm": 600,
              "openai_moderation": None}
+# Val/test kept whole except where listed: the fraction of groups (questions) kept, seeded.
+EVAL_FRACTION = {"response_harm": 0.5}
+
+
+def eval_subset(task_name: str, records: list) -> list:
+    """Val/test records actually scored: all of them, or a seeded fraction of whole groups."""
+    frac = EVAL_FRACTION.get(task_name)
+    if frac is None:
+        return list(records)
+
+    def u(r):  # group = the question, as in the split rule
+        key = f"subset:0:{' '.join((r.prompt or '').lower().split())}"  # not the split hash
+        return int(hashlib.sha256(key.encode())
+                   .hexdigest()[:8], 16) / 16**8
+
+    return [r for r in records if u(r) < frac]
 
 
 def train_subset(task_name: str, records: list) -> list:
@@ -282,8 +298,7 @@ def task_splits(base: Base, name: str) -> tuple[list[str], str, dict[str, SplitD
     splits = {}
     for s in ("train", "val", "test"):
         recs = task.split(s)
-        if s == "train":
-            recs = train_subset(name, recs)
+        recs = train_subset(name, recs) if s == "train" else eval_subset(name, recs)
         if recs:
             groups = [r.document if task.mode == "document_summary" else
                       r.prompt if task.mode == "prompt_response" else "" for r in recs]

@@ -23,7 +23,7 @@ from dsa.guards.evaluate import (
     save_preds,
     write_json,
 )
-from dsa.guards.featurize import task_features, train_subset
+from dsa.guards.featurize import eval_subset, task_features, train_subset
 
 log = logging.getLogger(__name__)
 DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
@@ -37,6 +37,7 @@ def baseline_predictions(task: str, method: str, compute: bool, minilm_epochs: i
         return cached
     t = guard_task(task)
     t.train = train_subset(task, t.train)
+    t.val, t.test = eval_subset(task, t.val), eval_subset(task, t.test)
     sets = {"val": t.val, "test": t.test}
     if task == "prompt_safety":
         sets["xstest"] = guard_task("xstest").test
@@ -74,14 +75,14 @@ def _main_head(heads: list[str]) -> int:
 
 
 def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="docs/results-guard.md",
-                 img_dir="docs/img", compute_baselines: bool = True) -> dict:
+                 img_dir="docs/img", compute_baselines: bool = True, reuse: bool = False) -> dict:
     results: dict = {"base": base.name, "base_fingerprint": base.fingerprint, "tasks": {},
                      "openai_moderation_per_category": {}, "dsa_heads": {}, "notes": {}}
     curves: dict[str, dict] = {}
     for task in tasks:
         heads, mode, splits = task_features(base, task)
         xs = task_features(base, "xstest")[2]["test"] if task == "prompt_safety" else None
-        preds = dsa_predictions(base, task, default_arch_cfgs(task), splits, heads, mode, xs)
+        preds = dsa_predictions(base, task, default_arch_cfgs(task), splits, heads, mode, xs, reuse)
         for m in BASELINES:
             p = baseline_predictions(task, m, compute_baselines)
             if p is not None:
