@@ -98,17 +98,23 @@ def run_subspace_analysis(
     data = to_json(results, meta)
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out_json), json.dumps(data, indent=1) + "\n")
+    if doc:
+        render_report(data, doc, img_dir=img_dir, roles=roles or default_roles(updates, first), k_ref=k_ref,
+                      command=command, notes=notes)
+    log.info("subspace analysis done in %.0f s", time.perf_counter() - t0)
+    return data
+
+
+def render_report(data: dict, doc: str | Path, *, img_dir: str | Path, roles: dict[str, str], k_ref: int,
+                  command: str, notes: str = "") -> Path:
+    """Plots + markdown from `results/subspace.json` data (re-renderable without re-analysing)."""
     img_dir = Path(img_dir)
     images = {
         "Layer × module heatmap": plot_heatmaps(data, k_ref, img_dir / "subspace-heatmap.png"),
         "Projection energy over k": plot_curves(data, img_dir / "subspace-curves.png"),
         "Per module type": plot_module_types(data, k_ref, img_dir / "subspace-modules.png"),
     }
-    if doc:
-        rel = {t: str(Path(p).relative_to(Path(doc).parent)) if Path(p).is_relative_to(Path(doc).parent)
-               else str(Path("img") / Path(p).name) for t, p in images.items()}
-        write_markdown(data, doc, command=command, images=rel,
-                       roles=roles or default_roles(updates, first), k_ref=k_ref,
-                       notes=METHOD_NOTES + "\n" + CAVEATS + (notes or ""))
-    log.info("subspace analysis done in %.0f s", time.perf_counter() - t0)
-    return data
+    rel = {t: str(Path(p).relative_to(Path(doc).parent)) if Path(p).is_relative_to(Path(doc).parent)
+           else str(Path("img") / Path(p).name) for t, p in images.items()}
+    return write_markdown(data, doc, command=command, images=rel, roles=roles, k_ref=k_ref,
+                          notes=METHOD_NOTES + "\n" + CAVEATS + (notes or ""))

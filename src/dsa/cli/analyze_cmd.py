@@ -63,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
     roles = dict(_named(r) for r in args.role) if args.role else None
     if args.k_ref not in args.ks:
         raise ValueError(f"--k-ref {args.k_ref} must be one of --ks {args.ks}")
-    command = "dsa " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "dsa analyze subspace"
+    argv = sys.argv[1:]
+    if "--doc-command" in argv:  # not part of the analysis: keep it out of the quoted command
+        i = argv.index("--doc-command")
+        argv = argv[:i] + argv[i + 2:]
+    command = "dsa " + " ".join(shlex.quote(a) for a in argv) if argv else "dsa analyze subspace"
     if args.doc_command:
-        command = f"{args.doc_command}` (runs `{command}`)"
+        command = f"`{args.doc_command}` (which runs `{command}`)"
     data = run_subspace_analysis(
         args.base, adapters, first=first, ks=args.ks, k_ref=args.k_ref, rank=args.rank,
         n_prompts=args.n_prompts, interference=not args.no_interference, out_json=args.out,
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     for name, res in ((n, r) for n, r in data.items() if not n.startswith("_")):
         e = res["overall"]["proj_energy_k"].get(str(args.k_ref))
         b = res["overall"]["random_baseline_k"].get(str(args.k_ref))
-        inter = ", ".join(f"{s} {v:.3%}" for s, v in res["interference"].items())
+        inter = ", ".join(f"{s} {100 * v:.3g}%" for s, v in res["interference"].items())
         print(f"{name:24s} {res['kind']:5s} E(k={args.k_ref}) {e:.4f} vs random {b:.4f}  {inter}")
     print(f"wrote {args.out}" + (f" and {args.doc}" if args.doc else ""))
     return 0
