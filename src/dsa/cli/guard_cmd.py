@@ -72,7 +72,7 @@ def cmd_eval(args) -> int:
     if bad:
         raise ValueError(f"unknown tasks {bad}: expected some of {EVAL_TASKS} (xstest comes with prompt_safety)")
     evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=not args.no_baselines,
-                 reuse=args.reuse)
+                 reuse=args.reuse, command="dsa " + " ".join(sys.argv[1:]))
     print(f"wrote {args.out} and {args.doc}")
     return 0
 

@@ -75,8 +75,9 @@ def _main_head(heads: list[str]) -> int:
 
 
 def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="docs/results-guard.md",
-                 img_dir="docs/img", compute_baselines: bool = True, reuse: bool = False) -> dict:
-    results: dict = {"base": base.name, "base_fingerprint": base.fingerprint, "tasks": {},
+                 img_dir="docs/img", compute_baselines: bool = True, reuse: bool = False,
+                 command: str = "dsa guard eval --all") -> dict:
+    results: dict = {"command": command, "base": base.name, "base_fingerprint": base.fingerprint, "tasks": {},
                      "openai_moderation_per_category": {}, "dsa_heads": {}, "notes": {}}
     curves: dict[str, dict] = {}
     for task in tasks:
@@ -102,6 +103,14 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
                                           for m, p in preds.items() if "xstest" in p}
             curves["xstest"] = {m: (y_xs[:, 0], p["xstest"][:, 0]) for m, p in preds.items() if "xstest" in p}
         write_json(Path(out_json), results)  # after every task: a killed run keeps what it measured
+    missing_tasks = [t for t in EVAL_TASKS if t not in tasks]
+    missing = {t: [m for m in ("minilm_finetune", "tfidf_lr") if m not in r]
+               for t, r in results["tasks"].items()}
+    results["notes"]["missing"] = (
+        "**Not measured in this run.** Tasks: " + (", ".join(missing_tasks) or "none")
+        + ". Baselines without cached predictions: "
+        + (", ".join(f"{t}: {', '.join(ms)}" for t, ms in missing.items() if ms) or "none")
+        + ". zero_shot (base model through a guard prompt) was not run.")
     for task, c in curves.items():
         plot_curves(c, Path(img_dir) / f"guard-{task}.png", title=task)
     write_json(Path(out_json), results)
