@@ -27,11 +27,16 @@ train mmlu_dev lora 48 "$TASK_LORA"
 train refusal full 300 "$FULL_FT"
 train refusal full 48 "$FULL_FT_SMALL"
 
+# The alignment module's exports (issue #4), when present: its LoRA refusal patch (PEFT) and full FT.
+EXTRA=()
+[ -e adapters/align/lora_patch/peft/adapter_config.json ] && EXTRA+=(--compare "align-lora-patch=adapters/align/lora_patch/peft")
+[ -e runs/full_ft/config.json ] && EXTRA+=(--compare "align-full-ft=runs/full_ft")
+
 "$DSA" analyze subspace --base smollm2-135m-instruct \
   --adapter "refusal-lora=$SAFETY_LORA" \
   --compare "refusal-full-ft=$FULL_FT" \
   --compare "refusal-full-ft-n48=$FULL_FT_SMALL" \
-  --compare "task-lora=$TASK_LORA" \
+  --compare "task-lora=$TASK_LORA" "${EXTRA[@]}" \
   --role safety_lora=refusal-lora --role full_ft=refusal-full-ft --role task_lora=task-lora \
   --ks 1,2,4,8,16,32,64,128,256 --k-ref 64 --n-prompts 64 \
   --out results/subspace.json --doc docs/results-subspace.md --img-dir docs/img \
