@@ -44,3 +44,21 @@ def test_ece_known_values():
     assert ece([0, 1, 0, 1], [0.1, 0.1, 0.9, 0.9], n_bins=10) == pytest.approx(0.4)
     rep = binary_report([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.3], [0.1, 0.9, 0.8, 0.3])
     assert set(rep) == {"auc", "auprc", "fpr_at_95tpr", "ece", "n_test"} and rep["n_test"] == 4
+
+
+def test_results_doc_from_a_results_dict(tmp_path):
+    from dsa.guards.doc import write_doc
+    from dsa.guards.evaluate import report_from_logits
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (200, 1)).astype(float)
+    z = rng.normal(size=(200, 1)) + 2 * y
+    rep = report_from_logits(y, z, y, z)
+    assert rep["auc"] == pytest.approx(M.roc_auc_score(y[:, 0], z[:, 0]))
+    results = {"command": "dsa guard eval --all", "base": "tiny", "tasks": {"toxigen": {"dsa_plr": rep}},
+               "dsa_heads": {"toxigen": {"dsa_plr": {"params": 10, "flops_fraction_64": 1e-5,
+                                                     "flops_fraction_256": 1e-5, "val_auc": 0.9,
+                                                     "head": {"layers": [1], "poolings": ["mean"]}}}},
+               "notes": {"missing": "nothing"}}
+    text = write_doc(results, tmp_path / "r.md").read_text()
+    assert f"{rep['auc']:.3f}" in text and "dsa guard eval --all" in text and "nothing" in text
