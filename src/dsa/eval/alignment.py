@@ -24,6 +24,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -319,7 +320,7 @@ class Evaluator:
                 b = encode_pairs(base, [prompts[j] for j in idx], [refs[j] for j in idx], max_len=224)
                 self.unpatch()
                 taps = [self.adapter.input_tap] if dsa_lams or lam_rows else []
-                with record_taps(base.model, taps, spec=base.spec) as cache:
+                with record_taps(base.model, taps, spec=base.spec) if taps else nullcontext({}) as cache:
                     out = base.model(input_ids=b.ids, attention_mask=b.mask)
                 bl = out.logits[b.sel]  # [n_sel, vocab]
                 add("base", bl, bl, b)
