@@ -89,8 +89,8 @@ def method_notes() -> list[str]:
         "AUC), pairs fed as (summary, document) / (prompt, response); **tfidf_lr** — word 1–2-gram + "
         "char 3–5-gram TF-IDF, balanced logistic regression, C on val.",
         f"- **Training subsets** (seeded, class-stratified; identical for every method): {caps}. "
-        "Val and test splits are always complete. The caps exist because this run shared 2 CPU cores "
-        "with other jobs (~130 tokens/s for the base forward).",
+        "Val and test splits are complete (response_harm: a seeded half of the questions). The caps "
+        "exist because this run shared 2 CPU cores with other jobs.",
         "",
     ]
 
