@@ -83,7 +83,8 @@ def run(cfg: AlignTrainConfig) -> Path:
         history = train(ModelStudent(base.model, base, patch.parameters()), base, examples, **kw)
         base.model.eval()
         patch.save(out, base.fingerprint, base.name, extra | {"history": history})
-        patch.export_peft(out / "peft", base_model_name_or_path=base.info.get("path", base.name))
+        hub = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}.get(base.name, base.name)
+        patch.export_peft(out / "peft", base_model_name_or_path=hub)
     elif cfg.method == "dsa_adapter":
         from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
 
