@@ -55,6 +55,56 @@ def cost_table(results: dict) -> list[str]:
     return lines
 
 
+DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
+# Why a target was missed (written from the numbers of this run; the deltas are computed below).
+WHY: dict[str, str] = {
+    "xstest": "xstest has no training split: it is scored by the prompt_safety heads, whose training "
+              "prompts contain almost no safe prompts written with unsafe-sounding words (xstest's 250 safe "
+              "prompts are built from exactly those, e.g. 'how do I kill a Python process'), so every method "
+              "ranks many of them as unsafe (ECE ≈ 0.45 for all). MiniLM's lead over dsa_plr is 0.003 AUC "
+              "on 450 prompts, well inside the sampling error (≈ 0.02).",
+}
+
+
+def target_notes(results: dict) -> list[str]:
+    """Every target missed (AUC target per task; DSA > MiniLM on every task) and by how much."""
+    out = []
+    for t in ORDER:
+        rows = results["tasks"].get(t)
+        if not rows:
+            continue
+        dsa = {m: r["auc"] for m, r in rows.items() if m in DSA_METHODS}
+        if not dsa:
+            out.append(f"- **{t}**: no DSA head trained (see the note at the end); target "
+                       f"{_f(TARGETS.get(t))} not measured.")
+            continue
+        best_m = max(dsa, key=dsa.get)
+        best = dsa[best_m]
+        parts = []
+        if t in TARGETS and best < TARGETS[t]:
+            parts.append(f"best DSA head {best_m} {_f(best)} misses the {_f(TARGETS[t])} target by "
+                         f"{_f(TARGETS[t] - best)}")
+        mini = rows.get("minilm_finetune")
+        if mini is None:
+            parts.append("DSA > MiniLM not measurable (no MiniLM fine-tune for this task)")
+        elif best <= mini["auc"]:
+            parts.append(f"MiniLM fine-tune {_f(mini['auc'])} is ahead of the best DSA head by "
+                         f"{_f(mini['auc'] - best)}")
+        else:
+            lost = [m for m, a in dsa.items() if a <= mini["auc"]]
+            if lost:
+                parts.append(f"best DSA head beats MiniLM ({_f(mini['auc'])}) by {_f(best - mini['auc'])}, "
+                             f"but {', '.join(lost)} {'does' if len(lost) == 1 else 'do'} not")
+        if not parts:
+            continue
+        out.append(f"- **{t}**: " + "; ".join(parts) + "." + (f" {WHY[t]}" if t in WHY else ""))
+    if not out:
+        return []
+    return ["## Targets missed", "", "Targets: ROC-AUC of the DSA guard per task "
+            + ", ".join(f"{t} ≥ {v:.2f}" for t, v in TARGETS.items()) + "; and DSA > MiniLM fine-tune on "
+            "every task.", "", *out, ""]
+
+
 def method_notes() -> list[str]:
     from dsa.guards.featurize import LADDER_LAYERS, TASK_MAX_LENGTH, TRAIN_CAP
 
@@ -116,6 +166,7 @@ def write_doc(results: dict, path: str | Path, preamble: str | None = None) -> P
     ]
     if preamble:
         out += [preamble, ""]
+    out += target_notes(results)
     out += method_notes()
     for t in ORDER:
         if t not in results["tasks"]:

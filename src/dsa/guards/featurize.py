@@ -170,6 +170,16 @@ def _forward_unit(base: Base, ids: list[list[int]], unit: list[int], taps: list[
     return means, lasts, toks, n_tokens
 
 
+def _cache_plan(base: Base, texts: list[str], name: str, groups, max_length: int, window: int,
+                ladder_layers: Sequence[int], shard_size: int, root: Path | None):
+    """(shard directory, token ids, work units, ladder) of one list of texts."""
+    ladder = tuple(int(i) % base.n_layers for i in ladder_layers)
+    d = (Path(root) if root else cache_dir() / "guard_features") / base.fingerprint / \
+        f"{name}-len{max_length}-w{window}-{'_'.join(map(str, ladder))}-{_key(texts)}"
+    ids = tokenize(base, texts, max_length)
+    return d, ids, _units(ids, groups, shard_size, max_length), ladder
+
+
 def extract_task_features(base: Base, texts: Sequence[str], name: str, *, groups: Sequence[object] | None = None,
                           max_length: int = 256, window: int = 64, ladder_layers: Sequence[int] = LADDER_LAYERS,
                           shard_size: int = 256, batch_tokens: int = 4096, max_batch: int = 64,
@@ -185,13 +195,10 @@ def extract_task_features(base: Base, texts: Sequence[str], name: str, *, groups
     """
     texts = list(texts)
     n_layers = base.n_layers
-    ladder = tuple(int(i) % n_layers for i in ladder_layers)
-    d = (Path(root) if root else cache_dir() / "guard_features") / base.fingerprint / \
-        f"{name}-len{max_length}-w{window}-{'_'.join(map(str, ladder))}-{_key(texts)}"
+    d, ids, units, ladder = _cache_plan(base, texts, name, groups, max_length, window, ladder_layers,
+                                        shard_size, root)
     d.mkdir(parents=True, exist_ok=True)
     taps = [f"layers.{i}.resid_post" for i in range(n_layers)]
-    ids = tokenize(base, texts, max_length)
-    units = _units(ids, groups, shard_size, max_length)
     t0, n_tokens = time.perf_counter(), 0
     done = 0
     for k, unit in enumerate(tqdm(units, desc=name, disable=not progress or len(units) < 20)):
@@ -305,6 +312,16 @@ def task_splits(base: Base, name: str) -> tuple[list[str], str, dict[str, SplitD
             splits[s] = SplitData([render(base, r, task.mode) for r in recs], record_labels(recs, task.heads),
                                   groups)
     return task.heads, task.mode, splits
+
+
+def features_cached(base: Base, name: str, *, max_length: int | None = None, window: int = 64) -> bool:
+    """Whether every shard of a task's features is already cached (no base pass needed)."""
+    _, _, splits = task_splits(base, name)
+    order = [s for s in ("train", "val", "test") if s in splits]
+    d, _, units, _ = _cache_plan(base, [t for s in order for t in splits[s].texts], name,
+                                 [g for s in order for g in splits[s].groups],
+                                 max_length or TASK_MAX_LENGTH.get(name, 256), window, LADDER_LAYERS, 256, None)
+    return all((d / f"shard-{k:05d}.safetensors").exists() for k in range(len(units)))
 
 
 def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,

@@ -23,7 +23,13 @@ from dsa.guards.evaluate import (
     save_preds,
     write_json,
 )
-from dsa.guards.featurize import eval_subset, task_features, train_subset
+from dsa.guards.featurize import (
+    eval_subset,
+    features_cached,
+    task_features,
+    task_splits,
+    train_subset,
+)
 
 log = logging.getLogger(__name__)
 DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
@@ -80,16 +86,26 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
     results: dict = {"command": command, "base": base.name, "base_fingerprint": base.fingerprint, "tasks": {},
                      "openai_moderation_per_category": {}, "dsa_heads": {}, "notes": {}}
     curves: dict[str, dict] = {}
+    no_features = []
     for task in tasks:
-        heads, mode, splits = task_features(base, task)
-        xs = task_features(base, "xstest")[2]["test"] if task == "prompt_safety" else None
-        preds = dsa_predictions(base, task, default_arch_cfgs(task), splits, heads, mode, xs, reuse)
+        if reuse and not features_cached(base, task):
+            # --reuse never starts a base pass: a task whose features were not extracted
+            # (scripts/guard_features.py) gets its cached baselines only
+            heads, mode, splits = task_splits(base, task)
+            xs, preds = None, {}
+            no_features.append(task)
+        else:
+            heads, mode, splits = task_features(base, task)
+            xs = task_features(base, "xstest")[2]["test"] if task == "prompt_safety" else None
+            preds = dsa_predictions(base, task, default_arch_cfgs(task), splits, heads, mode, xs, reuse)
         for m in BASELINES:
             p = baseline_predictions(task, m, compute_baselines)
             if p is not None:
                 preds[m] = p
         y_va, y_te = labels_np(splits["val"]), labels_np(splits["test"])
         j = _main_head(heads)
+        if not preds:
+            continue
         results["tasks"][task] = {m: report_from_logits(y_va, p["val"], y_te, p["test"], j) for m, p in preds.items()}
         results["dsa_heads"][task] = {m: p["info"] for m, p in preds.items() if "info" in p}
         curves[task] = {m: (y_te[:, j], p["test"][:, j]) for m, p in preds.items()}
@@ -110,6 +126,7 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
         "**Not measured in this run.** Tasks: " + (", ".join(missing_tasks) or "none")
         + ". Baselines without cached predictions: "
         + (", ".join(f"{t}: {', '.join(ms)}" for t, ms in missing.items() if ms) or "none")
+        + ". DSA heads not trained (base features not extracted): " + (", ".join(no_features) or "none")
         + ". zero_shot (base model through a guard prompt) was not run.")
     for task, c in curves.items():
         plot_curves(c, Path(img_dir) / f"guard-{task}.png", title=task)
