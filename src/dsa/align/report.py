@@ -25,7 +25,7 @@ def _key(name: str) -> tuple:
 def merge(parts_dir: Path, out: Path, extra: dict) -> dict:
     configs = {}
     for p in sorted(parts_dir.glob("*.json")):
-        if p.name == "guard_scores.json":
+        if p.name.startswith("guard_scores"):
             continue
         part = json.loads(p.read_text())
         configs[part.pop("config")] = part

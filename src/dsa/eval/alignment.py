@@ -140,7 +140,7 @@ class Evaluator:
         """λ the policy picks for each prompt (guard scores cached per prompt set)."""
         from dsa.guards import classify
 
-        path = PARTS / "guard_scores.json"
+        path = PARTS / f"guard_scores-{_h(json.dumps(sorted(self.cfg.guards)))[:12]}.json"
         cache = json.loads(path.read_text()) if path.exists() else {}
         todo = [p for p in prompts if _h(p) not in cache]
         for i in tqdm(range(0, len(todo), 32), desc="guard scores", disable=not todo):
