@@ -297,3 +297,43 @@ def raw_forward_throughput(base: Base, texts: Sequence[str], *, max_length: int 
         n_tokens += int(mask.sum())
     seconds = time.perf_counter() - t0
     return {"tokens": n_tokens, "seconds": seconds, "tokens_per_s": n_tokens / seconds}
+
+
+def compare_throughput(base: Base, texts: Sequence[str], taps: str | Sequence[str], pooling: str = "mean", *,
+                       max_length: int = 512, batch_tokens: int = 8192, max_batch: int = 64,
+                       progress: bool = True) -> dict:
+    """Feature extraction against the raw forward, batch by batch on the same length buckets.
+
+    Each bucket runs both ways back to back, in alternating order, so a machine whose load
+    changes during the run slows both sides alike and the ratio stays honest. The extraction
+    side is what `extract_features` computes per batch (hooks, early stop, pooling, copy to CPU);
+    the raw side is the decoder stack with no hooks (see `raw_forward_throughput`).
+    """
+    tap_names = resolve_taps(taps, base.n_layers)
+    trunk = base.model.get_submodule(base.spec.layers.rsplit(".", 1)[0])
+    ids = tokenize(base, texts, max_length)
+    batches = length_buckets([len(x) for x in ids], batch_tokens, max_batch)
+    t_raw = t_feat = 0.0
+    n_tokens = 0
+    def timed(fn, *args) -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            fn(*args)
+        return time.perf_counter() - t0
+
+    def raw(batch: list[int]) -> None:
+        input_ids, mask = _pad([ids[i] for i in batch], base.tokenizer.pad_token_id)
+        trunk(input_ids=input_ids.to(base.device), attention_mask=mask.to(base.device), use_cache=False)
+
+    def feat(batch: list[int]) -> None:
+        next(_forward_batches(base, ids, [batch], tap_names, pooling))
+
+    for k, batch in enumerate(tqdm(batches, desc="raw vs features", disable=not progress)):
+        order = (raw, feat) if k % 2 == 0 else (feat, raw)
+        times = {fn: timed(fn, batch) for fn in order}
+        t_raw += times[raw]
+        t_feat += times[feat]
+        n_tokens += sum(len(ids[i]) for i in batch)
+    return {"tokens": n_tokens, "raw_seconds": t_raw, "features_seconds": t_feat,
+            "raw_tokens_per_s": n_tokens / t_raw, "features_tokens_per_s": n_tokens / t_feat,
+            "ratio": t_raw / t_feat}

@@ -105,3 +105,11 @@ def test_raw_forward_reference_runs(tiny_base):
 def test_bad_pooling_is_rejected(tiny_base):
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         extract_features(tiny_base, TEXTS, TAPS, "max", progress=False)
+
+
+def test_compare_throughput_counts_the_same_tokens(tiny_base):
+    from dsa.features import compare_throughput
+
+    r = compare_throughput(tiny_base, TEXTS, TAPS, progress=False)
+    assert r["tokens"] == raw_forward_throughput(tiny_base, TEXTS, progress=False)["tokens"]
+    assert r["ratio"] == pytest.approx(r["features_tokens_per_s"] / r["raw_tokens_per_s"])
