@@ -12,7 +12,8 @@ with its own KV cache only when some row has λ > 0; rows with λ = 0 get the ba
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,55 @@ class GenerationResult:
     token_ids: list[int] = field(default_factory=list)
 
 
+@dataclass
+class StreamEvent:
+    """One step of `SafetyModel.stream`: new text, prompt guard scores, λ, response guard scores,
+    and (on the last event only) the stop reason."""
+
+    text: str
+    guard_scores: dict[str, float]
+    lam: float
+    response_scores: dict[str, float]
+    stop_reason: str | None
+
+
+class _DecodeState:
+    """Tokens, stop reasons and scores of a decoding batch, updated in place each step."""
+
+    def __init__(self, eos: set[int], scores: dict[str, torch.Tensor] | None, lam: torch.Tensor,
+                 batch: int, device: torch.device):
+        self.eos, self.scores, self.lam = eos, scores, lam
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.stop = ["length"] * batch
+        self.length: list[int | None] = [None] * batch  # tokens kept per row, set when it stops
+        self.tokens: list[torch.Tensor] = []
+        self.response_scores: dict[str, torch.Tensor] = {}
+        self.finished = False
+
+    def stop_rows(self, hit: torch.Tensor, reason: str) -> None:
+        for i in (hit & ~self.done).nonzero().flatten().tolist():
+            self.stop[i] = reason
+            # an end-of-sequence token is not part of the answer; a guard stop keeps what was shown
+            self.length[i] = len(self.tokens) - (reason == "eos")
+        self.done |= hit
+
+    def add(self, token: torch.Tensor, hit: torch.Tensor, reason: str) -> None:
+        self.tokens.append(token)
+        self.stop_rows(hit, reason)
+
+    def guard_scores(self, i: int) -> dict[str, float]:
+        return {h: float(v[i]) for h, v in self.scores.items()} if self.scores else {}
+
+    def response_row(self, i: int) -> dict[str, float]:
+        return {h: float(v[i]) for h, v in self.response_scores.items()}
+
+    def result(self, i: int, tok) -> GenerationResult:
+        row = [int(t[i]) for t in self.tokens[: self.length[i]]]
+        return GenerationResult(text=tok.decode(row, skip_special_tokens=True).strip(),
+                                guard_scores=self.guard_scores(i), lam=float(self.lam[i]),
+                                stop_reason=self.stop[i], n_tokens=len(row), token_ids=row)
+
+
 def _dynamic_cache(config):
     from transformers import DynamicCache
 
@@ -54,25 +104,29 @@ class SafetyModel:
         policy: score → λ callable (default: the paper's step at 0.5).
         guard_head: the head whose score drives the policy (default: "unsafe" if present, else
             the maximum over heads).
+        response_guards: a guard bank read on the growing transcript at every decoded token
+            (streaming moderation from the taps the decode step records anyway); a flag stops
+            that row with stop reason "guard".
     """
 
     def __init__(self, base: Base, guards=None, adapter: LogitAdapter | None = None,
-                 policy: Policy | None = None, guard_head: str | None = None):
+                 policy: Policy | None = None, guard_head: str | None = None, response_guards=None):
         self.base, self.guards, self.adapter = base, guards, adapter
+        self.response_guards = response_guards
         self.policy = policy or step()
         self.guard_head = guard_head
 
     @classmethod
     def load(cls, base: str | Base = "smollm2-135m-instruct", guards: Sequence[str | Path] = (),
-             adapter: str | Path | None = None, policy: str = "step", **policy_kwargs) -> SafetyModel:
-        base = load_base(base) if isinstance(base, str) else base
-        bank = None
-        if guards:
-            from dsa.guards import GuardBank
+             adapter: str | Path | None = None, policy: str = "step",
+             response_guards: Sequence[str | Path] = (), **policy_kwargs) -> SafetyModel:
+        from dsa.guards import GuardBank
 
-            bank = GuardBank.load(list(guards), base)
+        base = load_base(base) if isinstance(base, str) else base
+        bank = GuardBank.load(list(guards), base) if guards else None
+        rbank = GuardBank.load(list(response_guards), base) if response_guards else None
         lad = LogitAdapter.load(adapter, base) if adapter else None
-        return cls(base, bank, lad, make_policy(policy, **policy_kwargs))
+        return cls(base, bank, lad, make_policy(policy, **policy_kwargs), response_guards=rbank)
 
     # ---- pieces -------------------------------------------------------------------------------
     def encode(self, messages: Sequence[Messages]) -> dict[str, torch.Tensor]:
@@ -130,16 +184,51 @@ class SafetyModel:
             max_new_tokens: decode budget per row.
             temperature: 0 = greedy; > 0 samples (seeded by `seed`).
         Returns:
-            One `GenerationResult` per conversation: text, guard scores, λ used, stop reason.
+            One `GenerationResult` per conversation: text, guard scores, λ used, stop reason
+            ("eos", "length", or "guard" when the response guard stopped it).
         """
         messages = [messages] if isinstance(messages, str) else list(messages)
+        (state,) = deque(self._decode(messages, alignment, max_new_tokens, temperature, seed), maxlen=1)
+        return [state.result(i, self.base.tokenizer) for i in range(len(messages))]
+
+    @torch.inference_mode()
+    def stream(self, messages: Messages, alignment: str | float = "auto", max_new_tokens: int = 64,
+               temperature: float = 0.0, seed: int | None = None) -> Iterator[StreamEvent]:
+        """Generate one conversation token by token.
+
+        Yields a `StreamEvent` per decoded token with the new text, the prompt guard scores, λ
+        and the streaming response guard's latest scores; the last event carries the stop reason.
+        """
+        tok = self.base.tokenizer
+        shown = ""
+
+        def delta(text: str) -> str:
+            # decoding the whole answer each step keeps multi-byte characters intact
+            return text[len(shown):] if text.startswith(shown) else ""
+
+        for state in self._decode([messages], alignment, max_new_tokens, temperature, seed):
+            text = state.result(0, tok).text
+            if state.finished:
+                yield StreamEvent(delta(text), state.guard_scores(0), float(state.lam[0]),
+                                  state.response_row(0), state.stop[0])
+                return
+            event = StreamEvent(delta(text), state.guard_scores(0), float(state.lam[0]), state.response_row(0), None)
+            shown = text if text.startswith(shown) else shown
+            yield event
+
+    def _decode(self, messages: list[Messages], alignment, max_new_tokens: int, temperature: float,
+                seed: int | None) -> Iterator[_DecodeState]:
+        """The decode loop shared by `generate` and `stream`: yields the state after each token."""
         model, tok = self.base.model, self.base.tokenizer
         enc = self.encode(messages)
         ids, mask = enc["input_ids"], enc["attention_mask"]
         batch = ids.shape[0]
         need_adapter_tap = self.adapter is not None and (alignment == "auto" or
                                                          bool(torch.as_tensor(alignment).ne(0).any()))
+        rguard = self.response_guards
         taps = self._taps(need_adapter_tap)
+        if rguard is not None:
+            taps += [t for t in rguard.taps if t not in taps]
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         eos = {tok.eos_token_id} | ({tok.convert_tokens_to_ids("<|im_end|>")} - {None, tok.unk_token_id})
         eos_t = torch.tensor(sorted(eos), device=ids.device)
@@ -152,6 +241,9 @@ class SafetyModel:
                         use_cache=True, logits_to_keep=1)
             scores = self.guards.score(cache, mask) if self.guards is not None else None
             lam = self._lambda(alignment, scores, batch).to(ids.device)
+            state = _DecodeState(eos, scores, lam, batch, ids.device)
+            # the response guard reads the whole transcript: prompt states, then each new token's
+            transcript = {t: [cache[t]] for t in rguard.taps} if rguard is not None else {}
             use_adapter = self.adapter is not None and bool((lam > 0).any())
             ad_cache = _dynamic_cache(self.adapter.tail.config) if use_adapter else None
             aligned = None
@@ -159,39 +251,35 @@ class SafetyModel:
                 aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, pos, ad_cache,
                                                  use_cache=True, logits_to_keep=1)
             logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
-            done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-            stop = ["length"] * batch
-            new_tokens: list[torch.Tensor] = []
             last_pos = pos[:, -1:]
             for t in range(max_new_tokens):
                 nxt = _pick(logits, temperature, gen)
-                nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
-                new_tokens.append(nxt)
-                hit = torch.isin(nxt, eos_t) & ~done
-                for i in hit.nonzero().flatten().tolist():
-                    stop[i] = "eos"
-                done |= hit
-                if bool(done.all()) or t == max_new_tokens - 1:
+                nxt = torch.where(state.done, torch.full_like(nxt, tok.pad_token_id), nxt)
+                state.add(nxt, torch.isin(nxt, eos_t), "eos")
+                if bool(state.done.all()) or t == max_new_tokens - 1:
+                    state.finished = True
+                    yield state
                     break
+                yield state
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 last_pos = last_pos + 1
                 out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos,
                             past_key_values=base_cache, use_cache=True)
+                if rguard is not None:
+                    for tap in rguard.taps:
+                        transcript[tap].append(cache[tap])
+                    full = {tap: torch.cat(parts, 1) for tap, parts in transcript.items()}
+                    state.response_scores = rguard.score(full, mask)
+                    flagged = torch.stack(list(rguard.flags(state.response_scores).values())).any(0)
+                    state.stop_rows(flagged, "guard")
+                    if bool(state.done.all()):
+                        state.finished = True
+                        yield state
+                        break
                 if use_adapter:
                     aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, last_pos, ad_cache,
                                                      use_cache=True)
                 logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
-        gen_ids = torch.stack(new_tokens, dim=1).cpu() if new_tokens else torch.zeros(batch, 0, dtype=torch.long)
-        results = []
-        for i in range(batch):
-            row = gen_ids[i].tolist()
-            if stop[i] == "eos":
-                row = row[: next(j for j, x in enumerate(row) if x in eos)]
-            results.append(GenerationResult(
-                text=tok.decode(row, skip_special_tokens=True).strip(),
-                guard_scores={h: float(v[i]) for h, v in scores.items()} if scores else {},
-                lam=float(lam[i]), stop_reason=stop[i], n_tokens=len(row), token_ids=row))
-        return results
 
     @torch.inference_mode()
     def forward_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

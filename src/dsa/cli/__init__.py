@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "guard": "dsa.cli.guard_cmd",
     "analyze": "dsa.cli.analyze_cmd",
     "align": "dsa.cli.align_cmd",  # also registers `dsa generate` and `dsa chat`
+    "serve": "dsa.cli.serve_cmd",
 }
 
 
