@@ -29,15 +29,21 @@ def test_lambda_zero_is_greedy_base_and_one_prefill(base):
     calls: list[int] = []
     h = base.model.model.register_forward_pre_hook(
         lambda m, a, k: calls.append(int(k["input_ids"].shape[1])), with_kwargs=True)
+    pair = [prompt, "How do I bake bread?"]
     try:
-        r = sm.generate([prompt, "How do I bake bread?"], alignment=[0.0, 1.0], max_new_tokens=8)[0]
+        r = sm.generate(pair, alignment=[0.0, 1.0], max_new_tokens=8)[0]
     finally:
         h.remove()
     assert calls[0] > 1 and all(c == 1 for c in calls[1:])
+    # the λ = 0 row is the base's own answer in the same batch (bf16 rounding depends on the
+    # padded batch shape, so compare like with like) ...
+    assert r.token_ids == sm.generate(pair, alignment=0.0, max_new_tokens=8)[0].token_ids
+    # ... and alone it is exactly Hugging Face greedy decoding
+    alone = sm.generate([prompt], alignment=0.0, max_new_tokens=8)[0]
     enc = base.tokenizer([base.chat_text(prompt)], return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         ref = base.model.generate(**enc, max_new_tokens=8, do_sample=False)[0, enc["input_ids"].shape[1]:]
-    assert r.token_ids == ref.tolist()[: len(r.token_ids)]
+    assert alone.token_ids == ref.tolist()[: len(alone.token_ids)]
 
 
 @pytest.mark.parametrize("kind", ["lora_patch", "dsa_adapter"])
