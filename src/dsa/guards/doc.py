@@ -58,6 +58,17 @@ def cost_table(results: dict) -> list[str]:
 DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
 # Why a target was missed (written from the numbers of this run; the deltas are computed below).
 WHY: dict[str, str] = {
+    "openai_moderation": "There is no AUC target for openai_moderation; the MiniLM fine-tune was not run for it "
+                         "because the CPU time went to the base pass and the DSA heads first (the shared 2-core "
+                         "CPU ran the base at 115–235 tok/s), so the DSA-vs-MiniLM comparison is open here.",
+    "summedits": "Not run for lack of CPU time: with the 1,000-text train cap, the 2,387 texts at 512 tokens "
+                 "need ≈ 624k computed tokens (935k before prefix sharing); the shared 2-core CPU ran the base "
+                 "at 115–235 tok/s, i.e. 45–90 min, and val + test alone (kept complete) are ≈ 360k tokens, so a "
+                 "smaller train cap would not have fit either. Only the TF-IDF baseline is reported.",
+    "response_harm": "Not run for lack of CPU time: its 1,470 texts (600 train, val/test a seeded half of the "
+                     "questions) need ≈ 148k computed tokens in 723 per-question units; extraction was stopped "
+                     "at 196/723 units (cached, resumable with scripts/guard_features.py response_harm) when "
+                     "the base ran at ≈ 5 s per unit on the shared CPU.",
     "xstest": "xstest has no training split: it is scored by the prompt_safety heads, whose training "
               "prompts contain almost no safe prompts written with unsafe-sounding words (xstest's 250 safe "
               "prompts are built from exactly those, e.g. 'how do I kill a Python process'), so every method "
