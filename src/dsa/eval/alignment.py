@@ -155,6 +155,19 @@ class Evaluator:
         agg = sm.policy_score({h: torch.tensor([s[h] for s in scores]) for h in heads})
         return sm.policy(agg).tolist()
 
+    def artifacts_key(self, name: str) -> str:
+        """Short hash of the weight files a configuration's answers depend on, so cached answers
+        of a retrained adapter, patch or guard are never reused."""
+        kind = name.partition("@")[0]
+        dirs = {"lora_patch": [self.cfg.lora_patch], "dsa_adapter": [self.cfg.dsa_adapter],
+                "context_dependent": [self.cfg.dsa_adapter, *self.cfg.guards],
+                "full_ft": [self.cfg.full_ft]}.get(kind, [])
+        h = hashlib.sha256()
+        for d in dirs:
+            for f in sorted(Path(d).glob("*.safetensors")):
+                h.update(f.name.encode() + f.read_bytes())
+        return h.hexdigest()[:10]
+
     # ---- generation stage -----------------------------------------------------------------
     def run_generation(self, name: str) -> dict:
         from dsa.eval.refusal import train_refusal_judge
@@ -177,7 +190,7 @@ class Evaluator:
                 lams[k] = lam
                 todo = [p for p, x in zip(prompts, lam, strict=True) if x > 0 or name.startswith(("lora", "full"))]
                 rows = generate_batched(_generator(sm, alignment, cfg.max_new_tokens), todo, cfg.batch_size, f"{name} {k}",
-                                        PARTS / "answers" / f"{name.replace('@', '_at_')}-{k}-{cfg.max_new_tokens}.jsonl")
+                                        PARTS / "answers" / f"{name.replace('@', '_at_')}-{self.artifacts_key(name)}-{k}-{cfg.max_new_tokens}.jsonl")
                 got = {p: r["text"] for p, r in zip(todo, rows, strict=True)}
                 answers[k] = [got.get(p, b) for p, b in zip(prompts, base_ans[k], strict=True)]
         metrics = {
