@@ -93,7 +93,7 @@ def _pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for r, x in enumerate(ids):
-        input_ids[r, : len(x)] = torch.tensor(x)
+        input_ids[r, : len(x)] = torch.as_tensor(x)
         mask[r, : len(x)] = 1
     return input_ids, mask
 
