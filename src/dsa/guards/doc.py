@@ -65,10 +65,10 @@ WHY: dict[str, str] = {
                  "need ≈ 624k computed tokens (935k before prefix sharing); the shared 2-core CPU ran the base "
                  "at 115–235 tok/s, i.e. 45–90 min, and val + test alone (kept complete) are ≈ 360k tokens, so a "
                  "smaller train cap would not have fit either. Only the TF-IDF baseline is reported.",
-    "response_harm": "Not run for lack of CPU time: its 1,470 texts (600 train, val/test a seeded half of the "
-                     "questions) need ≈ 148k computed tokens in 723 per-question units; extraction was stopped "
-                     "at 196/723 units (cached, resumable with scripts/guard_features.py response_harm) when "
-                     "the base ran at ≈ 5 s per unit on the shared CPU.",
+    "response_harm": "The DSA heads were trained once the CPU was free (features of all 723 per-question "
+                     "units cached); the MiniLM fine-tune for this task was still running when this page was "
+                     "written, so the DSA-vs-MiniLM comparison is open. Only 32 harmful responses are in the "
+                     "test split (3.4 % positives), so AUPRC and FPR@95%TPR are noisy.",
     "xstest": "xstest has no training split: it is scored by the prompt_safety heads, whose training "
               "prompts contain almost no safe prompts written with unsafe-sounding words (xstest's 250 safe "
               "prompts are built from exactly those, e.g. 'how do I kill a Python process'), so every method "
