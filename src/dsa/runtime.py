@@ -53,9 +53,9 @@ class StreamEvent:
 class _DecodeState:
     """Tokens, stop reasons and scores of a decoding batch, updated in place each step."""
 
-    def __init__(self, eos: set[int], scores: dict[str, torch.Tensor] | None, lam: torch.Tensor,
-                 batch: int, device: torch.device):
-        self.eos, self.scores, self.lam = eos, scores, lam
+    def __init__(self, scores: dict[str, torch.Tensor] | None, lam: torch.Tensor, batch: int,
+                 device: torch.device):
+        self.scores, self.lam = scores, lam
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.stop = ["length"] * batch
         self.length: list[int | None] = [None] * batch  # tokens kept per row, set when it stops
@@ -241,7 +241,7 @@ class SafetyModel:
                         use_cache=True, logits_to_keep=1)
             scores = self.guards.score(cache, mask) if self.guards is not None else None
             lam = self._lambda(alignment, scores, batch).to(ids.device)
-            state = _DecodeState(eos, scores, lam, batch, ids.device)
+            state = _DecodeState(scores, lam, batch, ids.device)
             # the response guard reads the whole transcript: prompt states, then each new token's
             transcript = {t: [cache[t]] for t in rguard.taps} if rguard is not None else {}
             use_adapter = self.adapter is not None and bool((lam > 0).any())

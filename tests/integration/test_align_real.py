@@ -10,14 +10,9 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def base():
-    from dsa.base import load_base
-
-    try:
-        return load_base()
-    except RuntimeError as err:
-        pytest.skip(f"embedded base not available ({err})")
+@pytest.fixture
+def base(real_base):
+    return real_base  # the session-wide embedded base from tests/conftest.py
 
 
 def test_lambda_zero_is_greedy_base_and_one_prefill(base):
