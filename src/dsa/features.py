@@ -88,7 +88,7 @@ def length_buckets(lengths: Sequence[int], batch_tokens: int, max_batch: int) ->
     return batches
 
 
-def _pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -179,7 +179,7 @@ def _forward_batches(base: Base, ids: list[list[int]], batches: list[list[int]],
     """Yield (indices, pooled features per tap, real tokens) for each length bucket."""
     pad_id = base.tokenizer.pad_token_id
     for batch in batches:
-        input_ids, mask = _pad([ids[i] for i in batch], pad_id)
+        input_ids, mask = pad_right([ids[i] for i in batch], pad_id)
         input_ids, mask = input_ids.to(base.device), mask.to(base.device)
         with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec, stop_after_last=True) as cache:
             base.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
@@ -291,7 +291,7 @@ def raw_forward_throughput(base: Base, texts: Sequence[str], *, max_length: int 
     n_tokens = 0
     t0 = time.perf_counter()
     for batch in tqdm(batches, desc="raw forward", disable=not progress):
-        input_ids, mask = _pad([ids[i] for i in batch], base.tokenizer.pad_token_id)
+        input_ids, mask = pad_right([ids[i] for i in batch], base.tokenizer.pad_token_id)
         with torch.inference_mode():
             trunk(input_ids=input_ids.to(base.device), attention_mask=mask.to(base.device), use_cache=False)
         n_tokens += int(mask.sum())
@@ -322,7 +322,7 @@ def compare_throughput(base: Base, texts: Sequence[str], taps: str | Sequence[st
         return time.perf_counter() - t0
 
     def raw(batch: list[int]) -> None:
-        input_ids, mask = _pad([ids[i] for i in batch], base.tokenizer.pad_token_id)
+        input_ids, mask = pad_right([ids[i] for i in batch], base.tokenizer.pad_token_id)
         trunk(input_ids=input_ids.to(base.device), attention_mask=mask.to(base.device), use_cache=False)
 
     def feat(batch: list[int]) -> None:

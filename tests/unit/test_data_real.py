@@ -114,3 +114,28 @@ def test_red_instruct_languages(root):
     assert Counter(r.meta["language"] for r in recs) == {"english": 3210, "chinese": 550}
     assert Counter(r.meta["subset"] for r in load_source("red_instruct_harmful_questions", root)) == {
         "harmfulqa": 1960, "catqa_english": 550, "dangerousqa": 200, "adversarialqa": 500}
+
+
+def test_prompt_safety_hard_negatives_are_benign_alpaca_with_harm_words(root):
+    from dsa.data.tasks import SENSITIVE_WORDS
+
+    t = guard_task("prompt_safety", root)
+    for s in ("train", "val", "test"):
+        hard = [r for r in t.split(s) if r.meta.get("hard_negative")]
+        assert len(hard) > 50, s
+        assert all(r.label == 0 and r.source == "alpaca_instructions" and SENSITIVE_WORDS.search(r.main_text)
+                   for r in hard)
+    # the Do-Not-Answer "treat the chatbot as a human" questions are not harmful requests
+    assert not any(r.meta.get("types_of_harm") == "Treat Chatbot as a Human" for r in t.train + t.val + t.test)
+    assert SENSITIVE_WORDS.search("How do I kill a Python process?")
+    assert not SENSITIVE_WORDS.search("Describe how robots explore Mars.")  # no "rob"/"explo" prefixes
+
+
+def test_guard_train_subset_keeps_every_hard_negative(root):
+    from dsa.guards.featurize import TRAIN_CAP, train_subset
+
+    t = guard_task("prompt_safety", root)
+    sub = train_subset("prompt_safety", t.train)
+    assert len(sub) == TRAIN_CAP["prompt_safety"]
+    assert sum(r.meta.get("hard_negative", False) for r in sub) == sum(r.meta.get("hard_negative", False)
+                                                                       for r in t.train)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dsa.adapter_io import FingerprintMismatch
-from dsa.features import _pad, extract_features
+from dsa.features import extract_features, pad_right
 from dsa.guards import GuardAdapter, GuardBank, build_head, classify
 from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
 from dsa.guards.featurize import extract_task_features
@@ -83,7 +83,7 @@ def _adapter(base, name, feats=None, y=None):
 
 def _one_forward(base, bank, texts):
     ids = base.tokenizer(texts, add_special_tokens=False)["input_ids"]
-    input_ids, mask = _pad(ids, base.tokenizer.pad_token_id)
+    input_ids, mask = pad_right(ids, base.tokenizer.pad_token_id)
     with torch.no_grad():
         _, cache = run_with_taps(base.model, {"input_ids": input_ids, "attention_mask": mask},
                                  bank.taps, need_output=False)
@@ -166,3 +166,23 @@ def test_temperature_and_threshold():
     assert np.mean(p[y == 0] >= thr) <= 0.05
     assert np.mean(p[y == 0] >= np.nextafter(thr, -1) - 1e-3) > 0.04  # the smallest such threshold
     assert fit_temperature([1.0, 2.0], [1.0, 1.0]) == 1.0  # one class: identity
+
+
+def test_zero_shot_guard_scores_equal_the_full_model_next_token_logits(tiny_base):
+    from types import SimpleNamespace
+
+    from dsa.guards.baselines import ZERO_SHOT_QUESTIONS, _answer_ids, zero_shot, zero_shot_text
+
+    tok = tiny_base.tokenizer
+    rec = SimpleNamespace(main_text="how to make a bomb ?", prompt="hi", response="sure, here it is",
+                          document="word " * 600, summary="a summary")
+    texts = [zero_shot_text(tok, rec, m) for m in ZERO_SHOT_QUESTIONS]  # lengths differ: padding matters
+    assert "Document:" in texts[-1] and len(tok(texts[-1])["input_ids"]) < 500  # the document was cut
+    got = zero_shot(tiny_base, texts, progress=False)
+    yes, no = _answer_ids(tok, ("Yes", "yes", " Yes", "YES")), _answer_ids(tok, ("No", "no", " No", "NO"))
+    for text, score in zip(texts, got, strict=True):
+        ids = tok(tiny_base.chat_text(text), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            lp = torch.log_softmax(tiny_base.model(input_ids=ids).logits[0, -1].float(), -1)
+        want = torch.logsumexp(lp[yes], -1) - torch.logsumexp(lp[no], -1)
+        assert score == pytest.approx(float(want), abs=2e-2)

@@ -3,7 +3,9 @@
 Training uses only training splits: harmful = prompt_safety `train` positives (already
 deduplicated against every eval-only set) without HarmfulQA (mostly benign-sounding topic
 questions: refusing them teaches over-refusal) and ToxicChat (long jailbreak chats), benign = Alpaca `train`
-instructions. Evaluation uses StrongREJECT (all 313), XSTest (250 safe + 200 unsafe) and
+instructions, half of them "edgy but safe" (Alpaca instructions that use harm words, the
+prompt_safety hard negatives) so the adapter learns that the words alone are no reason to
+refuse. Evaluation uses StrongREJECT (all 313), XSTest (250 safe + 200 unsafe) and
 Alpaca `test` instructions for benign identity.
 """
 
@@ -13,6 +15,7 @@ import hashlib
 from collections.abc import Sequence
 
 from dsa.data import benign_prompts, guard_task, load_source
+from dsa.data.tasks import SENSITIVE_WORDS
 
 TRAIN_MAX_NEW_TOKENS = 32  # length of the base's self-distillation answers
 EVAL_MAX_NEW_TOKENS = 16  # greedy answer opening judged for refusal / identity (CPU budget)
@@ -47,11 +50,14 @@ def _pick(items: Sequence[str], n: int, salt: str) -> list[str]:
 
 def training_prompts(n_harmful: int = 256, n_benign: int = 256) -> tuple[list[str], list[str]]:
     """(harmful, benign) training prompts: a fixed hashed-order subset of the training splits,
-    short ones only (≤ 400 characters) to keep CPU training cheap."""
+    short ones only (≤ 400 characters) to keep CPU training cheap. Up to half of the benign
+    prompts are edgy (use harm words); the rest are plain instructions."""
     harmful = [r.main_text for r in guard_task("prompt_safety").train
                if r.label == 1 and (r.source, r.meta.get("subset")) not in REFUSAL_EXCLUDED and len(r.main_text) <= 400]
     benign = [p for p in benign_prompts("train") if len(p) <= 400]
-    return _pick(harmful, n_harmful, "harm"), _pick(benign, n_benign, "benign")
+    edgy = _pick([p for p in benign if SENSITIVE_WORDS.search(p)], n_benign // 2, "edgy")
+    plain = _pick([p for p in benign if not SENSITIVE_WORDS.search(p)], n_benign - len(edgy), "benign")
+    return _pick(harmful, n_harmful, "harm"), _pick(edgy + plain, n_benign, "mix")
 
 
 def eval_prompt_sets() -> dict[str, list[str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,22 @@ GUARD_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai
 PROMPT_SAFETY_POSITIVES = (("advbench", None),
                            ("red_instruct_harmful_questions", ("harmfulqa", "catqa_english", "dangerousqa")),
                            ("do_not_answer", None), ("toxicchat", None))
+# Do-Not-Answer harm types that are not harmful requests ("Are you human?", "Do you love me?"):
+# a chatbot answers them with care, a prompt guard must not flag them.
+NOT_HARMFUL_REQUESTS = {"Treat Chatbot as a Human"}
+# Hard negatives: benign Alpaca instructions that use the vocabulary of harm ("kill a process",
+# "history of the atomic bomb", "reduce drug abuse"). Without them the benign side is bland and a
+# guard learns "sensitive word => unsafe". Mined from Alpaca's own splits by this fixed word list.
+SENSITIVE_WORDS = re.compile(
+    r"\b(?:kill(?:s|ed|ing|er)?|murder\w*|shoot(?:s|ing)?|shot|bomb(?:s|ed|ing)?|weapons?|guns?|drugs?|"
+    r"steal(?:s|ing)?|stole|stolen|attack(?:s|ed|ing)?|hack(?:s|ed|er|ers|ing)?|poison\w*|explosi\w+|"
+    r"explode\w*|suicide|terror\w*|violen\w+|blood\w*|wars?|fight\w*|crimes?|criminals?|illegal\w*|"
+    r"knife|knives|destroy\w*|abus\w+|slave\w*|nazis?|racis\w+|execut(?:e|ed|ion)|assassin\w*|cocaine|"
+    r"heroin|alcohol\w*|cheat\w*|fraud\w*|virus\w*|smok(?:e|ing)|burn\w*|hat(?:e|red)|die|death|dead|"
+    r"kidnap\w*|robber\w*|thie(?:f|ves)|theft|prison\w*|sex\w*|genocide|holocaust|tortur\w+|"
+    r"dangerous|harm\w*|hurt\w*|threat\w*|scam\w*|weed|marijuana|overdose|stab\w*|punch(?:es|ed|ing)?|"
+    r"slaughter\w*|injur\w+|discriminat\w+|gambl\w+|lie|lying|spy|spies|surveillance|exploit\w*)\b",
+    re.IGNORECASE)
 
 
 @dataclass
@@ -59,7 +76,8 @@ def _hash_order(records: list[Record], seed: int) -> list[Record]:
 def _prompt_safety(root: str, seed: int) -> GuardTask:
     against = eval_only_texts(root)
     positives = [r for name, subsets in PROMPT_SAFETY_POSITIVES for r in load_source(name, root)
-                 if subsets is None or r.meta.get("subset") in subsets]
+                 if (subsets is None or r.meta.get("subset") in subsets)
+                 and r.meta.get("types_of_harm") not in NOT_HARMFUL_REQUESTS]
     wildchat, alpaca = load_source("wildchat_benign", root), load_source("alpaca_instructions", root)
     # One pass, positives first: a prompt seen as harmful is never also kept as benign.
     kept = deduplicate([*positives, *wildchat, *alpaca], against, key=eval_key)
@@ -68,10 +86,14 @@ def _prompt_safety(root: str, seed: int) -> GuardTask:
     for s in SPLITS:
         n_pos = sum(r.label == 1 and r.split == s for r in split_here)
         pool = [r for r in kept if r.source == "alpaca_instructions" and r.split == s]
-        out += _hash_order(pool, seed)[:n_pos]  # as many alpaca as positives (official split file)
+        hard = [r.model_copy(update={"meta": {**r.meta, "hard_negative": True}})
+                for r in pool if SENSITIVE_WORDS.search(r.main_text)]
+        hard_ids = {r.id for r in hard}
+        # as many plain alpaca as positives (official split file), plus every hard negative
+        out += hard + _hash_order([r for r in pool if r.id not in hard_ids], seed)[:n_pos]
     return _by_split("prompt_safety", "prompt", ["unsafe"], out,
                      "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, Do-Not-Answer, ToxicChat) "
-                     "vs benign (Alpaca sample, WildChat)")
+                     "vs benign (Alpaca sample, Alpaca hard negatives that use harm words, WildChat)")
 
 
 def _build(name: str, root: str, seed: int) -> GuardTask:

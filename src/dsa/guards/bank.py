@@ -167,7 +167,7 @@ def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: 
 
     Returns per input {"scores": {head: float}, "flags": {head: bool}}.
     """
-    from dsa.features import _pad, tokenize
+    from dsa.features import pad_right, tokenize
     from dsa.guards.featurize import render_input
     from dsa.taps import run_with_taps
 
@@ -175,7 +175,7 @@ def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: 
     ids = tokenize(base, texts, bank.max_length)
     results: list[dict] = []
     for k in range(0, len(ids), batch_size):
-        input_ids, mask = _pad(ids[k:k + batch_size], base.tokenizer.pad_token_id)
+        input_ids, mask = pad_right(ids[k:k + batch_size], base.tokenizer.pad_token_id)
         with torch.inference_mode():
             _, cache = run_with_taps(base.model, {"input_ids": input_ids.to(base.device),
                                                   "attention_mask": mask.to(base.device)},

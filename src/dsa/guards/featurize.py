@@ -235,7 +235,7 @@ def load_task_features(d: Path, ladder: tuple[int, ...]) -> TaskFeatures:
 TASK_MAX_LENGTH = {"summedits": 512, "response_harm": 128, "openai_moderation": 128}
 # Training-set caps (seeded subsample) that keep one base pass per text affordable on a shared
 # 2-core CPU; val and test splits are always complete. None = the whole train split.
-TRAIN_CAP = {"prompt_safety": 2000, "toxigen": 2500, "summedits": 1000, "response_harm": 600,
+TRAIN_CAP = {"prompt_safety": 3000, "toxigen": 2500, "summedits": 1000, "response_harm": 600,
              "openai_moderation": None}
 # Val/test kept whole except where listed: the fraction of groups (questions) kept, seeded.
 EVAL_FRACTION = {"response_harm": 0.5}
@@ -259,7 +259,8 @@ def train_subset(task_name: str, records: list) -> list:
     """The seeded training subset used by every method (DSA heads and baselines alike).
 
     Records are taken in sha256(seed 0 + group) order, so whole groups (SummEdits documents) are kept
-    together; response_harm keeps every positive (3.4 % of rows) and fills up with negatives.
+    together; response_harm keeps every positive (3.4 % of rows) and fills up with negatives;
+    prompt_safety keeps every hard negative (benign prompts that use harm words) and samples the rest.
     """
     cap = TRAIN_CAP.get(task_name)
     if cap is None or len(records) <= cap:
@@ -273,7 +274,7 @@ def train_subset(task_name: str, records: list) -> list:
     if task_name == "summedits":
         return ordered[:cap]
     pos = [r for r in ordered if r.label == 1]
-    neg = [r for r in ordered if r.label != 1]
+    neg = sorted((r for r in ordered if r.label != 1), key=lambda r: not r.meta.get("hard_negative"))
     n_pos = len(pos) if task_name == "response_harm" else round(cap * len(pos) / len(records))
     return pos[:n_pos] + neg[:cap - n_pos]  # stratified: the train class ratio is kept
 

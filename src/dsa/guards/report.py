@@ -4,6 +4,7 @@ docs/results-guard.md and docs/img/guard-*.png. Every number in the doc comes fr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -36,23 +37,46 @@ DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
 BASELINES = ("minilm_finetune", "tfidf_lr", "zero_shot")
 
 
-def baseline_predictions(task: str, method: str, compute: bool, minilm_epochs: int = 2) -> dict | None:
-    """Cached predictions of a baseline, computed here when `compute` (zero-shot: only cached)."""
-    cached = load_preds(task, method)
-    if cached is not None or not compute or method == "zero_shot":
-        return cached
+def _data_key(splits: dict[str, list]) -> str:
+    """A hash of every record id and label a baseline trains and is scored on: cached predictions
+    are found again only while the task's data is unchanged."""
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        for r in splits[name]:
+            h.update(f"{name}:{r.id}:{r.label}:{sorted((r.labels or {}).items())};".encode())
+    return h.hexdigest()[:10]
+
+
+def baseline_predictions(task: str, method: str, compute: bool, minilm_epochs: int = 2,
+                         base=None) -> dict | None:
+    """Predictions of a baseline, cached per task data (runs/guard_preds/), computed here when
+    `compute` is set (zero_shot also needs `base`)."""
     t = guard_task(task)
     t.train = train_subset(task, t.train)
     t.val, t.test = eval_subset(task, t.val), eval_subset(task, t.test)
     sets = {"val": t.val, "test": t.test}
     if task == "prompt_safety":
         sets["xstest"] = guard_task("xstest").test
+    key = f"{method}-{_data_key({'train': t.train, **sets})}"
+    cached = load_preds(task, key)
+    if cached is not None or not compute or (method == "zero_shot" and base is None):
+        return cached
     from dsa.guards.featurize import record_labels
 
     y_tr = record_labels(t.train, t.heads)
     y_va = record_labels(t.val, t.heads)
     t0 = time.perf_counter()
-    if method == "tfidf_lr":
+    if method == "zero_shot":
+        from dsa.guards.baselines import zero_shot, zero_shot_text
+
+        # one question per task: for multi-head tasks it answers the "any" head; the others stay NaN
+        j = _main_head(t.heads)
+        preds = {}
+        for k, v in sets.items():
+            col = zero_shot(base, [zero_shot_text(base.tokenizer, r, t.mode) for r in v])
+            preds[k] = np.full((len(v), len(t.heads)), np.nan)
+            preds[k][:, j] = col
+    elif method == "tfidf_lr":
         from dsa.guards.baselines import tfidf_lr
 
         def text(r):
@@ -72,7 +96,7 @@ def baseline_predictions(task: str, method: str, compute: bool, minilm_epochs: i
     else:
         raise ValueError(f"unknown baseline {method!r}")
     preds = {k: np.asarray(v, dtype=float) for k, v in preds.items()}
-    save_preds(task, method, {**preds, "seconds": np.array(time.perf_counter() - t0)})
+    save_preds(task, key, {**preds, "seconds": np.array(time.perf_counter() - t0)})
     return preds
 
 
@@ -99,7 +123,7 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
             xs = task_features(base, "xstest")[2]["test"] if task == "prompt_safety" else None
             preds = dsa_predictions(base, task, default_arch_cfgs(task), splits, heads, mode, xs, reuse)
         for m in BASELINES:
-            p = baseline_predictions(task, m, compute_baselines)
+            p = baseline_predictions(task, m, compute_baselines, base=base)
             if p is not None:
                 preds[m] = p
         y_va, y_te = labels_np(splits["val"]), labels_np(splits["test"])
@@ -111,7 +135,8 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
         curves[task] = {m: (y_te[:, j], p["test"][:, j]) for m, p in preds.items()}
         if task == "openai_moderation":
             results["openai_moderation_per_category"] = {
-                m: {h: report_from_logits(y_va, p["val"], y_te, p["test"], k) for k, h in enumerate(heads)}
+                m: {h: report_from_logits(y_va, p["val"], y_te, p["test"], k) for k, h in enumerate(heads)
+                    if not np.isnan(p["test"][:, k]).all()}  # zero_shot answers the "any" head only
                 for m, p in preds.items()}
         if xs is not None:
             y_xs = labels_np(xs)
@@ -120,14 +145,13 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
             curves["xstest"] = {m: (y_xs[:, 0], p["xstest"][:, 0]) for m, p in preds.items() if "xstest" in p}
         write_json(Path(out_json), results)  # after every task: a killed run keeps what it measured
     missing_tasks = [t for t in EVAL_TASKS if t not in tasks]
-    missing = {t: [m for m in ("minilm_finetune", "tfidf_lr") if m not in r]
+    missing = {t: [m for m in BASELINES if m not in r]
                for t, r in results["tasks"].items()}
     results["notes"]["missing"] = (
         "**Not measured in this run.** Tasks: " + (", ".join(missing_tasks) or "none")
         + ". Baselines without cached predictions: "
         + (", ".join(f"{t}: {', '.join(ms)}" for t, ms in missing.items() if ms) or "none")
-        + ". DSA heads not trained (base features not extracted): " + (", ".join(no_features) or "none")
-        + ". zero_shot (base model through a guard prompt) was not run.")
+        + ". DSA heads not trained (base features not extracted): " + (", ".join(no_features) or "none") + ".")
     for task, c in curves.items():
         plot_curves(c, Path(img_dir) / f"guard-{task}.png", title=task)
     write_json(Path(out_json), results)
