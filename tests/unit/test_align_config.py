@@ -29,3 +29,15 @@ def test_overrides_and_unknown_keys(tmp_path):
         AlignTrainConfig.from_yaml(bad)
     with pytest.raises(ValidationError):
         AlignTrainConfig.from_yaml(None, ["method=magic"])
+
+
+def test_eval_configuration_names():
+    from dsa.eval.alignment import config_names
+
+    cfg = AlignEvalConfig(alphas=[1.0], lambdas=[0.5, 1.0], dpo_lambdas=[1.0], policies=["step", "sigmoid"])
+    assert config_names(cfg) == ["base", "full_ft", "lora_patch@1", "dsa_adapter@0.5", "dsa_adapter@1",
+                                 "dsa_dpo@1", "context_dependent@step", "context_dependent@sigmoid"]
+    skip = AlignEvalConfig(full_ft="", lora_patch="", dsa_dpo="", dsa_adapter="", configs=[])
+    assert config_names(skip) == ["base"]  # context-dependent alignment needs the DSA adapter
+    only = AlignEvalConfig(configs=["base", "dsa_dpo@1"])
+    assert config_names(only) == ["base", "dsa_dpo@1"]

@@ -10,7 +10,7 @@ from dsa.adapter_io import atomic_write_text
 
 METRICS = ("strongreject_refusal", "xstest_safe_refusal", "mmlu_acc", "ref_loglik_ratio", "kl_to_base",
            "benign_identity")
-FAMILY_ORDER = ("base", "full_ft", "lora_patch", "dsa_adapter", "context_dependent")
+FAMILY_ORDER = ("base", "full_ft", "lora_patch", "dsa_adapter", "dsa_dpo", "context_dependent")
 
 
 def _key(name: str) -> tuple:
@@ -67,7 +67,8 @@ def plot(result: dict, img_dir: Path) -> list[Path]:
     img_dir.mkdir(parents=True, exist_ok=True)
     cfgs = result["configs"]
     style = {"base": ("k", "*"), "full_ft": ("tab:red", "s"), "lora_patch": ("tab:orange", "o"),
-             "dsa_adapter": ("tab:blue", "D"), "context_dependent": ("tab:green", "^")}
+             "dsa_adapter": ("tab:blue", "D"), "dsa_dpo": ("tab:purple", "P"),
+             "context_dependent": ("tab:green", "^")}
     paths = []
     for utility, label in (("ref_loglik_ratio", "reference log-likelihood ratio to base"),
                            ("mmlu_acc", "MMLU accuracy")):

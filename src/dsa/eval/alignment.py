@@ -1,6 +1,7 @@
 """Safety / utility evaluation of alignment configurations (`dsa align eval`).
 
-Configurations: `base`, `full_ft`, `lora_patch@α`, `dsa_adapter@λ`, `context_dependent@POLICY`.
+Configurations: `base`, `full_ft`, `lora_patch@α`, `dsa_adapter@λ`, `dsa_dpo@λ` (the adapter trained with
+DPO added), `context_dependent@POLICY`.
 Benchmarks (data, not code: `eval_prompt_sets()` + the specs below):
 
     strongreject_refusal   refusal rate (judge) of greedy answers to all 313 StrongREJECT prompts
@@ -50,6 +51,15 @@ def _h(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
 
 
+def _files_key(dirs: list[str]) -> str:
+    """Short hash of the safetensors files (names and bytes) in `dirs`."""
+    h = hashlib.sha256()
+    for d in dirs:
+        for f in sorted(Path(d).glob("*.safetensors")):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def update_part(name: str, metrics: dict, n: dict, extra: dict | None = None) -> None:
     path = PARTS / f"{name.replace('@', '_at_')}.json"
     part = json.loads(path.read_text()) if path.exists() else {"config": name, "n": {}}
@@ -68,8 +78,10 @@ def config_names(cfg: AlignEvalConfig) -> list[str]:
         names += [f"lora_patch@{a:g}" for a in cfg.alphas]
     if cfg.dsa_adapter:
         names += [f"dsa_adapter@{x:g}" for x in cfg.lambdas]
-        if cfg.guards:
-            names += [f"context_dependent@{p}" for p in cfg.policies]
+    if cfg.dsa_dpo:
+        names += [f"dsa_dpo@{x:g}" for x in cfg.dpo_lambdas]
+    if cfg.dsa_adapter and cfg.guards:
+        names += [f"context_dependent@{p}" for p in cfg.policies]
     return [n for n in names if not cfg.configs or n in cfg.configs]
 
 
@@ -80,7 +92,7 @@ class Evaluator:
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         self.base = load_base(cfg.base)
-        self._adapter = self._bank = self._patch = self._ft = None
+        self._adapter = self._bank = self._patch = self._ft = self._dpo = None
 
     # ---- components -----------------------------------------------------------------------
     @property
@@ -90,6 +102,24 @@ class Evaluator:
 
             self._adapter = LogitAdapter.load(self.cfg.dsa_adapter, self.base)
         return self._adapter
+
+    @property
+    def dpo_adapter(self):
+        if self._dpo is None:
+            from dsa.align.logit_adapter import LogitAdapter
+
+            self._dpo = LogitAdapter.load(self.cfg.dsa_dpo, self.base)
+        return self._dpo
+
+    def _dpo_logits(self, enc: dict, lam: float, **kw) -> torch.Tensor:
+        """(1 − λ)·base + λ·aligned logits of the DPO-trained adapter (its own base pass)."""
+        self.unpatch()
+        a = self.dpo_adapter
+        pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode(), record_taps(self.base.model, [a.input_tap], spec=self.base.spec) as cache:
+            bl = self.base.model(**enc, position_ids=pos, **kw).logits
+        al = a(cache[a.input_tap], enc["attention_mask"], pos, **kw)[0]
+        return (1 - lam) * bl.float() + lam * al.float()
 
     @property
     def bank(self):
@@ -132,6 +162,8 @@ class Evaluator:
             return SafetyModel(self.base), 0.0
         if kind == "dsa_adapter":
             return SafetyModel(self.base, adapter=self.adapter), float(arg)
+        if kind == "dsa_dpo":
+            return SafetyModel(self.base, adapter=self.dpo_adapter), float(arg)
         if kind == "context_dependent":
             return SafetyModel(self.base, self.bank, self.adapter, make_policy(arg, **POLICY_KWARGS[arg])), "auto"
         raise ValueError(f"unknown configuration {name!r}")
@@ -140,7 +172,8 @@ class Evaluator:
         """λ the policy picks for each prompt (guard scores cached per prompt set)."""
         from dsa.guards import classify
 
-        path = PARTS / f"guard_scores-{_h(json.dumps(sorted(self.cfg.guards)))[:12]}.json"
+        # keyed by the guards' weight files: a retrained guard never reuses stale scores
+        path = PARTS / f"guard_scores-{_files_key(self.cfg.guards)}.json"
         cache = json.loads(path.read_text()) if path.exists() else {}
         todo = [p for p in prompts if _h(p) not in cache]
         for i in tqdm(range(0, len(todo), 32), desc="guard scores", disable=not todo):
@@ -159,14 +192,10 @@ class Evaluator:
         """Short hash of the weight files a configuration's answers depend on, so cached answers
         of a retrained adapter, patch or guard are never reused."""
         kind = name.partition("@")[0]
-        dirs = {"lora_patch": [self.cfg.lora_patch], "dsa_adapter": [self.cfg.dsa_adapter],
-                "context_dependent": [self.cfg.dsa_adapter, *self.cfg.guards],
-                "full_ft": [self.cfg.full_ft]}.get(kind, [])
-        h = hashlib.sha256()
-        for d in dirs:
-            for f in sorted(Path(d).glob("*.safetensors")):
-                h.update(f.name.encode() + f.read_bytes())
-        return h.hexdigest()[:10]
+        return _files_key({"lora_patch": [self.cfg.lora_patch], "dsa_adapter": [self.cfg.dsa_adapter],
+                           "dsa_dpo": [self.cfg.dsa_dpo],
+                           "context_dependent": [self.cfg.dsa_adapter, *self.cfg.guards],
+                           "full_ft": [self.cfg.full_ft]}.get(kind, []))
 
     # ---- generation stage -----------------------------------------------------------------
     def run_generation(self, name: str) -> dict:
@@ -243,7 +272,7 @@ class Evaluator:
         def pos_of(enc):
             return (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
 
-        need_adapter = any(n.startswith(("dsa", "context")) for n in names) and cfg.dsa_adapter
+        need_adapter = any(n.startswith(("dsa_adapter", "context")) for n in names) and cfg.dsa_adapter
         need_guard = any(n.startswith("context") for n in names)
 
         def base_and_adapter(enc):
@@ -260,8 +289,10 @@ class Evaluator:
                     res["guard"] = s[:, None].expand(-1, out.logits.shape[-1])
             return res
 
-        models = {"": base_and_adapter} if any(n.startswith(("base", "dsa", "context")) for n in names) else {}
+        models = {"": base_and_adapter} if any(n.startswith(("base", "dsa_adapter", "context")) for n in names) else {}
         for n in names:
+            if n.startswith("dsa_dpo"):
+                models[n] = self._dpo_fn(float(n.split("@")[1]))
             if n.startswith("lora_patch"):
                 models[n] = self._lora_fn(float(n.split("@")[1]))
             if n == "full_ft":
@@ -274,7 +305,7 @@ class Evaluator:
             kind, _, arg = n.partition("@")
             if kind == "base":
                 a = acc(ll["base"])
-            elif kind in ("lora_patch", "full_ft"):
+            elif kind in ("lora_patch", "full_ft", "dsa_dpo"):
                 a = acc(ll[n])
             elif kind == "dsa_adapter":
                 lam = float(arg)
@@ -288,6 +319,9 @@ class Evaluator:
             for lam in cfg.loglik_lambdas:
                 update_part(f"dsa_adapter@{lam:g}", {"mmlu_acc": acc((1 - lam) * ll["base"] + lam * ll["aligned"])},
                             {"mmlu_acc": len(prompts)}, {"loglik_only": f"dsa_adapter@{lam:g}" not in names})
+
+    def _dpo_fn(self, lam: float) -> Callable:
+        return lambda enc: {"": self._dpo_logits(enc, lam, logits_to_keep=1)[:, -1]}
 
     def _lora_fn(self, alpha: float) -> Callable:
         def fn(enc) -> dict[str, torch.Tensor]:
@@ -311,8 +345,9 @@ class Evaluator:
         for n in names:
             if n.startswith("context"):
                 lam_rows[n] = torch.tensor(self.guard_lambdas(prompts, n.split("@")[1]))
-        dsa_lams = sorted({float(n.split("@")[1]) for n in names if n.startswith("dsa")} | set(cfg.loglik_lambdas)) \
-            if cfg.dsa_adapter and any(n.startswith(("dsa", "context")) for n in names) else []
+        dsa_lams = sorted({float(n.split("@")[1]) for n in names if n.startswith("dsa_adapter")}
+                          | set(cfg.loglik_lambdas)) \
+            if cfg.dsa_adapter and any(n.startswith(("dsa_adapter", "context")) for n in names) else []
         sums: dict[str, list[float]] = {}  # name -> [logp sum, kl sum, n tokens]
 
         def add(key, logits, ref_logits, b):
@@ -351,6 +386,9 @@ class Evaluator:
                         add(n, base.model(input_ids=b.ids, attention_mask=b.mask).logits[b.sel], bl, b)
                     elif n == "full_ft":
                         add(n, self.full_ft().model(input_ids=b.ids, attention_mask=b.mask).logits[b.sel], bl, b)
+                    elif n.startswith("dsa_dpo"):
+                        enc = {"input_ids": b.ids, "attention_mask": b.mask}
+                        add(n, self._dpo_logits(enc, float(n.split("@")[1]))[b.sel], bl, b)
         base_mean = sums["base"][0] / sums["base"][2]
         for key, (lp, kl, n_tok) in sums.items():
             update_part(key, {"ref_loglik_ratio": math.exp(lp / n_tok - base_mean), "ref_loglik": lp / n_tok,

@@ -94,16 +94,28 @@ def _cfg_hash(cfg: GuardTrainConfig) -> str:
     return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _splits_key(splits: dict[str, SplitData]) -> str:
+    """Hash of every text and label of the splits: saved predictions are reused only for the same data."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        for text in splits[name].texts:
+            h.update(hashlib.sha256(text.encode()).digest())
+        h.update(splits[name].labels.numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
 def dsa_predictions(base, task: str, arch_cfgs: dict[str, GuardTrainConfig], splits, heads, mode,
                     xstest: SplitData | None, reuse: bool = False) -> dict[str, dict]:
     """Train each DSA arch; return {method: {"val","test"[, "xstest"], "info"}}.
 
-    With `reuse`, predictions saved by an earlier run of the same config (hash in the file name of
-    runs/guard_preds/) are read instead of retraining.
+    With `reuse`, predictions saved by an earlier run of the same config on the same data (both
+    hashed into the file name under runs/guard_preds/) are read instead of retraining.
     """
     out = {}
     for method, cfg in arch_cfgs.items():
-        key = f"{method}-{_cfg_hash(cfg)}"
+        key = f"{method}-{_cfg_hash(cfg)}-{_splits_key(splits)}"
         info_path = PRED_DIR / f"{task}-{key}.json"
         if reuse and info_path.exists() and load_preds(task, key) is not None:
             out[method] = {**load_preds(task, key), "info": json.loads(info_path.read_text())}
