@@ -58,7 +58,7 @@ class AlignEvalConfig(_Config):
     base: str = Field("smollm2-135m-instruct", description="base model")
     lora_patch: str = Field("adapters/align/lora_patch", description="LoRA refusal patch dir ('' = skip)")
     dsa_adapter: str = Field("adapters/align/dsa_adapter", description="DSA adapter dir ('' = skip)")
-    dsa_dpo: str = Field("adapters/align/dsa_adapter_dpo",
+    dsa_dpo: str = Field("runs/dsa_adapter_dpo",
                          description="DSA adapter trained with DPO added ('' = skip), configurations dsa_dpo@λ")
     dpo_lambdas: list[float] = Field([1.0], description="strengths of the DPO-trained DSA adapter to evaluate")
     full_ft: str = Field("runs/full_ft", description="full fine-tune model dir ('' = skip)")
