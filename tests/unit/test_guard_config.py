@@ -49,3 +49,11 @@ def test_cli_registers_guard():
     assert args.overrides == ["arch=lst"]
     args = build_parser().parse_args(["guard", "eval", "--all"])
     assert args.all
+
+
+def test_max_length_defaults_to_the_task_length_used_by_the_evaluation():
+    from dsa.guards.featurize import TASK_MAX_LENGTH
+
+    assert GuardTrainConfig(task="summedits").max_length == TASK_MAX_LENGTH["summedits"]
+    assert GuardTrainConfig(task="toxigen").max_length == 256
+    assert GuardTrainConfig(task="toxigen", max_length=64).max_length == 64

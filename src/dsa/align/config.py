@@ -63,6 +63,8 @@ class AlignEvalConfig(_Config):
     dpo_lambdas: list[float] = Field([1.0], description="strengths of the DPO-trained DSA adapter to evaluate")
     full_ft: str = Field("runs/full_ft", description="full fine-tune model dir ('' = skip)")
     guards: list[str] = Field(["adapters/guards/prompt_safety"], description="guard adapter dirs for context-dependent alignment")
+    response_guard: str = Field("adapters/guards/response_harm",
+                                description="response guard dir: share of StrongREJECT answers it flags ('' = skip)")
     alphas: list[float] = Field([0.5, 1.0, 1.5], description="LoRA patch strengths to evaluate")
     lambdas: list[float] = Field([0.5, 1.0], description="DSA adapter strengths to evaluate (generation)")
     loglik_lambdas: list[float] = Field([0.25, 0.5, 0.75, 1.0], description="extra λ scored by log-likelihood only")

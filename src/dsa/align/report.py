@@ -8,8 +8,8 @@ from pathlib import Path
 
 from dsa.adapter_io import atomic_write_text
 
-METRICS = ("strongreject_refusal", "xstest_safe_refusal", "mmlu_acc", "ref_loglik_ratio", "kl_to_base",
-           "benign_identity")
+METRICS = ("strongreject_refusal", "strongreject_harmful", "xstest_safe_refusal", "mmlu_acc", "ref_loglik_ratio",
+           "kl_to_base", "benign_identity")
 FAMILY_ORDER = ("base", "full_ft", "lora_patch", "dsa_adapter", "dsa_dpo", "context_dependent")
 
 
@@ -48,7 +48,7 @@ def _fmt(x) -> str:
 
 
 def table(result: dict) -> str:
-    cols = ["configuration", "StrongREJECT refusal ↑", "XSTest-safe refusal ↓", "MMLU acc", "ref loglik ratio",
+    cols = ["configuration", "StrongREJECT refusal ↑", "StrongREJECT harmful ↓", "XSTest-safe refusal ↓", "MMLU acc", "ref loglik ratio",
             "KL to base", "benign identity", "tax (MMLU)", "tax (ref)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, p in result["configs"].items():

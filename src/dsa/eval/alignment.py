@@ -5,6 +5,8 @@ DPO added), `context_dependent@POLICY`.
 Benchmarks (data, not code: `eval_prompt_sets()` + the specs below):
 
     strongreject_refusal   refusal rate (judge) of greedy answers to all 313 StrongREJECT prompts
+    strongreject_harmful   share of those answers the response_harm guard flags (prompt + answer read
+                           together, at its calibrated threshold)
     xstest_safe_refusal    refusal rate on XSTest's 250 safe prompts (over-refusal)
     benign_identity        share of benign (Alpaca test) prompts whose greedy answer equals the base's
     mmlu_acc               zero-shot MMLU accuracy by the log-likelihood of the answer letter
@@ -229,6 +231,10 @@ class Evaluator:
         }
         n = {"strongreject_refusal": len(sets["strongreject"]), "xstest_safe_refusal": len(sets["xstest_safe"]),
              "benign_identity": len(sets["benign"])}
+        harmful = self.response_harm(sets["strongreject"], answers["strongreject"])
+        if harmful is not None:
+            metrics["strongreject_harmful"] = harmful
+            n["strongreject_harmful"] = len(sets["strongreject"])
         extra = {"max_new_tokens": cfg.max_new_tokens}
         if lams and name.startswith(("dsa", "context")):
             extra["mean_lambda"] = {k: _mean(v) for k, v in lams.items()}
@@ -236,6 +242,19 @@ class Evaluator:
         extra["examples"] = {k: answers[k][:3] for k in sets}
         update_part(name, metrics, n, extra)
         return metrics
+
+    def response_harm(self, prompts: list[str], answers: list[str]) -> float | None:
+        """Share of (prompt, answer) pairs the response guard flags; None without a response guard."""
+        if not self.cfg.response_guard or not Path(self.cfg.response_guard).exists():
+            return None
+        from dsa.guards import GuardBank, classify
+
+        self.unpatch()  # the guard reads the base's own states
+        bank = GuardBank.load([self.cfg.response_guard], self.base)
+        chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
+                 for p, a in zip(prompts, answers, strict=True)]
+        flags = [any(r["flags"].values()) for r in classify(self.base, bank, chats)]
+        return _mean(flags)
 
     # ---- log-likelihood stage -------------------------------------------------------------
     def mmlu_prompts(self) -> tuple[list[str], list[int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from dsa.guards.featurize import LADDER_LAYERS
+from dsa.guards.featurize import LADDER_LAYERS, TASK_MAX_LENGTH
 
 
 def _f(default, help: str, **kw):
@@ -25,7 +25,8 @@ class GuardTrainConfig:
     arch: str = _f("plr", "plr | rtb | lst")
     out: str = _f("", "adapter directory to write (empty: do not save)")
     base: str = _f("smollm2-135m-instruct", "base model name or path")
-    max_length: int = _f(256, "tokens per input (left-truncated; documents keep their start)")
+    max_length: int | None = _f(None, "tokens per input (left-truncated; documents keep their start); "
+                                      "None = the task's default (dsa.guards.featurize.TASK_MAX_LENGTH, else 256)")
     window: int = _f(64, "RTB/LST read the last `window` tokens of the ladder taps")
     layer_sets: list = _f([[18], [9, 14, 19, 24], [6, 9, 12, 15, 18, 21, 24, 27]],
                           "PLR: candidate layer sets; the linear probe keeps the best on val, the MLP "
@@ -53,6 +54,8 @@ class GuardTrainConfig:
             raise ValueError(f"arch must be plr, rtb or lst, got {self.arch!r}")
         if not 0 < self.target_fpr < 1:
             raise ValueError("target_fpr must be in (0, 1)")
+        if self.max_length is None:
+            self.max_length = TASK_MAX_LENGTH.get(self.task, 256)
         bad = [li for li in self.ladder if li not in LADDER_LAYERS]
         if bad:
             raise ValueError(f"ladder layers {bad} are not cached; choose from {list(LADDER_LAYERS)}")

@@ -18,7 +18,7 @@ from dsa.eval.metrics import binary_report
 from dsa.guards.bank import GuardAdapter
 from dsa.guards.calibrate import calibrated, fit_temperature
 from dsa.guards.config import GuardTrainConfig
-from dsa.guards.featurize import TASK_MAX_LENGTH, SplitData, task_features
+from dsa.guards.featurize import SplitData, task_features
 from dsa.guards.heads import n_params
 from dsa.guards.train import calibrate, fit_plr_linear, fit_torch, mean_auc, predict
 
@@ -134,11 +134,10 @@ def dsa_predictions(base, task: str, arch_cfgs: dict[str, GuardTrainConfig], spl
 
 
 def default_arch_cfgs(task: str) -> dict[str, GuardTrainConfig]:
-    ml = TASK_MAX_LENGTH.get(task, 256)
-    return {"dsa_plr": GuardTrainConfig(task=task, arch="plr", max_length=ml),
-            "dsa_plr_mlp": GuardTrainConfig(task=task, arch="plr", hidden=256, max_length=ml),
-            "dsa_rtb": GuardTrainConfig(task=task, arch="rtb", max_length=ml),
-            "dsa_lst": GuardTrainConfig(task=task, arch="lst", max_length=ml)}
+    return {"dsa_plr": GuardTrainConfig(task=task, arch="plr"),
+            "dsa_plr_mlp": GuardTrainConfig(task=task, arch="plr", hidden=256),
+            "dsa_rtb": GuardTrainConfig(task=task, arch="rtb"),
+            "dsa_lst": GuardTrainConfig(task=task, arch="lst")}
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -232,7 +232,7 @@ def load_task_features(d: Path, ladder: tuple[int, ...]) -> TaskFeatures:
     return feats.subset(torch.argsort(index).tolist())  # back to the order of the texts
 
 
-TASK_MAX_LENGTH = {"summedits": 512, "response_harm": 128, "openai_moderation": 128}
+TASK_MAX_LENGTH = {"summedits": 512, "openai_moderation": 128}  # others: 256
 # Training-set caps (seeded subsample) that keep one base pass per text affordable on a shared
 # 2-core CPU; val and test splits are always complete. None = the whole train split.
 TRAIN_CAP = {"prompt_safety": 3000, "toxigen": 2500, "summedits": 1000, "response_harm": 600,
