@@ -73,7 +73,7 @@ def run(cfg: AlignTrainConfig) -> Path:
     examples = build_examples(cfg, base)
     out = Path(cfg.out)
     kw = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, beta=cfg.beta,
-              kl_weight=cfg.kl_weight, max_len=cfg.max_len)
+              kl_weight=cfg.kl_weight, max_len=cfg.max_len, bf16_autocast=cfg.bf16_autocast)
     extra = {"train_config": cfg.model_dump(), "n_examples": {k: sum(e.kind == k for e in examples)
                                                               for k in ("sft", "distill", "dpo")}}
     if cfg.method == "lora_patch":
