@@ -21,6 +21,7 @@ from dsa.align.lora import LoRASpec, patch_lora
 from dsa.align.sft import AdapterStudent, Example, ModelStudent, train
 from dsa.align.train_data import TRAIN_MAX_NEW_TOKENS, refusal_for, training_prompts
 from dsa.base import Base, load_base
+from dsa.data.tasks import SENSITIVE_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
         # rejected = a compliant answer: AdvBench's own affirmative target ("Sure, here is ...")
         targets = advbench_targets()
         ex += [Example(p, refusal_for(p), "dpo", targets[p]) for p in harmful if p in targets]
+        # and the other direction: on edgy-but-safe prompts the base's own answer beats a refusal
+        ex += [Example(e.prompt, e.response, "dpo", refusal_for(e.prompt)) for e in ex
+               if e.kind == "distill" and SENSITIVE_WORDS.search(e.prompt)]
         ex += hh_pairs(cfg.n_hh)
     return ex
 
