@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="*", default=None, help="a subset of tasks")
     p.add_argument("--no-baselines", action="store_true",
                    help="only use cached baseline predictions (runs/guard_preds), never train them")
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated baselines to compute where not cached (default: all of "
+                        "minilm_finetune,tfidf_lr,zero_shot); the others are read from the cache")
     p.add_argument("--reuse", action="store_true",
                    help="reuse DSA head predictions of an earlier run with identical configs")
     p.add_argument("--out", default="results/guard.json")
@@ -71,7 +74,13 @@ def cmd_eval(args) -> int:
     bad = [t for t in tasks if t not in EVAL_TASKS]
     if bad:
         raise ValueError(f"unknown tasks {bad}: expected some of {EVAL_TASKS} (xstest comes with prompt_safety)")
-    evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=not args.no_baselines,
+    from dsa.guards.report import BASELINES
+
+    compute = () if args.no_baselines else tuple(args.baselines.split(",")) if args.baselines else BASELINES
+    unknown = [m for m in compute if m not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}: expected some of {list(BASELINES)}")
+    evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=compute,
                  reuse=args.reuse, command="dsa " + " ".join(sys.argv[1:]))
     print(f"wrote {args.out} and {args.doc}")
     return 0

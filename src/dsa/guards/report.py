@@ -105,8 +105,10 @@ def _main_head(heads: list[str]) -> int:
 
 
 def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="docs/results-guard.md",
-                 img_dir="docs/img", compute_baselines: bool = True, reuse: bool = False,
+                 img_dir="docs/img", compute_baselines: tuple[str, ...] = BASELINES, reuse: bool = False,
                  command: str = "dsa guard eval --all") -> dict:
+    """Score every DSA head and baseline on `tasks`; baselines named in `compute_baselines` are
+    trained where no cached predictions exist, the others are read from the cache when present."""
     results: dict = {"command": command, "base": base.name, "base_fingerprint": base.fingerprint, "tasks": {},
                      "openai_moderation_per_category": {}, "dsa_heads": {}, "notes": {}}
     curves: dict[str, dict] = {}
@@ -123,7 +125,7 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
             xs = task_features(base, "xstest")[2]["test"] if task == "prompt_safety" else None
             preds = dsa_predictions(base, task, default_arch_cfgs(task), splits, heads, mode, xs, reuse)
         for m in BASELINES:
-            p = baseline_predictions(task, m, compute_baselines, base=base)
+            p = baseline_predictions(task, m, m in compute_baselines, base=base)
             if p is not None:
                 preds[m] = p
         y_va, y_te = labels_np(splits["val"]), labels_np(splits["test"])
