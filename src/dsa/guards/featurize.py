@@ -155,14 +155,19 @@ def _forward_unit(base: Base, ids: list[list[int]], unit: list[int], taps: list[
         with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec,
                                                  stop_after_last=True) as cache:
             base.model(input_ids=input_ids.to(base.device), attention_mask=full_mask.to(base.device), **kwargs)
-        stack = torch.stack([cache[t] for t in taps], 1).cpu()  # [b, L, s, d]
-        m = mask.to(torch.float32)[:, None, :, None]
-        sums = (stack.float() * m).sum(2)  # [b, L, d]
+        # Layer by layer: one [b, L, s, d] float copy of every layer was hundreds of MB per batch,
+        # and allocating it (page faults) cost as much CPU time as the forward itself.
+        m = mask.to(torch.float32)  # [b, s]
+        rows = torch.arange(len(batch))
+        last_pos = mask.sum(1) - 1
+        sums = torch.stack([torch.einsum("bs,bsd->bd", m, cache[t].cpu().float()) for t in taps], 1)  # [b, L, d]
+        last_b = torch.stack([cache[t][rows, last_pos].cpu().float() for t in taps], 1)  # [b, L, d]
+        lad = torch.stack([cache[taps[k]].cpu() for k in ladder], 1)  # [b, T, s, d], ladder layers only
         for r, i in enumerate(batch):
             n = len(suf[i])
             means[i] = ((sums[r] + pre_sum) if p else sums[r]) / (n + p)
-            lasts[i] = stack[r, :, n - 1].float()
-            t = stack[r, list(ladder), max(0, n - window):n].transpose(0, 1)  # [<=w, T, d]
+            lasts[i] = last_b[r]
+            t = lad[r, :, max(0, n - window):n].transpose(0, 1)  # [<=w, T, d]
             if p and t.shape[0] < window:
                 t = torch.cat([pre_tok[-(window - t.shape[0]):], t])
             toks[i] = t.to(torch.bfloat16)
