@@ -57,3 +57,11 @@ def test_max_length_defaults_to_the_task_length_used_by_the_evaluation():
     assert GuardTrainConfig(task="summedits").max_length == TASK_MAX_LENGTH["summedits"]
     assert GuardTrainConfig(task="toxigen").max_length == 256
     assert GuardTrainConfig(task="toxigen", max_length=64).max_length == 64
+
+
+def test_guard_eval_rejects_unknown_baselines_before_loading_anything(capsys):
+    from dsa.cli import main
+
+    assert main(["guard", "eval", "--baselines", "minilm_finetune,llama_guard"]) == 2
+    err = capsys.readouterr().err
+    assert "llama_guard" in err and "tfidf_lr" in err
