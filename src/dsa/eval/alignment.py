@@ -84,7 +84,8 @@ def config_names(cfg: AlignEvalConfig) -> list[str]:
         names += [f"dsa_dpo@{x:g}" for x in cfg.dpo_lambdas]
     if cfg.dsa_adapter and cfg.guards:
         names += [f"context_dependent@{p}" for p in cfg.policies]
-    return [n for n in names if not cfg.configs or n in cfg.configs]
+    # in the order asked for, so a long run reaches the configurations that matter most first
+    return [n for n in cfg.configs if n in names] if cfg.configs else names
 
 
 class Evaluator:
@@ -216,12 +217,14 @@ class Evaluator:
         else:
             sm, alignment = self.safety_model(name)
             for k, prompts in sets.items():
-                lam = [float(alignment)] * len(prompts) if alignment != "auto" else \
-                    self.guard_lambdas(prompts, name.split("@")[1])
-                lams[k] = lam
-                todo = [p for p, x in zip(prompts, lam, strict=True) if x > 0 or name.startswith(("lora", "full"))]
-                rows = generate_batched(_generator(sm, alignment, cfg.max_new_tokens), todo, cfg.batch_size, f"{name} {k}",
-                                        PARTS / "answers" / f"{name.replace('@', '_at_')}-{self.artifacts_key(name)}-{k}-{cfg.max_new_tokens}.jsonl")
+                if alignment == "auto":
+                    lams[k] = self.guard_lambdas(prompts, name.split("@")[1])
+                    answers[k] = self.context_answers(name, k, prompts, lams[k], base_ans[k])
+                    continue
+                lams[k] = [float(alignment)] * len(prompts)
+                todo = prompts if name.startswith(("lora", "full")) or float(alignment) > 0 else []
+                rows = generate_batched(_generator(sm, alignment, cfg.max_new_tokens), todo, cfg.batch_size,
+                                        f"{name} {k}", self.answer_file(name, k))
                 got = {p: r["text"] for p, r in zip(todo, rows, strict=True)}
                 answers[k] = [got.get(p, b) for p, b in zip(prompts, base_ans[k], strict=True)]
         metrics = {
@@ -243,18 +246,57 @@ class Evaluator:
         update_part(name, metrics, n, extra)
         return metrics
 
+    def answer_file(self, name: str, prompt_set: str) -> Path:
+        """Cached answers of one configuration on one prompt set, keyed by its weight files."""
+        return PARTS / "answers" / (f"{name.replace('@', '_at_')}-{self.artifacts_key(name)}-{prompt_set}-"
+                                    f"{self.cfg.max_new_tokens}.jsonl")
+
+    def context_answers(self, name: str, prompt_set: str, prompts: list[str], lam: list[float],
+                        base_ans: list[str]) -> list[str]:
+        """Answers under context-dependent alignment, row by row as the policy set λ.
+
+        The runtime's output for a row depends on its λ only, not on the policy that chose it:
+        λ = 0 is the base's own decoding and λ = 1 the static adapter's (`dsa_adapter@1`), so those
+        rows take the cached answers of `base` and `dsa_adapter@1` (same files, same cache keys);
+        only rows with 0 < λ < 1 are generated here, each at its own λ.
+        """
+        cfg, got = self.cfg, {}
+        full = [p for p, x in zip(prompts, lam, strict=True) if x == 1.0]
+        part = {p: x for p, x in zip(prompts, lam, strict=True) if 0.0 < x < 1.0}
+        sm = SafetyModel(self.base, adapter=self.adapter)
+        if full:
+            rows = generate_batched(_generator(sm, 1.0, cfg.max_new_tokens), full, cfg.batch_size,
+                                    f"{name} {prompt_set} λ=1", self.answer_file("dsa_adapter@1", prompt_set))
+            got.update({p: r["text"] for p, r in zip(full, rows, strict=True)})
+        if part:
+            def gen(ps: list[str]) -> list:
+                return sm.generate(ps, alignment=[part[p] for p in ps], max_new_tokens=cfg.max_new_tokens)
+
+            rows = generate_batched(gen, list(part), cfg.batch_size, f"{name} {prompt_set} 0<λ<1",
+                                    self.answer_file(name, prompt_set))
+            got.update({p: r["text"] for p, r in zip(part, rows, strict=True)})
+        return [got.get(p, b) for p, b in zip(prompts, base_ans, strict=True)]
+
     def response_harm(self, prompts: list[str], answers: list[str]) -> float | None:
         """Share of (prompt, answer) pairs the response guard flags; None without a response guard."""
         if not self.cfg.response_guard or not Path(self.cfg.response_guard).exists():
             return None
         from dsa.guards import GuardBank, classify
 
-        self.unpatch()  # the guard reads the base's own states
-        bank = GuardBank.load([self.cfg.response_guard], self.base)
-        chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}]
-                 for p, a in zip(prompts, answers, strict=True)]
-        flags = [any(r["flags"].values()) for r in classify(self.base, bank, chats)]
-        return _mean(flags)
+        # flags cached per (prompt, answer), keyed by the guard's weights
+        path = PARTS / f"response_flags-{_files_key([self.cfg.response_guard])}.json"
+        cache = json.loads(path.read_text()) if path.exists() else {}
+        keys = [_h(f"{p}\x00{a}") for p, a in zip(prompts, answers, strict=True)]
+        todo = sorted({(k, p, a) for k, p, a in zip(keys, prompts, answers, strict=True) if k not in cache})
+        if todo:
+            self.unpatch()  # the guard reads the base's own states
+            bank = GuardBank.load([self.cfg.response_guard], self.base)
+            chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for _, p, a in todo]
+            for (k, _, _), r in zip(todo, classify(self.base, bank, chats), strict=True):
+                cache[k] = bool(any(r["flags"].values()))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cache))
+        return _mean(cache[k] for k in keys)
 
     # ---- log-likelihood stage -------------------------------------------------------------
     def mmlu_prompts(self) -> tuple[list[str], list[int]]:
