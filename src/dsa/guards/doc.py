@@ -126,7 +126,7 @@ def method_notes() -> list[str]:
         "",
         "- **Inputs.** Every DSA head reads the base's own chat transcript (the generation prefill): "
         "`chat_text(prompt)` for prompt tasks and toxigen, `prompt_response_text` for response_harm, "
-        "and for summedits a user turn `Document: …  Summary: …` with the document cut to its first 448 "
+        "and for summedits a user turn `Document: …  Summary: …` with the document cut to its first 384 "
         f"tokens. Max tokens per input: 256 unless listed ({lens}); longer inputs keep their end.",
         "- **One base pass per text.** `dsa.guards.featurize` records, in one forward, the mean- and "
         f"last-token-pooled residual stream of all 30 layers and the per-token states of the ladder "
