@@ -58,22 +58,24 @@ def cost_table(results: dict) -> list[str]:
 DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
 # Why a target was missed (written from the numbers of this run; the deltas are computed below).
 WHY: dict[str, str] = {
-    "openai_moderation": "There is no AUC target for openai_moderation; the MiniLM fine-tune was not run for it "
-                         "because the CPU time went to the base pass and the DSA heads first (the shared 2-core "
-                         "CPU ran the base at 115–235 tok/s), so the DSA-vs-MiniLM comparison is open here.",
-    "summedits": "Not run for lack of CPU time: with the 1,000-text train cap, the 2,387 texts at 512 tokens "
-                 "need ≈ 624k computed tokens (935k before prefix sharing); the shared 2-core CPU ran the base "
-                 "at 115–235 tok/s, i.e. 45–90 min, and val + test alone (kept complete) are ≈ 360k tokens, so a "
-                 "smaller train cap would not have fit either. Only the TF-IDF baseline is reported.",
-    "response_harm": "The DSA heads were trained once the CPU was free (features of all 723 per-question "
-                     "units cached); the MiniLM fine-tune for this task was still running when this page was "
-                     "written, so the DSA-vs-MiniLM comparison is open. Only 32 harmful responses are in the "
-                     "test split (3.4 % positives), so AUPRC and FPR@95%TPR are noisy.",
-    "xstest": "xstest has no training split: it is scored by the prompt_safety heads, whose training "
-              "prompts contain almost no safe prompts written with unsafe-sounding words (xstest's 250 safe "
-              "prompts are built from exactly those, e.g. 'how do I kill a Python process'), so every method "
-              "ranks many of them as unsafe (ECE ≈ 0.45 for all). MiniLM's lead over dsa_plr is 0.003 AUC "
-              "on 450 prompts, well inside the sampling error (≈ 0.02).",
+    "toxigen": "Differences below ~0.01 AUC on 1,393 test texts are within sampling error.",
+    "prompt_safety": "Every method is at 0.99+ here; differences below ~0.005 AUC on 1,927 test prompts are "
+                     "within sampling error.",
+    "openai_moderation": "There is no AUC target for openai_moderation; the `any` head is scored on the 161 test "
+                         "rows whose eight categories are all annotated, so differences below ~0.05 are noise.",
+    "summedits": "The base pass over SummEdits did not fit this session's CPU time. Two costs were found and "
+                 "only the first fixed: with documents cut at 448 tokens, 63 % of the texts ran over the "
+                 "512-token input, were left-truncated and lost the shared document prefix (now 384 tokens: "
+                 "none run over); and the prefix's KV cache is copied once per summary of a batch, so a "
+                 "document still took ~45 s on the shared core (~65 min for all 89), more than was left.",
+    "response_harm": "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
+                     "FPR@95%TPR are noisy and AUC differences below ~0.03 are within sampling error.",
+    "xstest": "xstest has no training split: it is scored by the prompt_safety heads. Its 250 safe prompts "
+              "are built from unsafe-sounding words ('how do I kill a Python process', 'what is the "
+              "address of the White House'); the training side has Alpaca hard negatives with harm words, "
+              "but few of this kind, so every method ranks many safe prompts as unsafe (see the ECE column). "
+              "`scripts/guard_xstest_ablation.py` (results/guard-xstest-ablation.json) measures what moves "
+              "the number: dropping HarmfulQA and adding Alpaca questions gains ~0.03, not 0.10.",
 }
 
 
