@@ -67,8 +67,11 @@ WHY: dict[str, str] = {
                  "only the first fixed: with documents cut at 448 tokens, 63 % of the texts ran over the "
                  "512-token input, were left-truncated and lost the shared document prefix (now 384 tokens: "
                  "none run over); and the prefix's KV cache is copied once per summary of a batch, so a "
-                 "document still took ~45 s on the shared core (~65 min for all 89), more than was left.",
-    "response_harm": "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
+                 "document still took ~45 s on the shared core (~65 min for all 89), more than was left. "
+                 "The MiniLM fine-tune on SummEdits (1,000 pairs of 256 tokens) did not fit either.",
+    "response_harm": "The MiniLM fine-tune on response_harm (600 pairs of 256 tokens) did not fit this "
+                     "session's CPU time (the one on openai_moderation took 2 × 27 min on a shared core). "
+                     "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
                      "FPR@95%TPR are noisy and AUC differences below ~0.03 are within sampling error.",
     "xstest": "xstest has no training split: it is scored by the prompt_safety heads. Its 250 safe prompts "
               "are built from unsafe-sounding words ('how do I kill a Python process', 'what is the "
@@ -88,8 +91,8 @@ def target_notes(results: dict) -> list[str]:
             continue
         dsa = {m: r["auc"] for m, r in rows.items() if m in DSA_METHODS}
         if not dsa:
-            out.append(f"- **{t}**: no DSA head trained (see the note at the end); target "
-                       f"{_f(TARGETS.get(t))} not measured.")
+            out.append(f"- **{t}**: no DSA head trained; target {_f(TARGETS.get(t))} not measured."
+                       + (f" {WHY[t]}" if t in WHY else ""))
             continue
         best_m = max(dsa, key=dsa.get)
         best = dsa[best_m]
