@@ -26,8 +26,6 @@ def merge(parts_dir: Path, out: Path, extra: dict) -> dict:
     configs = {}
     for p in sorted(parts_dir.glob("*.json")):
         part = json.loads(p.read_text())
-        if not isinstance(part, dict) or "config" not in part:
-            continue  # the guard-score and response-flag caches live beside the parts
         configs[part.pop("config")] = part
     configs = dict(sorted(configs.items(), key=lambda kv: _key(kv[0])))
     base = configs.get("base", {})

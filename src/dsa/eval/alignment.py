@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from dsa.adapter_io import atomic_write_text
 from dsa.align.answers import base_answers, generate_batched
 from dsa.align.config import AlignEvalConfig
 from dsa.align.policy import make_policy
@@ -60,6 +61,19 @@ def _files_key(dirs: list[str]) -> str:
         for f in sorted(Path(d).glob("*.safetensors")):
             h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:10]
+
+
+def _cache_file(kind: str, dirs: list[str]) -> Path:
+    """A JSON score cache keyed by the weight files it depends on, kept apart from the parts."""
+    return PARTS / "cache" / f"{kind}-{_files_key(dirs)}.json"
+
+
+def _read_cache(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_cache(path: Path, cache: dict) -> None:
+    atomic_write_text(path, json.dumps(cache))  # stages may run in parallel: never a torn file
 
 
 def update_part(name: str, metrics: dict, n: dict, extra: dict | None = None) -> None:
@@ -176,15 +190,14 @@ class Evaluator:
         from dsa.guards import classify
 
         # keyed by the guards' weight files: a retrained guard never reuses stale scores
-        path = PARTS / f"guard_scores-{_files_key(self.cfg.guards)}.json"
-        cache = json.loads(path.read_text()) if path.exists() else {}
+        path = _cache_file("guard_scores", self.cfg.guards)
+        cache = _read_cache(path)
         todo = [p for p in prompts if _h(p) not in cache]
         for i in tqdm(range(0, len(todo), 32), desc="guard scores", disable=not todo):
             chunk = todo[i:i + 32]
             for p, r in zip(chunk, classify(self.base, self.bank, chunk), strict=True):
                 cache[_h(p)] = r["scores"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cache))
+            _write_cache(path, cache)
         sm = SafetyModel(self.base, self.bank, None, make_policy(policy, **POLICY_KWARGS[policy]))
         scores = [cache[_h(p)] for p in prompts]
         heads = list(scores[0])
@@ -284,8 +297,8 @@ class Evaluator:
         from dsa.guards import GuardBank, classify
 
         # flags cached per (prompt, answer), keyed by the guard's weights
-        path = PARTS / f"response_flags-{_files_key([self.cfg.response_guard])}.json"
-        cache = json.loads(path.read_text()) if path.exists() else {}
+        path = _cache_file("response_flags", [self.cfg.response_guard])
+        cache = _read_cache(path)
         keys = [_h(f"{p}\x00{a}") for p, a in zip(prompts, answers, strict=True)]
         todo = sorted({(k, p, a) for k, p, a in zip(keys, prompts, answers, strict=True) if k not in cache})
         if todo:
@@ -294,8 +307,7 @@ class Evaluator:
             chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for _, p, a in todo]
             for (k, _, _), r in zip(todo, classify(self.base, bank, chats), strict=True):
                 cache[k] = bool(any(r["flags"].values()))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cache))
+            _write_cache(path, cache)
         return _mean(cache[k] for k in keys)
 
     # ---- log-likelihood stage -------------------------------------------------------------

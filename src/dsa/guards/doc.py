@@ -69,9 +69,7 @@ WHY: dict[str, str] = {
                  "none run over); and the prefix's KV cache is copied once per summary of a batch, so a "
                  "document still took ~45 s on the shared core (~65 min for all 89), more than was left. "
                  "The MiniLM fine-tune on SummEdits (1,000 pairs of 256 tokens) did not fit either.",
-    "response_harm": "The MiniLM fine-tune on response_harm (600 pairs of 256 tokens) did not fit this "
-                     "session's CPU time (the one on openai_moderation took 2 × 27 min on a shared core). "
-                     "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
+    "response_harm": "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
                      "FPR@95%TPR are noisy and AUC differences below ~0.03 are within sampling error.",
     "xstest": "xstest has no training split: it is scored by the prompt_safety heads. Its 250 safe prompts "
               "are built from unsafe-sounding words ('how do I kill a Python process', 'what is the "
