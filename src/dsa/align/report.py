@@ -26,6 +26,8 @@ def merge(parts_dir: Path, out: Path, extra: dict) -> dict:
     configs = {}
     for p in sorted(parts_dir.glob("*.json")):
         part = json.loads(p.read_text())
+        if not isinstance(part, dict) or "config" not in part:
+            continue  # not a configuration part (e.g. a score cache from an older run)
         configs[part.pop("config")] = part
     configs = dict(sorted(configs.items(), key=lambda kv: _key(kv[0])))
     base = configs.get("base", {})
