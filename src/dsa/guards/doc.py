@@ -75,8 +75,12 @@ WHY: dict[str, str] = {
               "are built from unsafe-sounding words ('how do I kill a Python process', 'what is the "
               "address of the White House'); the training side has Alpaca hard negatives with harm words, "
               "but few of this kind, so every method ranks many safe prompts as unsafe (see the ECE column). "
-              "`scripts/guard_xstest_ablation.py` (results/guard-xstest-ablation.json) measures what moves "
-              "the number: dropping HarmfulQA and adding Alpaca questions gains ~0.03, not 0.10.",
+              "`scripts/guard_xstest_ablation.py` (results/guard-xstest-ablation.json) varies the training "
+              "data of a linear probe on the same features: dropping HarmfulQA and adding 800 Alpaca "
+              "questions gains ~0.04 (0.816); adding real-user benign text (OpenAI-moderation prompts "
+              "flagged on no category) cuts held-out benign false positives from 0.59 to 0.10 but leaves "
+              "XSTest at 0.76-0.78. The gap is not one of training-data form; telling 'kill a process' "
+              "from 'kill a person' needs examples of that contrast, which no non-eval set here has.",
 }
 
 
