@@ -63,12 +63,10 @@ WHY: dict[str, str] = {
                      "within sampling error.",
     "openai_moderation": "There is no AUC target for openai_moderation; the `any` head is scored on the 161 test "
                          "rows whose eight categories are all annotated, so differences below ~0.05 are noise.",
-    "summedits": "The base pass over SummEdits did not fit this session's CPU time. Two costs were found and "
-                 "only the first fixed: with documents cut at 448 tokens, 63 % of the texts ran over the "
-                 "512-token input, were left-truncated and lost the shared document prefix (now 384 tokens: "
-                 "none run over); and the prefix's KV cache is copied once per summary of a batch, so a "
-                 "document still took ~45 s on the shared core (~65 min for all 89), more than was left. "
-                 "The MiniLM fine-tune on SummEdits (1,000 pairs of 256 tokens) did not fit either.",
+    "summedits": "The validation split (17 documents) is itself near chance for every head (val AUC of the "
+                 "DSA heads 0.52-0.54, MiniLM 0.48), so layer and L2 choices are close to arbitrary, and RTB/LST, trained from "
+                 "scratch on per-token states, overfit 1,000 pairs. MiniLM, one epoch of 32 steps on 1,000 "
+                 "pairs of 256 tokens (1,327 s on a shared core), did not learn the task (val AUC 0.48).",
     "response_harm": "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
                      "FPR@95%TPR are noisy and AUC differences below ~0.03 are within sampling error.",
     "xstest": "xstest has no training split: it is scored by the prompt_safety heads. Its 250 safe prompts "
