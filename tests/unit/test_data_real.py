@@ -139,3 +139,14 @@ def test_guard_train_subset_keeps_every_hard_negative(root):
     assert len(sub) == TRAIN_CAP["prompt_safety"]
     assert sum(r.meta.get("hard_negative", False) for r in sub) == sum(r.meta.get("hard_negative", False)
                                                                        for r in t.train)
+
+
+def test_guard_train_subset_cap_override(root):
+    from dsa.guards.featurize import TRAIN_CAP, train_subset
+
+    t = guard_task("summedits", root)
+    assert train_subset("summedits", t.train, None) == t.train  # None: the whole split, in order
+    default = train_subset("summedits", t.train)
+    assert len(default) == TRAIN_CAP["summedits"]
+    small = train_subset("summedits", t.train, 300)
+    assert len(small) == 300 and small == default[:300]  # one hashed order, whatever the cap

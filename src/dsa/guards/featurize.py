@@ -262,14 +262,17 @@ def eval_subset(task_name: str, records: list) -> list:
     return [r for r in records if u(r) < frac]
 
 
-def train_subset(task_name: str, records: list) -> list:
+_CAP = object()  # "the task's TRAIN_CAP"
+
+
+def train_subset(task_name: str, records: list, cap: int | None = _CAP) -> list:
     """The seeded training subset used by every method (DSA heads and baselines alike).
 
     Records are taken in sha256(seed 0 + group) order, so whole groups (SummEdits documents) are kept
     together; response_harm keeps every positive (3.4 % of rows) and fills up with negatives;
     prompt_safety keeps every hard negative (benign prompts that use harm words) and samples the rest.
     """
-    cap = TRAIN_CAP.get(task_name)
+    cap = TRAIN_CAP.get(task_name) if cap is _CAP else cap
     if cap is None or len(records) <= cap:
         return list(records)
 
@@ -305,15 +308,16 @@ class SplitData:
     feats: TaskFeatures | None = None
 
 
-def task_splits(base: Base, name: str) -> tuple[list[str], str, dict[str, SplitData]]:
-    """(heads, mode, {split: SplitData}) of a guard task, rendered as chat text."""
+def task_splits(base: Base, name: str, train_cap: int | None = _CAP) -> tuple[list[str], str, dict[str, SplitData]]:
+    """(heads, mode, {split: SplitData}) of a guard task, rendered as chat text; the training split
+    is capped at `train_cap` records (default: the task's TRAIN_CAP; None = all of it)."""
     from dsa.data import guard_task
 
     task = guard_task(name)
     splits = {}
     for s in ("train", "val", "test"):
         recs = task.split(s)
-        recs = train_subset(name, recs) if s == "train" else eval_subset(name, recs)
+        recs = train_subset(name, recs, train_cap) if s == "train" else eval_subset(name, recs)
         if recs:
             groups = [r.document if task.mode == "document_summary" else
                       r.prompt if task.mode == "prompt_response" else "" for r in recs]
@@ -333,9 +337,9 @@ def features_cached(base: Base, name: str, *, max_length: int | None = None, win
 
 
 def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,
-                  progress: bool = True) -> tuple[list[str], str, dict[str, SplitData]]:
+                  progress: bool = True, train_cap: int | None = _CAP) -> tuple[list[str], str, dict[str, SplitData]]:
     """`task_splits` with cached features attached (one shard directory per task)."""
-    heads, mode, splits = task_splits(base, name)
+    heads, mode, splits = task_splits(base, name, train_cap)
     order = [s for s in ("train", "val", "test") if s in splits]
     texts = [t for s in order for t in splits[s].texts]
     groups = [g for s in order for g in splits[s].groups]
