@@ -62,3 +62,12 @@ def test_results_doc_from_a_results_dict(tmp_path):
                "notes": {"missing": "nothing"}}
     text = write_doc(results, tmp_path / "r.md").read_text()
     assert f"{rep['auc']:.3f}" in text and "dsa guard eval --all" in text and "nothing" in text
+
+
+def test_results_doc_notes_zero_shot_below_chance_only_when_it_is():
+    from dsa.guards.doc import zero_shot_note
+
+    rows = {"toxigen": {"zero_shot": {"auc": 0.41}}, "xstest": {"zero_shot": {"auc": 0.58}}}
+    note = "\n".join(zero_shot_note({"tasks": rows}))
+    assert "toxigen 0.410" in note and "xstest" not in note
+    assert zero_shot_note({"tasks": {"xstest": rows["xstest"]}}) == []

@@ -121,6 +121,17 @@ def target_notes(results: dict) -> list[str]:
             "every task.", "", *out, ""]
 
 
+def zero_shot_note(results: dict) -> list[str]:
+    """Where the base asked through a guard prompt ranks the classes the wrong way round."""
+    below = [f"{t} {_f(rows['zero_shot']['auc'])}" for t in ORDER
+             if (rows := results["tasks"].get(t)) and "zero_shot" in rows and rows["zero_shot"]["auc"] < 0.5]
+    if not below:
+        return []
+    return [f"**Zero-shot below chance** ({', '.join(below)}): asked \"is this harmful / toxic?\" the 135M base "
+            "answers *Yes* less often for the flagged class, so it cannot act as its own guard through a "
+            "prompt; the DSA heads read the same model's hidden states instead.", ""]
+
+
 def method_notes() -> list[str]:
     from dsa.guards.featurize import LADDER_LAYERS, TASK_MAX_LENGTH, TRAIN_CAP
 
@@ -189,6 +200,7 @@ def write_doc(results: dict, path: str | Path, preamble: str | None = None) -> P
     if preamble:
         out += [preamble, ""]
     out += target_notes(results)
+    out += zero_shot_note(results)
     out += method_notes()
     for t in ORDER:
         if t not in results["tasks"]:
