@@ -64,9 +64,13 @@ WHY: dict[str, str] = {
     "openai_moderation": "There is no AUC target for openai_moderation; the `any` head is scored on the 161 test "
                          "rows whose eight categories are all annotated, so differences below ~0.05 are noise.",
     "summedits": "The validation split (17 documents) is itself near chance for every head (val AUC of the "
-                 "DSA heads 0.52-0.54, MiniLM 0.48), so layer and L2 choices are close to arbitrary, and RTB/LST, trained from "
-                 "scratch on per-token states, overfit 1,000 pairs. MiniLM, one epoch of 32 steps on 1,000 "
-                 "pairs of 256 tokens (1,327 s on a shared core), did not learn the task (val AUC 0.48).",
+                 "DSA heads 0.52-0.54, MiniLM 0.48), so layer and L2 choices are close to arbitrary, and "
+                 "RTB/LST, trained from scratch on per-token states, overfit 1,000 pairs. More data does "
+                 "not close the gap: `scripts/guard_summedits_curve.py` (results/guard-summedits-curve.json) "
+                 "trains the same kind of probe on 389 / 811 / 1,659 / 3,264 pairs (the whole training "
+                 "split, 111 documents): test AUC 0.590 / 0.590 / 0.601 / 0.673, and pooling only the "
+                 "last 64 tokens (the summary) gives 0.671. MiniLM, one epoch of 32 steps on 1,000 pairs "
+                 "of 256 tokens (1,327 s on a shared core), did not learn the task (val AUC 0.48).",
     "response_harm": "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
                      "FPR@95%TPR are noisy and AUC differences below ~0.03 are within sampling error.",
     "xstest": "xstest has no training split: it is scored by the prompt_safety heads. Its 250 safe prompts "
