@@ -30,7 +30,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from dsa.base import load_base
-from dsa.data import benign_prompts, guard_task, load_source
+from dsa.data import benign_prompts, guard_task
+from dsa.eval.alignment import reference_rows
 from dsa.eval.metrics import roc_auc
 from dsa.guards.featurize import extract_task_features, task_features, train_subset
 
@@ -79,8 +80,7 @@ def main() -> None:
     wild_held = [r.main_text for s in ("val", "test") for r in guard_task("prompt_safety").split(s)
                  if r.source == "wildchat_benign"]
     held = feats(unflagged("val") + unflagged("test") + wild_held, "ablation_heldout_benign")
-    ae_rows = sorted(load_source("alpaca_eval"), key=lambda r: _h(r.id))[:200]  # as in dsa.eval.alignment
-    ae = feats([r.main_text for r in ae_rows], "ablation_alpaca_eval")
+    ae = feats([r.main_text for r in reference_rows(200)], "ablation_alpaca_eval")
 
     recs = train_subset("prompt_safety", guard_task("prompt_safety").train)
     marks = {"hard": np.array([bool(r.meta.get("hard_negative")) for r in recs]),

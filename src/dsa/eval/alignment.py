@@ -76,6 +76,14 @@ def _write_cache(path: Path, cache: dict) -> None:
     atomic_write_text(path, json.dumps(cache))  # stages may run in parallel: never a torn file
 
 
+def reference_rows(n: int) -> list:
+    """The fixed AlpacaEval subset the reference log-likelihood stage scores: the first `n` in
+    sha256(id) order."""
+    from dsa.data import load_source
+
+    return sorted(load_source("alpaca_eval"), key=lambda r: _h(r.id))[:n]
+
+
 def update_part(name: str, metrics: dict, n: dict, extra: dict | None = None) -> None:
     path = PARTS / f"{name.replace('@', '_at_')}.json"
     part = json.loads(path.read_text()) if path.exists() else {"config": name, "n": {}}
@@ -406,10 +414,9 @@ class Evaluator:
 
     def run_reference(self, names: list[str]) -> None:
         """AlpacaEval reference answers: token log-likelihood ratio and KL to the base."""
-        from dsa.data import load_source
 
         cfg, base = self.cfg, self.base
-        rows = sorted(load_source("alpaca_eval"), key=lambda r: _h(r.id))[: cfg.n_ref]
+        rows = reference_rows(cfg.n_ref)
         prompts = [r.main_text for r in rows]
         tok = base.tokenizer
         refs = [tok.decode(tok(r.response or r.meta.get("output", ""), add_special_tokens=False)["input_ids"][: cfg.ref_tokens])
