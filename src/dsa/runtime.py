@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from dsa.align.logit_adapter import LogitAdapter, mix_logits
-from dsa.align.policy import Policy, make_policy, step
+from dsa.align.policy import Policy, make_policy
 from dsa.base import Base, load_base
 from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
+DEFAULT_POLICY_HEAD = "prompt_safety/unsafe"
 Messages = str | list[dict]
 
 
@@ -98,27 +99,35 @@ class SafetyModel:
 
     Args:
         base: the frozen base.
-        guards: a guard bank with `.taps`, `.heads`, `.score(cache, attention_mask)` (see
-            `dsa.guards.GuardBank`), or None (then `alignment="auto"` means λ = 0).
-        adapter: a `LogitAdapter` giving the aligned logits, or None.
-        policy: score → λ callable (default: the paper's step at 0.5).
-        guard_head: the head whose score drives the policy (default: "unsafe" if present, else
-            the maximum over heads).
+        guards: a guard bank with `.taps`, `.heads`, `.thresholds`, `.score(cache, attention_mask)`
+            (see `dsa.guards.GuardBank`), or None (then `alignment="auto"` is an error).
+        adapter: a `LogitAdapter` giving the aligned logits, or None (then λ > 0 is an error).
+        policy: score → λ callable, or a policy name (`dsa.align.policy.POLICIES`) built around
+            the policy head's stored calibrated threshold (default: "step" at that threshold).
+        policy_head: the qualified guard head whose score drives the policy (default:
+            "prompt_safety/unsafe", or the only head of a one-head bank).
         response_guards: a guard bank read on the growing transcript at every decoded token
             (streaming moderation from the taps the decode step records anyway); a flag stops
             that row with stop reason "guard".
     """
 
     def __init__(self, base: Base, guards=None, adapter: LogitAdapter | None = None,
-                 policy: Policy | None = None, guard_head: str | None = None, response_guards=None):
+                 policy: Policy | str = "step", policy_head: str | None = None, response_guards=None,
+                 **policy_kwargs: float):
         self.base, self.guards, self.adapter = base, guards, adapter
         self.response_guards = response_guards
-        self.policy = policy or step()
-        self.guard_head = guard_head
+        self.policy_head = resolve_policy_head(guards, policy_head)
+        if isinstance(policy, str):
+            if self.policy_head is not None and "threshold" not in policy_kwargs:
+                policy_kwargs["threshold"] = policy_threshold(guards, self.policy_head)
+            policy = make_policy(policy, **policy_kwargs)
+        elif policy_kwargs:
+            raise ValueError("policy keyword arguments need a policy name, not a callable")
+        self.policy = policy
 
     @classmethod
     def load(cls, base: str | Base = "smollm2-135m-instruct", guards: Sequence[str | Path] = (),
-             adapter: str | Path | None = None, policy: str = "step",
+             adapter: str | Path | None = None, policy: str = "step", policy_head: str | None = None,
              response_guards: Sequence[str | Path] = (), **policy_kwargs) -> SafetyModel:
         from dsa.guards import GuardBank
 
@@ -126,7 +135,7 @@ class SafetyModel:
         bank = GuardBank.load(list(guards), base) if guards else None
         rbank = GuardBank.load(list(response_guards), base) if response_guards else None
         lad = LogitAdapter.load(adapter, base) if adapter else None
-        return cls(base, bank, lad, make_policy(policy, **policy_kwargs), response_guards=rbank)
+        return cls(base, bank, lad, policy, policy_head, response_guards=rbank, **policy_kwargs)
 
     # ---- pieces -------------------------------------------------------------------------------
     def encode(self, messages: Sequence[Messages]) -> dict[str, torch.Tensor]:
@@ -138,11 +147,14 @@ class SafetyModel:
         return {k: v.to(self.base.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def policy_score(self, scores: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.guard_head is not None:
-            return scores[self.guard_head]
-        if "unsafe" in scores:
-            return scores["unsafe"]
-        return torch.stack(list(scores.values())).amax(0)
+        """The policy head's scores [batch] out of a bank's scores."""
+        if self.policy_head is None:
+            raise ValueError("no guard heads loaded: there is no policy score")
+        return scores[self.policy_head]
+
+    def policy_lambda(self, scores: dict[str, torch.Tensor]) -> torch.Tensor:
+        """λ [batch] the policy gives for a bank's scores (what `alignment="auto"` applies)."""
+        return self.policy(self.policy_score(scores).float().cpu())
 
     def _taps(self, need_adapter: bool) -> list[str]:
         taps = list(self.guards.taps) if self.guards is not None else []
@@ -150,19 +162,27 @@ class SafetyModel:
             taps.append(self.adapter.input_tap)
         return taps
 
-    def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int) -> torch.Tensor:
+    def check_alignment(self, alignment, min_alignment=None) -> None:
+        """Raise ValueError unless `alignment` / `min_alignment` can be served by this model."""
         if isinstance(alignment, str):
             if alignment != "auto":
                 raise ValueError(f"alignment must be 'auto', a number or one number per row, got {alignment!r}")
-            if scores is None:
-                return torch.zeros(batch)
-            return self.policy(self.policy_score(scores).float().cpu())
-        lam = torch.as_tensor(alignment, dtype=torch.float32).flatten()
-        lam = lam.expand(batch).clone() if lam.numel() == 1 else lam
-        if lam.numel() != batch:
-            raise ValueError(f"got {lam.numel()} alignment values for a batch of {batch}")
-        if (lam != 0).any() and self.adapter is None:
+            if self.guards is None:
+                raise ValueError("alignment='auto' needs a prompt guard (none loaded)")
+            if self.adapter is None:
+                raise ValueError("alignment='auto' needs an alignment adapter (none loaded): without one "
+                                 "no λ can be applied; pass alignment=0 to generate unaligned")
+        else:
+            _lambda_values(alignment, "alignment")
+        if self.adapter is None and _may_align(alignment, min_alignment):
             raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
+
+    def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int,
+                min_alignment=None) -> torch.Tensor:
+        self.check_alignment(alignment, min_alignment)
+        lam = self.policy_lambda(scores) if alignment == "auto" else _per_row(alignment, batch, "alignment")
+        if min_alignment is not None:  # a floor: the policy (or a fixed λ) can only be raised
+            lam = torch.maximum(lam, _per_row(min_alignment, batch, "min_alignment"))
         return lam
 
     def classify(self, messages: Sequence[Messages]) -> list[dict]:
@@ -176,11 +196,15 @@ class SafetyModel:
     # ---- generation ---------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, messages: Sequence[Messages], alignment: str | float | Sequence[float] = "auto",
-                 max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None) -> list[GenerationResult]:
+                 max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
+                 min_alignment: float | Sequence[float] | None = None) -> list[GenerationResult]:
         """Guarded generation for a batch of conversations (each a user string or a message list).
 
         Args:
-            alignment: "auto" (λ = policy(guard score) per row), one λ for all rows, or one per row.
+            alignment: "auto" (λ = policy(guard score) per row), one λ for all rows, or one per row;
+                every λ finite and in [0, 1].
+            min_alignment: a floor on λ (one value or one per row): λ = max(λ, floor), so a
+                client can raise alignment above the policy but never lower it.
             max_new_tokens: decode budget per row.
             temperature: 0 = greedy; > 0 samples (seeded by `seed`).
         Returns:
@@ -188,12 +212,15 @@ class SafetyModel:
             ("eos", "length", or "guard" when the response guard stopped it).
         """
         messages = [messages] if isinstance(messages, str) else list(messages)
-        (state,) = deque(self._decode(messages, alignment, max_new_tokens, temperature, seed), maxlen=1)
+        self.check_alignment(alignment, min_alignment)
+        (state,) = deque(self._decode(messages, alignment, max_new_tokens, temperature, seed, min_alignment),
+                         maxlen=1)
         return [state.result(i, self.base.tokenizer) for i in range(len(messages))]
 
     @torch.inference_mode()
     def stream(self, messages: Messages, alignment: str | float = "auto", max_new_tokens: int = 64,
-               temperature: float = 0.0, seed: int | None = None) -> Iterator[StreamEvent]:
+               temperature: float = 0.0, seed: int | None = None,
+               min_alignment: float | None = None) -> Iterator[StreamEvent]:
         """Generate one conversation token by token.
 
         Yields a `StreamEvent` per decoded token with the new text, the prompt guard scores, λ
@@ -206,7 +233,8 @@ class SafetyModel:
             # decoding the whole answer each step keeps multi-byte characters intact
             return text[len(shown):] if text.startswith(shown) else ""
 
-        for state in self._decode([messages], alignment, max_new_tokens, temperature, seed):
+        self.check_alignment(alignment, min_alignment)
+        for state in self._decode([messages], alignment, max_new_tokens, temperature, seed, min_alignment):
             text = state.result(0, tok).text
             if state.finished:
                 yield StreamEvent(delta(text), state.guard_scores(0), float(state.lam[0]),
@@ -217,14 +245,13 @@ class SafetyModel:
             yield event
 
     def _decode(self, messages: list[Messages], alignment, max_new_tokens: int, temperature: float,
-                seed: int | None) -> Iterator[_DecodeState]:
+                seed: int | None, min_alignment=None) -> Iterator[_DecodeState]:
         """The decode loop shared by `generate` and `stream`: yields the state after each token."""
         model, tok = self.base.model, self.base.tokenizer
         enc = self.encode(messages)
         ids, mask = enc["input_ids"], enc["attention_mask"]
         batch = ids.shape[0]
-        need_adapter_tap = self.adapter is not None and (alignment == "auto" or
-                                                         bool(torch.as_tensor(alignment).ne(0).any()))
+        need_adapter_tap = self.adapter is not None and _may_align(alignment, min_alignment)
         rguard = self.response_guards
         taps = self._taps(need_adapter_tap)
         if rguard is not None:
@@ -240,7 +267,7 @@ class SafetyModel:
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=base_cache,
                         use_cache=True, logits_to_keep=1)
             scores = self.guards.score(cache, mask) if self.guards is not None else None
-            lam = self._lambda(alignment, scores, batch).to(ids.device)
+            lam = self._lambda(alignment, scores, batch, min_alignment).to(ids.device)
             state = _DecodeState(scores, lam, batch, ids.device)
             # the response guard reads the whole transcript: prompt states, then each new token's
             transcript = {t: [cache[t]] for t in rguard.taps} if rguard is not None else {}
@@ -295,6 +322,63 @@ class SafetyModel:
         if use_adapter:
             aligned, _ = self.adapter(cache[self.adapter.input_tap], attention_mask, pos)
         return mix_logits(out.logits, aligned, lam.to(input_ids.device)), out.logits
+
+
+def resolve_policy_head(guards, name: str | None) -> str | None:
+    """The qualified guard head that drives the policy: `name` (a qualified head, or a task whose
+    bank has one head), else "prompt_safety/unsafe", else the only head of a one-head bank."""
+    if guards is None:
+        if name is not None:
+            raise ValueError(f"policy_head={name!r} given but no guard heads are loaded")
+        return None
+    heads = list(guards.heads)
+    if name is None:
+        if DEFAULT_POLICY_HEAD in heads:
+            return DEFAULT_POLICY_HEAD
+        if len(heads) == 1:
+            return heads[0]
+        raise ValueError(f"several guard heads loaded and none is {DEFAULT_POLICY_HEAD!r}: pass "
+                         f"policy_head= one of {heads}")
+    if name in heads:
+        return name
+    of_task = [h for h in heads if h.split("/")[0] == name]
+    if len(of_task) == 1:
+        return of_task[0]
+    raise ValueError(f"policy head {name!r} is not loaded: expected one of {heads}")
+
+
+def policy_threshold(guards, head: str) -> float:
+    """The stored calibrated threshold of `head` (0.5 for banks that store none)."""
+    thresholds = getattr(guards, "thresholds", None) or {}
+    return float(thresholds.get(head, 0.5))
+
+
+def _lambda_values(x, name: str) -> torch.Tensor:
+    """λ values as a flat float tensor; each must be a finite number in [0, 1]."""
+    if isinstance(x, bool) or (isinstance(x, Sequence) and any(isinstance(v, bool) for v in x)):
+        raise ValueError(f"{name} must be a number in [0, 1], not a boolean")
+    try:
+        t = torch.as_tensor(x, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be 'auto', a number in [0, 1] or one number per row, got {x!r}") from None
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool((t > 1).any()):
+        raise ValueError(f"{name} must be finite and in [0, 1], got {x!r}")
+    return t
+
+
+def _per_row(x, batch: int, name: str) -> torch.Tensor:
+    t = _lambda_values(x, name)
+    t = t.expand(batch).clone() if t.numel() == 1 else t
+    if t.numel() != batch:
+        raise ValueError(f"got {t.numel()} {name} values for a batch of {batch}")
+    return t
+
+
+def _may_align(alignment, min_alignment) -> bool:
+    """Whether some row may get λ > 0 (so the adapter's input tap is needed)."""
+    if isinstance(alignment, str) or bool(_lambda_values(alignment, "alignment").ne(0).any()):
+        return True
+    return min_alignment is not None and bool(_lambda_values(min_alignment, "min_alignment").ne(0).any())
 
 
 def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator | None) -> torch.Tensor:

@@ -63,6 +63,7 @@ class ProbeBank:
         g = torch.Generator().manual_seed(seed)
         self.taps = [tap]
         self.heads = ["unsafe"]
+        self.thresholds = {"unsafe": 0.5}
         self.w = torch.randn(d_model, generator=g)
         self.b = bias
 

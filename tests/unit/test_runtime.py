@@ -79,3 +79,57 @@ def test_alignment_without_adapter_is_an_error():
     sm.adapter = None
     with pytest.raises(ValueError, match="adapter"):
         sm.generate(PROMPTS, alignment=1.0, max_new_tokens=2)
+
+
+def test_auto_without_adapter_or_guard_is_an_error_not_a_silent_zero():
+    sm = _model()
+    sm.adapter = None
+    with pytest.raises(ValueError, match="alignment adapter"):
+        sm.generate(PROMPTS, alignment="auto", max_new_tokens=2)
+    sm = _model()
+    sm.guards = None
+    with pytest.raises(ValueError, match="prompt guard"):
+        sm.generate(PROMPTS, alignment="auto", max_new_tokens=2)
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, float("nan"), float("inf"), True, "0.5", [0.1, "x", 0.2]])
+def test_alignment_must_be_a_finite_number_in_unit_interval(bad):
+    with pytest.raises(ValueError, match="alignment"):
+        _model().generate(PROMPTS, alignment=bad, max_new_tokens=2)
+
+
+def test_min_alignment_only_raises_lambda():
+    for bias in (-50.0, 50.0):  # policy λ 0 (benign) and 1 (flagged)
+        sm = _model(bias=bias)
+        res = sm.generate(PROMPTS, alignment="auto", min_alignment=0.25, max_new_tokens=2)
+        assert [r.lam for r in res] == [max(0.25, 1.0 if bias > 0 else 0.0)] * 3
+    res = _model().generate(PROMPTS, alignment=[0.0, 0.5, 1.0], min_alignment=0.25, max_new_tokens=2)
+    assert [r.lam for r in res] == [0.25, 0.5, 1.0]
+
+
+class _TwoHeadBank(ProbeBank):
+    """A bank whose second head (a moderation category) is always high."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.heads = ["prompt_safety/unsafe", "toxigen/unsafe"]
+        self.thresholds = {"prompt_safety/unsafe": 0.3, "toxigen/unsafe": 0.9}
+
+    def score(self, cache, attention_mask):
+        s = super().score(cache, attention_mask)["unsafe"]
+        return {"prompt_safety/unsafe": s, "toxigen/unsafe": torch.ones_like(s)}
+
+
+def test_policy_uses_the_named_head_and_its_calibrated_threshold():
+    base = _model().base
+    bank = _TwoHeadBank("layers.1.resid_post", base.d_model, bias=-50.0)
+    sm = SafetyModel(base, bank, LogitAdapter(base, LogitAdapterSpec(k=2)), "step")
+    assert sm.policy_head == "prompt_safety/unsafe"
+    # the other head's score (1.0) must not drive λ: the max over heads did before
+    assert [r.lam for r in sm.generate(PROMPTS, alignment="auto", max_new_tokens=2)] == [0.0] * 3
+    assert sm.policy(torch.tensor([0.29, 0.3])).tolist() == [0.0, 1.0]  # the stored threshold
+    other = SafetyModel(base, bank, sm.adapter, "step", policy_head="toxigen")
+    assert other.policy_head == "toxigen/unsafe"
+    assert [r.lam for r in other.generate(PROMPTS, alignment="auto", max_new_tokens=2)] == [1.0] * 3
+    with pytest.raises(ValueError, match="not loaded"):
+        SafetyModel(base, bank, sm.adapter, "step", policy_head="nope")

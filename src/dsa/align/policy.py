@@ -1,13 +1,18 @@
-"""Policies: guard score in [0, 1] → alignment strength λ, per row.
+"""Policies: a guard's calibrated score in [0, 1] → alignment strength λ, per row.
 
-Factory functions return callables `policy(scores: Tensor[batch]) -> Tensor[batch]`:
+Every policy is defined around the guard head's stored, calibrated threshold `t` (the score at
+which the head flags; `dsa guard train` picks it for a target false-positive rate on validation
+data), and every ramp reaches full strength at `t`: a flagged request is always fully aligned,
+near-misses below `t` get partial strength.
 
-    step(threshold=0.5)              λ = 1 if score ≥ threshold else 0 (the DSA paper)
-    linear(low=0.2, high=0.8)        0 below `low`, 1 above `high`, straight ramp between
-    sigmoid(center=0.5, width=0.05)  λ = σ((score − center) / width)
+    step(threshold=t)                λ = 1 if score ≥ t else 0 (the DSA paper)
+    linear(threshold=t, width=0.2)   0 below t − width, straight ramp to 1 at t
+    sigmoid(threshold=t, width=0.2)  smooth ramp over [t − width, t]: σ at its midpoint, ≥ 0.98 at t
+    constant(value)                  the same λ for every row (static alignment)
 
 Every policy is scaled by `max_lambda` and returns exactly 0 for rows it does not align
-(so those rows take the base path bit for bit). `make_policy(name, **kw)` picks one by name.
+(so those rows take the base path bit for bit). `make_policy(name, threshold=t, **kw)` picks one
+by name.
 """
 
 from __future__ import annotations
@@ -19,38 +24,54 @@ import torch
 Policy = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"policy threshold must be a calibrated score in [0, 1], got {threshold}")
+
+
 def step(threshold: float = 0.5, max_lambda: float = 1.0) -> Policy:
+    _check_threshold(threshold)
+
     def policy(scores: torch.Tensor) -> torch.Tensor:
         return (scores.float() >= threshold).float() * max_lambda
 
     return policy
 
 
-def linear(low: float = 0.2, high: float = 0.8, max_lambda: float = 1.0) -> Policy:
-    if not high > low:
-        raise ValueError(f"linear policy needs high > low, got low={low}, high={high}")
+def linear(threshold: float = 0.5, width: float = 0.2, max_lambda: float = 1.0) -> Policy:
+    _check_threshold(threshold)
+    if width <= 0:
+        raise ValueError(f"linear policy needs width > 0, got {width}")
+    low = threshold - width
 
     def policy(scores: torch.Tensor) -> torch.Tensor:
-        return ((scores.float() - low) / (high - low)).clamp(0, 1) * max_lambda
+        return ((scores.float() - low) / width).clamp(0, 1) * max_lambda
 
     return policy
 
 
-def sigmoid(center: float = 0.5, width: float = 0.05, floor: float = 0.01,
+def sigmoid(threshold: float = 0.5, width: float = 0.2, floor: float = 0.01,
             max_lambda: float = 1.0) -> Policy:
-    """Smooth step; λ below `floor` is set to 0 so clearly benign rows skip the adapter."""
+    """Smooth ramp centred at t − width/2 (σ(4) ≈ 0.98 at t); λ below `floor` is set to 0 so
+    clearly benign rows skip the adapter, and λ at or above t is 1."""
+    _check_threshold(threshold)
     if width <= 0:
         raise ValueError(f"sigmoid policy needs width > 0, got {width}")
+    center, scale = threshold - width / 2, width / 8
 
     def policy(scores: torch.Tensor) -> torch.Tensor:
-        lam = torch.sigmoid((scores.float() - center) / width)
+        s = scores.float()
+        lam = torch.sigmoid((s - center) / scale)
+        lam = torch.where(s >= threshold, torch.ones_like(lam), lam)
         return torch.where(lam < floor, torch.zeros_like(lam), lam) * max_lambda
 
     return policy
 
 
-def constant(value: float) -> Policy:
-    """The same λ for every row (static alignment)."""
+def constant(value: float, threshold: float | None = None) -> Policy:
+    """The same λ for every row (static alignment); `threshold` is accepted and ignored."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"constant policy needs a value in [0, 1], got {value}")
 
     def policy(scores: torch.Tensor) -> torch.Tensor:
         return torch.full_like(scores.float(), float(value))
@@ -64,7 +85,8 @@ POLICIES: dict[str, Callable[..., Policy]] = {
 
 
 def make_policy(name: str, **kwargs: float) -> Policy:
-    """A policy by name (`step`, `linear`, `sigmoid`, `constant`) with its keyword arguments."""
+    """A policy by name (`step`, `linear`, `sigmoid`, `constant`) with its keyword arguments
+    (`threshold`: the guard head's calibrated threshold)."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}: expected one of {sorted(POLICIES)}")
     return POLICIES[name](**kwargs)

@@ -36,7 +36,6 @@ from tqdm import tqdm
 from dsa.adapter_io import atomic_write_text
 from dsa.align.answers import base_answers, generate_batched
 from dsa.align.config import AlignEvalConfig
-from dsa.align.policy import make_policy
 from dsa.align.sft import encode_pairs
 from dsa.align.train_data import eval_prompt_sets
 from dsa.base import Base, load_base
@@ -45,8 +44,8 @@ from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
 PARTS = Path("runs/align_eval")
-POLICY_KWARGS = {"step": {"threshold": 0.5}, "linear": {"low": 0.2, "high": 0.8},
-                 "sigmoid": {"center": 0.5, "width": 0.05}}
+# ramps below the policy head's calibrated threshold (dsa.align.policy); step fires at it
+POLICY_KWARGS = {"step": {}, "linear": {"width": 0.2}, "sigmoid": {"width": 0.2}}
 LETTERS = ("A", "B", "C", "D")
 
 
@@ -190,7 +189,7 @@ class Evaluator:
         if kind == "dsa_dpo":
             return SafetyModel(self.base, adapter=self.dpo_adapter), float(arg)
         if kind == "context_dependent":
-            return SafetyModel(self.base, self.bank, self.adapter, make_policy(arg, **POLICY_KWARGS[arg])), "auto"
+            return SafetyModel(self.base, self.bank, self.adapter, arg, **POLICY_KWARGS[arg]), "auto"
         raise ValueError(f"unknown configuration {name!r}")
 
     def guard_lambdas(self, prompts: list[str], policy: str) -> list[float]:
@@ -206,11 +205,10 @@ class Evaluator:
             for p, r in zip(chunk, classify(self.base, self.bank, chunk), strict=True):
                 cache[_h(p)] = r["scores"]
             _write_cache(path, cache)
-        sm = SafetyModel(self.base, self.bank, None, make_policy(policy, **POLICY_KWARGS[policy]))
+        sm = SafetyModel(self.base, self.bank, None, policy, **POLICY_KWARGS[policy])
         scores = [cache[_h(p)] for p in prompts]
         heads = list(scores[0])
-        agg = sm.policy_score({h: torch.tensor([s[h] for s in scores]) for h in heads})
-        return sm.policy(agg).tolist()
+        return sm.policy_lambda({h: torch.tensor([s[h] for s in scores]) for h in heads}).tolist()
 
     def artifacts_key(self, name: str) -> str:
         """Short hash of the weight files a configuration's answers depend on, so cached answers
@@ -392,7 +390,8 @@ class Evaluator:
                 lam = float(arg)
                 a = acc((1 - lam) * ll["base"] + lam * ll["aligned"])
             else:
-                lam = make_policy(arg, **POLICY_KWARGS[arg])(ll["guard"][:, 0])[:, None]
+                sm = SafetyModel(self.base, self.bank, None, arg, **POLICY_KWARGS[arg])
+                lam = sm.policy(ll["guard"][:, 0])[:, None]
                 a = acc(torch.where(lam == 0, ll["base"], (1 - lam) * ll["base"] + lam * ll["aligned"]))
                 update_part(n, {}, {}, {"mmlu_share_aligned": float((lam > 0).float().mean())})
             update_part(n, {"mmlu_acc": a}, {"mmlu_acc": len(prompts)})

@@ -123,6 +123,11 @@ class GuardBank:
         return [q for a in self.adapters for q in a.qualified]
 
     @property
+    def thresholds(self) -> dict[str, float]:
+        """{qualified head: stored calibrated threshold}."""
+        return {q: t for a in self.adapters for q, t in zip(a.qualified, a.thresholds, strict=True)}
+
+    @property
     def max_length(self) -> int:
         return max(a.max_length for a in self.adapters)
 
@@ -137,7 +142,7 @@ class GuardBank:
 
     def flags(self, scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{head: bool [batch]}: score >= the head's stored threshold."""
-        thr = {q: t for a in self.adapters for q, t in zip(a.qualified, a.thresholds, strict=True)}
+        thr = self.thresholds
         return {q: s >= thr[q] for q, s in scores.items()}
 
     def score_tokens(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
