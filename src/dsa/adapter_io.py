@@ -2,13 +2,20 @@
 
 Layout of an adapter saved at PATH (a directory):
     PATH/adapter.safetensors   tensors only (never pickle)
-    PATH/adapter.json          {"kind": ..., "base_fingerprint": ..., "base_name": ..., "config": {...}, ...}
+    PATH/adapter.json          {"kind": ..., "base_fingerprint": ..., "base_name": ..., "config": {...},
+                                "checksum": {"algorithm": "sha256-tensors-v1", "value": ...}, ...}
 Both are written to temporary files and renamed, so a crash never leaves a half-written adapter.
+The checksum covers every tensor (name, dtype, shape, bytes) and is verified at load: a bit-flipped
+or truncated weights file is an `AdapterIntegrityError` naming the file, never a silent load.
+Adapters saved before checksums existed still load, with a warning (`scripts/adapter_checksums.py`
+adds one to such an adapter after a check that it still loads).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -19,10 +26,26 @@ from safetensors.torch import load_file, save_file
 WEIGHTS = "adapter.safetensors"
 CONFIG = "adapter.json"
 FORMAT_VERSION = 1
+CHECKSUM_ALGORITHM = "sha256-tensors-v1"
+log = logging.getLogger(__name__)
 
 
 class FingerprintMismatch(ValueError):
     """An adapter was made for a different base model than the one it is loaded onto."""
+
+
+class AdapterIntegrityError(ValueError):
+    """An adapter's weights are unreadable or do not match the checksum in its adapter.json."""
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{"algorithm", "value"}: sha256 over every tensor's name, dtype, shape and raw bytes, by name."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"algorithm": CHECKSUM_ALGORITHM, "value": h.hexdigest()}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -58,7 +81,8 @@ def save_adapter(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], 
     path = Path(path)
     atomic_save_tensors(tensors, path / WEIGHTS)
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "base_fingerprint": base_fingerprint,
-            "base_name": base_name, "config": config, **(extra or {})}
+            "base_name": base_name, "config": config, **(extra or {}),
+            "checksum": tensors_checksum(tensors)}
     atomic_write_text(path / CONFIG, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -94,4 +118,32 @@ def load_adapter(path: str | Path, base_fingerprint: str | None = None,
             f"{path} was made for base {meta.get('base_name') or '?'} with fingerprint "
             f"{meta['base_fingerprint']}, but the loaded base has fingerprint {base_fingerprint}"
         )
-    return meta, load_file(str(path / WEIGHTS))
+    weights = path / WEIGHTS
+    try:
+        tensors = load_file(str(weights))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is not a complete dsa adapter: {WEIGHTS} is missing") from None
+    except Exception as err:  # safetensors reports truncation/corruption with its own error types
+        raise AdapterIntegrityError(f"{weights}: cannot read the adapter weights (truncated or corrupt "
+                                    f"file): {err}") from err
+    verify_checksum(path, meta, tensors)
+    return meta, tensors
+
+
+def verify_checksum(path: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> bool:
+    """Check `tensors` against the checksum in `meta`; False (and a warning) when it has none."""
+    want = meta.get("checksum")
+    weights = Path(path) / WEIGHTS
+    if want is None:
+        log.warning("%s has no checksum in %s: its weights cannot be verified (re-save it, or run "
+                    "scripts/adapter_checksums.py)", weights, CONFIG)
+        return False
+    if not isinstance(want, dict) or want.get("algorithm") != CHECKSUM_ALGORITHM:
+        raise AdapterIntegrityError(f"{Path(path) / CONFIG}: unknown checksum {want!r} "
+                                    f"(expected algorithm {CHECKSUM_ALGORITHM})")
+    got = tensors_checksum(tensors)["value"]
+    if got != want.get("value"):
+        raise AdapterIntegrityError(f"{weights}: the weights do not match the checksum in {CONFIG} "
+                                    f"(got {got[:12]}…, expected {str(want.get('value'))[:12]}…): the file "
+                                    "was modified or corrupted after it was saved")
+    return True
