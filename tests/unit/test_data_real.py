@@ -43,7 +43,8 @@ def test_toxigen_counts_and_decoding(root):
 
 
 def test_eval_only_sets_are_marked(root):
-    for name in ("strongreject", "xstest", "mt_bench", "alpaca_eval", "gsm8k"):
+    for name in ("strongreject", "xstest", "mt_bench", "alpaca_eval", "gsm8k", "ifeval", "coconot_contrast_eval",
+                 "coconot_eval"):
         assert {r.split for r in load_source(name, root)} == {"eval"}
     assert Counter(r.meta["subset"] for r in load_source("mmlu", root) if r.split == "eval") == {"test": 14042}
 
@@ -135,8 +136,10 @@ def test_guard_train_subset_keeps_every_hard_negative(root):
     from dsa.guards.featurize import TRAIN_CAP, train_subset
 
     t = guard_task("prompt_safety", root)
-    sub = train_subset("prompt_safety", t.train)
-    assert len(sub) == TRAIN_CAP["prompt_safety"]
+    cap = 3000
+    assert TRAIN_CAP["prompt_safety"] is None  # the whole split is trained on
+    sub = train_subset("prompt_safety", t.train, cap)
+    assert len(sub) == cap
     assert sum(r.meta.get("hard_negative", False) for r in sub) == sum(r.meta.get("hard_negative", False)
                                                                        for r in t.train)
 
@@ -150,3 +153,36 @@ def test_guard_train_subset_cap_override(root):
     assert len(default) == TRAIN_CAP["summedits"]
     small = train_subset("summedits", t.train, 300)
     assert len(small) == 300 and small == default[:300]  # one hashed order, whatever the cap
+
+
+def test_contrast_sources(root):
+    assert Counter(r.label for r in load_source("coconot_pref", root)) == {0: 927}
+    assert Counter(r.label for r in load_source("coconot_contrast_eval", root)) == {0: 379}
+    assert Counter(r.label for r in load_source("coconot_eval", root)) == {1: 395, None: 1001 - 395}
+    assert Counter(r.meta["harmfulness"] for r in load_source("phtest", root)) == {"harmless": 2069,
+                                                                                  "controversial": 1191}
+    assert all(r.label is None for r in load_source("phtest", root) if r.meta["harmfulness"] == "controversial")
+    assert len(load_source("ifeval", root)) == 541
+
+
+def test_prompt_safety_contrast_negatives_and_framing(root):
+    from dsa.data.tasks import FRAMES, prompt_source
+
+    t = guard_task("prompt_safety", root)
+    rows = t.train + t.val + t.test
+    srcs = Counter((prompt_source(r), r.label) for r in rows)
+    for src in ("coconot_pref", "phtest", "wildchat_benign", "openai_moderation", "alpaca", "alpaca_hard"):
+        assert srcs[(src, 0)] > 100 or src == "wildchat_benign", (src, srcs)
+    assert not any(r.source == "phtest" and r.meta["harmfulness"] == "controversial" for r in rows)
+    against = eval_only_texts(root)  # CoCoNot's two test files and IFEval are eval-only too
+    assert normalise_text(load_source("coconot_contrast_eval", root)[0].prompt) in against
+    assert not any(eval_key(r) in against for r in rows)
+    framed = [r for r in rows if r.meta.get("frame") is not None]
+    assert {r.split for r in framed} == {"train"}  # val and test are never framed
+    assert Counter(r.label for r in framed).keys() == {0, 1}  # a framing is never a label cue
+    share = len(framed) / (len(t.train) - len(framed))
+    assert 0.25 < share < 0.35
+    by_id = {r.id: r for r in t.train}
+    for r in framed[:50]:
+        orig = by_id[r.id.rsplit(":frame", 1)[0]]
+        assert r.label == orig.label and r.prompt == FRAMES[r.meta["frame"]].format(p=orig.main_text.strip())

@@ -36,6 +36,9 @@ class AlignTrainConfig(_Config):
     out: str = Field("adapters/align/dsa_adapter", description="output directory")
     n_harmful: int = Field(256, description="harmful training prompts (refusal targets)", ge=1)
     n_benign: int = Field(256, description="benign training prompts (base self-distillation); 0 = safety data only", ge=0)
+    contrast_share: float = Field(0.0, description="share of the benign prompts drawn from edgy-but-safe "
+                                  "contrast data (CoCoNot preference prompts, PHTest harmless; training split)",
+                                  ge=0, le=1)
     dpo: bool = Field(False, description="add DPO pairs: refusal vs the base's compliance, and hh_rlhf harmless pairs")
     n_hh: int = Field(128, description="hh_rlhf harmless pairs used when dpo is on", ge=0)
     beta: float = Field(0.1, description="DPO inverse temperature", gt=0)

@@ -19,7 +19,12 @@ from dsa.align.answers import base_answers
 from dsa.align.config import AlignTrainConfig
 from dsa.align.lora import LoRASpec, patch_lora
 from dsa.align.sft import AdapterStudent, Example, ModelStudent, train
-from dsa.align.train_data import TRAIN_MAX_NEW_TOKENS, refusal_for, training_prompts
+from dsa.align.train_data import (
+    TRAIN_MAX_NEW_TOKENS,
+    contrast_prompts,
+    refusal_for,
+    training_prompts,
+)
 from dsa.base import Base, load_base
 from dsa.data.tasks import SENSITIVE_WORDS
 
@@ -51,7 +56,7 @@ def advbench_targets() -> dict[str, str]:
 
 
 def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
-    harmful, benign = training_prompts(cfg.n_harmful, max(cfg.n_benign, 1))
+    harmful, benign = training_prompts(cfg.n_harmful, max(cfg.n_benign, 1), cfg.contrast_share)
     benign = benign[: cfg.n_benign]
     ex = [Example(p, refusal_for(p), "sft") for p in harmful]
     if benign:
@@ -63,8 +68,9 @@ def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
         targets = advbench_targets()
         ex += [Example(p, refusal_for(p), "dpo", targets[p]) for p in harmful if p in targets]
         # and the other direction: on edgy-but-safe prompts the base's own answer beats a refusal
+        edgy = set(contrast_prompts("train"))
         ex += [Example(e.prompt, e.response, "dpo", refusal_for(e.prompt)) for e in ex
-               if e.kind == "distill" and SENSITIVE_WORDS.search(e.prompt)]
+               if e.kind == "distill" and (SENSITIVE_WORDS.search(e.prompt) or e.prompt in edgy)]
         ex += hh_pairs(cfg.n_hh)
     return ex
 

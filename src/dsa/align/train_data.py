@@ -48,16 +48,39 @@ def _pick(items: Sequence[str], n: int, salt: str) -> list[str]:
     return sorted(items, key=lambda s: _h(s, salt))[:n]
 
 
-def training_prompts(n_harmful: int = 256, n_benign: int = 256) -> tuple[list[str], list[str]]:
+CONTRAST_SOURCES = ("coconot_pref", "phtest")
+
+
+def contrast_prompts(split: str = "train") -> list[str]:
+    """Edgy-but-safe prompts of one prompt_safety split (CoCoNot preference prompts, safety-concern
+    rows first, and PHTest `harmless`), unframed, ≤ 400 characters."""
+    rows = [r for r in guard_task("prompt_safety").split(split)
+            if r.source in CONTRAST_SOURCES and r.label == 0 and r.meta.get("frame") is None and len(r.main_text) <= 400]
+    concern = _pick([r.main_text for r in rows if r.meta.get("category") == "Requests with safety concerns"],
+                    len(rows), "concern")
+    rest = _pick([r.main_text for r in rows if r.meta.get("category") != "Requests with safety concerns"],
+                 len(rows), "contrast")
+    return concern + rest
+
+
+def training_prompts(n_harmful: int = 256, n_benign: int = 256,
+                     contrast_share: float = 0.0) -> tuple[list[str], list[str]]:
     """(harmful, benign) training prompts: a fixed hashed-order subset of the training splits,
-    short ones only (≤ 400 characters) to keep CPU training cheap. Up to half of the benign
-    prompts are edgy (use harm words); the rest are plain instructions."""
+    short ones only (≤ 400 characters) to keep CPU training cheap. `contrast_share` of the benign
+    prompts are edgy-but-safe contrast prompts (half CoCoNot safety-concern rows where there are
+    enough); of the rest up to half are edgy Alpaca instructions (use harm words), the others plain."""
     harmful = [r.main_text for r in guard_task("prompt_safety").train
-               if r.label == 1 and (r.source, r.meta.get("subset")) not in REFUSAL_EXCLUDED and len(r.main_text) <= 400]
+               if r.label == 1 and r.meta.get("frame") is None
+               and (r.source, r.meta.get("subset")) not in REFUSAL_EXCLUDED and len(r.main_text) <= 400]
+    n_contrast = round(n_benign * contrast_share)
+    pool = contrast_prompts("train")
+    concern = [p for p in pool[: n_contrast // 2]]
+    contrast = concern + _pick(pool[len(concern):], n_contrast - len(concern), "contrast-mix")
+    n_alpaca = n_benign - len(contrast)
     benign = [p for p in benign_prompts("train") if len(p) <= 400]
-    edgy = _pick([p for p in benign if SENSITIVE_WORDS.search(p)], n_benign // 2, "edgy")
-    plain = _pick([p for p in benign if not SENSITIVE_WORDS.search(p)], n_benign - len(edgy), "benign")
-    return _pick(harmful, n_harmful, "harm"), _pick(edgy + plain, n_benign, "mix")
+    edgy = _pick([p for p in benign if SENSITIVE_WORDS.search(p)], n_alpaca // 2, "edgy")
+    plain = _pick([p for p in benign if not SENSITIVE_WORDS.search(p)], n_alpaca - len(edgy), "benign")
+    return _pick(harmful, n_harmful, "harm"), _pick(contrast + edgy + plain, n_benign, "mix")
 
 
 def eval_prompt_sets() -> dict[str, list[str]]:

@@ -2,7 +2,8 @@
 
 `load_source(name)` returns that source's Records; label 1 always means the unsafe / positive
 class of the source (harmful request, toxic text, consistent summary, refusal — see each loader).
-Eval-only sets (strongreject, xstest, mmlu test, mt_bench, vicuna_bench, alpaca_eval, gsm8k) get
+Eval-only sets (strongreject, xstest, mmlu test, mt_bench, vicuna_bench, alpaca_eval, gsm8k, ifeval and
+CoCoNot's two test files) get
 split "eval"; alpaca_instructions keeps its official train/val/test files; the rest have split None.
 """
 
@@ -275,6 +276,67 @@ def _xstest_completions(root: Path) -> list[Record]:
                                label=int(final.startswith(("2_", "3_"))),
                                meta={"model": model, "type": r["type"], "final_label": final}))
     return out
+
+
+def _jsonl(root: Path, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield from _rows(root / "coconot" / f"{name}.jsonl")
+
+
+SAFETY_CONCERNS = "Requests with safety concerns"
+
+
+@_source("coconot_pref")
+def _coconot_pref(root: Path) -> list[Record]:
+    """CoCoNot preference prompts: every one should be complied with (label 0 = benign); the
+    "Requests with safety concerns" rows look refusable and are the edgy ones. meta has the
+    chosen (compliant) and rejected (refusing) answers."""
+    return [_record(loc, "coconot_pref", id=f"coconot_pref:{r['id']}", prompt=need(r, "prompt", loc), label=0,
+                    meta={"category": r.get("category"), "subcategory": r.get("subcategory"),
+                          "chosen": r.get("chosen"), "rejected": r.get("rejected")})
+            for loc, r in _jsonl(root, "coconot_pref")]
+
+
+@_source("coconot_contrast_eval")
+def _coconot_contrast_eval(root: Path) -> list[Record]:
+    """CoCoNot contrast test set (eval only): benign prompts that look refusable (label 0)."""
+    return [_record(loc, "coconot_contrast_eval", id=f"coconot_contrast_eval:{r['id']}", split="eval",
+                    prompt=need(r, "prompt", loc), label=0,
+                    meta={"category": r.get("category"), "subcategory": r.get("subcategory")})
+            for loc, r in _jsonl(root, "coconot_contrast_eval")]
+
+
+@_source("coconot_eval")
+def _coconot_eval(root: Path) -> list[Record]:
+    """CoCoNot test set (eval only): requests a model should not comply with. label 1 for the
+    "Requests with safety concerns" rows (harmful requests); None for the other categories
+    (incomplete, unsupported, indeterminate, humanizing: not harmful, but not plain benign)."""
+    return [_record(loc, "coconot_eval", id=f"coconot_eval:{r['id']}", split="eval", prompt=need(r, "prompt", loc),
+                    label=1 if r.get("category") == SAFETY_CONCERNS else None,
+                    meta={"category": r.get("category"), "subcategory": r.get("subcategory")})
+            for loc, r in _jsonl(root, "coconot_eval")]
+
+
+@_source("phtest")
+def _phtest(root: Path) -> list[Record]:
+    """PHTest pseudo-harmful prompts: `harmless` rows label 0; `controversial` rows label None
+    (a refusal may be reasonable: kept out of the benign label), meta harmfulness."""
+    out = []
+    for loc, r in _rows(root / "phtest" / "dataset_v0.1.csv"):
+        kind = need(r, "Harmfulness", loc)
+        if kind not in ("harmless", "controversial"):
+            raise DataError(f"{loc}: field 'Harmfulness': expected harmless or controversial, got {kind!r}")
+        out.append(_record(loc, "phtest", prompt=need(r, "Request", loc), label=0 if kind == "harmless" else None,
+                           meta={"harmfulness": kind, "phtest_id": r.get("ID")}))
+    return out
+
+
+@_source("ifeval")
+def _ifeval(root: Path) -> list[Record]:
+    """IFEval (eval only): prompts with verifiable instructions (ids + kwargs for the checkers)."""
+    return [_record(loc, "ifeval", id=f"ifeval:{r['key']}", split="eval", prompt=need(r, "prompt", loc),
+                    meta={"key": r["key"], "instruction_id_list": need(r, "instruction_id_list", loc),
+                          "kwargs": r.get("kwargs")})
+            for loc, r in _rows(root / "ifeval" / "input_data.jsonl")]
 
 
 @_source("hh_rlhf")

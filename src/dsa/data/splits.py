@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 # Never train or tune on these (shared/data/README.md); "vicuna_bench" ships inside mt_bench/.
-EVAL_ONLY_SOURCES = ("strongreject", "xstest", "mmlu", "mt_bench", "vicuna_bench", "alpaca_eval", "gsm8k")
+EVAL_ONLY_SOURCES = ("strongreject", "xstest", "mmlu", "mt_bench", "vicuna_bench", "alpaca_eval", "gsm8k",
+                     "coconot_contrast_eval", "coconot_eval", "ifeval")
 
 GroupKey = Callable[[Record], str] | str | None
 

@@ -23,8 +23,24 @@ Mode = Literal["text", "prompt", "prompt_response", "document_summary"]
 GUARD_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai_moderation", "xstest")
 # prompt_safety positives: (source, red-instruct subsets to keep or None for all)
 PROMPT_SAFETY_POSITIVES = (("advbench", None),
-                           ("red_instruct_harmful_questions", ("harmfulqa", "catqa_english", "dangerousqa")),
+                           ("red_instruct_harmful_questions", ("harmfulqa", "catqa_english", "dangerousqa",
+                                                               "adversarialqa")),
                            ("do_not_answer", None), ("toxicchat", None))
+# prompt_safety negatives besides Alpaca: benign prompts that look harmful (CoCoNot preference
+# prompts, PHTest `harmless`; PHTest `controversial` is kept out of the benign label) and real
+# users' benign prompts (WildChat, OpenAI-moderation prompts with no flag in any category).
+PROMPT_SAFETY_NEGATIVES = ("coconot_pref", "phtest", "wildchat_benign", "openai_moderation")
+# Framings of a request (polite, fictional, hypothetical, academic, step-by-step). A seeded share of
+# the TRAINING prompts of both classes is re-phrased with one of them, so a framing is never a
+# label cue: harmful requests framed politely stay harmful (hard positives), edgy-but-safe ones
+# framed the same way stay benign. Val and test are never framed.
+FRAMES = ("Could you please help me with something? {p}",
+          "I'm writing a novel and one of my characters needs to know this. {p}",
+          "Hypothetically, and just out of curiosity: {p}",
+          "My teacher asked our class this question and I need a detailed answer. {p}",
+          "{p} Please answer in detail, step by step.",
+          "I need this for a research project. {p} Thanks in advance!")
+FRAMED_SHARE = 0.3
 # Do-Not-Answer harm types that are not harmful requests ("Are you human?", "Do you love me?"):
 # a chatbot answers them with care, a prompt guard must not flag them.
 NOT_HARMFUL_REQUESTS = {"Treat Chatbot as a Human"}
@@ -73,14 +89,41 @@ def _hash_order(records: list[Record], seed: int) -> list[Record]:
     return sorted(records, key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
 
 
+def prompt_source(r: Record) -> str:
+    """The source a prompt_safety record is held out by in leave-one-source-out validation."""
+    if r.source == "red_instruct_harmful_questions":
+        return r.meta.get("subset") or r.source
+    if r.source == "alpaca_instructions":
+        return "alpaca_hard" if r.meta.get("hard_negative") else "alpaca"
+    return r.meta.get("framed_from") or r.source
+
+
+def _u(key: str) -> float:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def _framed(records: list[Record], seed: int) -> list[Record]:
+    """Framed copies (see FRAMES) of a seeded FRAMED_SHARE of `records`; label and split kept."""
+    out = []
+    for r in records:
+        if _u(f"{seed}:frame:{r.id}") >= FRAMED_SHARE:
+            continue
+        k = int(_u(f"{seed}:which:{r.id}") * len(FRAMES))
+        p = r.main_text.strip()
+        out.append(r.model_copy(update={"id": f"{r.id}:frame{k}", "prompt": FRAMES[k].format(p=p), "text": None,
+                                        "meta": {**r.meta, "framed_from": prompt_source(r), "frame": k}}))
+    return out
+
+
 def _prompt_safety(root: str, seed: int) -> GuardTask:
     against = eval_only_texts(root)
     positives = [r for name, subsets in PROMPT_SAFETY_POSITIVES for r in load_source(name, root)
                  if (subsets is None or r.meta.get("subset") in subsets)
                  and r.meta.get("types_of_harm") not in NOT_HARMFUL_REQUESTS]
-    wildchat, alpaca = load_source("wildchat_benign", root), load_source("alpaca_instructions", root)
+    negatives = [r for name in PROMPT_SAFETY_NEGATIVES for r in load_source(name, root) if r.label == 0]
+    alpaca = load_source("alpaca_instructions", root)
     # One pass, positives first: a prompt seen as harmful is never also kept as benign.
-    kept = deduplicate([*positives, *wildchat, *alpaca], against, key=eval_key)
+    kept = deduplicate([*positives, *negatives, *alpaca], against, key=eval_key)
     split_here = assign_splits([r for r in kept if r.source != "alpaca_instructions"], seed)
     out = list(split_here)
     for s in SPLITS:
@@ -89,11 +132,14 @@ def _prompt_safety(root: str, seed: int) -> GuardTask:
         hard = [r.model_copy(update={"meta": {**r.meta, "hard_negative": True}})
                 for r in pool if SENSITIVE_WORDS.search(r.main_text)]
         hard_ids = {r.id for r in hard}
-        # as many plain alpaca as positives (official split file), plus every hard negative
-        out += hard + _hash_order([r for r in pool if r.id not in hard_ids], seed)[:n_pos]
+        # every hard negative, plus plain Alpaca instructions for half as many as the positives
+        out += hard + _hash_order([r for r in pool if r.id not in hard_ids], seed)[:n_pos // 2]
+    out += _framed([r for r in out if r.split == "train"], seed)
     return _by_split("prompt_safety", "prompt", ["unsafe"], out,
-                     "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, Do-Not-Answer, ToxicChat) "
-                     "vs benign (Alpaca sample, Alpaca hard negatives that use harm words, WildChat)")
+                     "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, AdversarialQA, Do-Not-Answer, "
+                     "ToxicChat) vs benign (CoCoNot preference prompts, PHTest harmless, WildChat, OpenAI-moderation "
+                     "unflagged, Alpaca hard negatives that use harm words, Alpaca sample); 30 % of training prompts "
+                     "of both classes also framed politely / fictionally / hypothetically")
 
 
 def _build(name: str, root: str, seed: int) -> GuardTask:

@@ -242,7 +242,7 @@ def load_task_features(d: Path, ladder: tuple[int, ...]) -> TaskFeatures:
 TASK_MAX_LENGTH = {"summedits": 512, "openai_moderation": 128}  # others: 256
 # Training-set caps (seeded subsample) that keep one base pass per text affordable on a shared
 # 2-core CPU; val and test splits are always complete. None = the whole train split.
-TRAIN_CAP = {"prompt_safety": 3000, "toxigen": 2500, "summedits": 1000, "response_harm": 600,
+TRAIN_CAP = {"prompt_safety": None, "toxigen": 2500, "summedits": 1000, "response_harm": 600,
              "openai_moderation": None}
 # Val/test kept whole except where listed: the fraction of groups (questions) kept, seeded.
 EVAL_FRACTION = {"response_harm": 0.5}
