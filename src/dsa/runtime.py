@@ -12,7 +12,6 @@ with its own KV cache only when some row has λ > 0; rows with λ = 0 get the ba
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,14 @@ import torch
 from dsa.align.logit_adapter import LogitAdapter, mix_logits
 from dsa.align.policy import Policy, make_policy
 from dsa.base import Base, load_base
+from dsa.decoding import (
+    DecodeBatch,
+    IncrementalDetokenizer,
+    Row,
+    make_generator,
+    pick_tokens,
+    response_state,
+)
 from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ class GenerationResult:
     stop_reason: str  # "eos" | "length"
     n_tokens: int
     token_ids: list[int] = field(default_factory=list)
+    response_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,43 +57,6 @@ class StreamEvent:
     lam: float
     response_scores: dict[str, float]
     stop_reason: str | None
-
-
-class _DecodeState:
-    """Tokens, stop reasons and scores of a decoding batch, updated in place each step."""
-
-    def __init__(self, scores: dict[str, torch.Tensor] | None, lam: torch.Tensor, batch: int,
-                 device: torch.device):
-        self.scores, self.lam = scores, lam
-        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.stop = ["length"] * batch
-        self.length: list[int | None] = [None] * batch  # tokens kept per row, set when it stops
-        self.tokens: list[torch.Tensor] = []
-        self.response_scores: dict[str, torch.Tensor] = {}
-        self.finished = False
-
-    def stop_rows(self, hit: torch.Tensor, reason: str) -> None:
-        for i in (hit & ~self.done).nonzero().flatten().tolist():
-            self.stop[i] = reason
-            # an end-of-sequence token is not part of the answer; a guard stop keeps what was shown
-            self.length[i] = len(self.tokens) - (reason == "eos")
-        self.done |= hit
-
-    def add(self, token: torch.Tensor, hit: torch.Tensor, reason: str) -> None:
-        self.tokens.append(token)
-        self.stop_rows(hit, reason)
-
-    def guard_scores(self, i: int) -> dict[str, float]:
-        return {h: float(v[i]) for h, v in self.scores.items()} if self.scores else {}
-
-    def response_row(self, i: int) -> dict[str, float]:
-        return {h: float(v[i]) for h, v in self.response_scores.items()}
-
-    def result(self, i: int, tok) -> GenerationResult:
-        row = [int(t[i]) for t in self.tokens[: self.length[i]]]
-        return GenerationResult(text=tok.decode(row, skip_special_tokens=True).strip(),
-                                guard_scores=self.guard_scores(i), lam=float(self.lam[i]),
-                                stop_reason=self.stop[i], n_tokens=len(row), token_ids=row)
 
 
 def _dynamic_cache(config):
@@ -193,7 +164,11 @@ class SafetyModel:
 
         return classify(self.base, self.guards, list(messages))
 
-    # ---- generation ---------------------------------------------------------------------------
+    # ---- generation: scoped steps -------------------------------------------------------------
+    # Consecutive response-guard flags that stop a row. Flagged tokens are held back meanwhile and
+    # released only if an unflagged token follows, so a flagged token is never emitted.
+    response_debounce: int = 1
+
     @torch.inference_mode()
     def generate(self, messages: Sequence[Messages], alignment: str | float | Sequence[float] = "auto",
                  max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
@@ -206,16 +181,17 @@ class SafetyModel:
             min_alignment: a floor on λ (one value or one per row): λ = max(λ, floor), so a
                 client can raise alignment above the policy but never lower it.
             max_new_tokens: decode budget per row.
-            temperature: 0 = greedy; > 0 samples (seeded by `seed`).
+            temperature: 0 = greedy; > 0 samples (row i seeded by `seed + i`).
         Returns:
             One `GenerationResult` per conversation: text, guard scores, λ used, stop reason
             ("eos", "length", or "guard" when the response guard stopped it).
         """
         messages = [messages] if isinstance(messages, str) else list(messages)
         self.check_alignment(alignment, min_alignment)
-        (state,) = deque(self._decode(messages, alignment, max_new_tokens, temperature, seed, min_alignment),
-                         maxlen=1)
-        return [state.result(i, self.base.tokenizer) for i in range(len(messages))]
+        batch = self.prefill(messages, alignment, max_new_tokens, temperature, seed, min_alignment)
+        while not batch.finished:
+            self.decode_step(batch)
+        return [self.result(batch, i) for i in range(len(batch))]
 
     @torch.inference_mode()
     def stream(self, messages: Messages, alignment: str | float = "auto", max_new_tokens: int = 64,
@@ -223,90 +199,188 @@ class SafetyModel:
                min_alignment: float | None = None) -> Iterator[StreamEvent]:
         """Generate one conversation token by token.
 
-        Yields a `StreamEvent` per decoded token with the new text, the prompt guard scores, λ
-        and the streaming response guard's latest scores; the last event carries the stop reason.
+        Yields a `StreamEvent` per decode step with the new text (detokenised incrementally), the
+        prompt guard scores, λ and the response guard's latest scores; the last event carries the
+        stop reason. Every step is self-contained (no hook or lock outlives it), so breaking out
+        of the loop or dropping the iterator releases everything.
         """
-        tok = self.base.tokenizer
-        shown = ""
-
-        def delta(text: str) -> str:
-            # decoding the whole answer each step keeps multi-byte characters intact
-            return text[len(shown):] if text.startswith(shown) else ""
-
         self.check_alignment(alignment, min_alignment)
-        for state in self._decode([messages], alignment, max_new_tokens, temperature, seed, min_alignment):
-            text = state.result(0, tok).text
-            if state.finished:
-                yield StreamEvent(delta(text), state.guard_scores(0), float(state.lam[0]),
-                                  state.response_row(0), state.stop[0])
-                return
-            event = StreamEvent(delta(text), state.guard_scores(0), float(state.lam[0]), state.response_row(0), None)
-            shown = text if text.startswith(shown) else shown
-            yield event
+        batch = self.prefill([messages], alignment, max_new_tokens, temperature, seed, min_alignment)
+        detok = IncrementalDetokenizer(self.base.tokenizer)
+        row, lam, scores = batch.rows[0], float(batch.lam[0]), batch.guard_scores(0)
+        while not batch.finished:
+            self.decode_step(batch)
+            yield StreamEvent(detok.push(row.new), scores, lam, dict(row.response), row.stop)
 
-    def _decode(self, messages: list[Messages], alignment, max_new_tokens: int, temperature: float,
-                seed: int | None, min_alignment=None) -> Iterator[_DecodeState]:
-        """The decode loop shared by `generate` and `stream`: yields the state after each token."""
-        model, tok = self.base.model, self.base.tokenizer
+    def result(self, batch: DecodeBatch, i: int) -> GenerationResult:
+        """Row `i` of a batch as a `GenerationResult` (the text decoded once, whole)."""
+        row = batch.rows[i]
+        return GenerationResult(text=self.base.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(),
+                                guard_scores=batch.guard_scores(i), lam=float(batch.lam[i]),
+                                stop_reason=row.stop or "length", n_tokens=len(row.tokens),
+                                token_ids=list(row.tokens), response_scores=dict(row.response))
+
+    @torch.inference_mode()
+    def prefill(self, messages: Sequence[Messages], alignment="auto", max_new_tokens: int | Sequence[int] = 64,
+                temperature: float | Sequence[float] = 0.0, seed: int | Sequence[int | None] | None = None,
+                min_alignment=None, keep_adapter: bool = False, tags: Sequence | None = None) -> DecodeBatch:
+        """One base forward over a batch of prompts: guard scores, λ per row, the adapter's prefill
+        and the response guard's state. Returns the batch, ready for `decode_step`.
+
+        Args: as `generate`, and
+            alignment: also a list mixing "auto" and numbers, one per row.
+            max_new_tokens, temperature, seed: one value, or one per row.
+            keep_adapter: run the adapter even when every λ is 0, so that rows with λ > 0 can be
+                merged into this batch later (the server's dynamic batching).
+            tags: one caller handle per row, kept on `Row.tag`.
+        The taps' hooks live only inside the forward call.
+        """
+        messages = [messages] if isinstance(messages, str) else list(messages)
+        n = len(messages)
         enc = self.encode(messages)
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        batch = ids.shape[0]
-        need_adapter_tap = self.adapter is not None and _may_align(alignment, min_alignment)
-        rguard = self.response_guards
-        taps = self._taps(need_adapter_tap)
-        if rguard is not None:
-            taps += [t for t in rguard.taps if t not in taps]
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        eos = {tok.eos_token_id} | ({tok.convert_tokens_to_ids("<|im_end|>")} - {None, tok.unk_token_id})
-        eos_t = torch.tensor(sorted(eos), device=ids.device)
+        self.check_context(mask.sum(1).tolist(), max_new_tokens)
+        mixed = isinstance(alignment, list | tuple) and any(isinstance(a, str) for a in alignment)
+        if not mixed:
+            self.check_alignment(alignment, min_alignment)
+        may_align = self.adapter is not None and (keep_adapter or mixed or _may_align(alignment, min_alignment))
+        taps = self._taps(may_align)
+        if self.response_guards is not None:
+            taps += [t for t in self.response_guards.taps if t not in taps]
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        base_cache = _dynamic_cache(model.config)
-        cm = record_taps(model, taps, spec=self.base.spec) if taps else _null_cache()
-        with cm as cache:
-            # one prefill: base logits + every tap the guards and the adapter need
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=base_cache,
-                        use_cache=True, logits_to_keep=1)
-            scores = self.guards.score(cache, mask) if self.guards is not None else None
-            lam = self._lambda(alignment, scores, batch, min_alignment).to(ids.device)
-            state = _DecodeState(scores, lam, batch, ids.device)
-            # the response guard reads the whole transcript: prompt states, then each new token's
-            transcript = {t: [cache[t]] for t in rguard.taps} if rguard is not None else {}
-            use_adapter = self.adapter is not None and bool((lam > 0).any())
-            ad_cache = _dynamic_cache(self.adapter.tail.config) if use_adapter else None
-            aligned = None
-            if use_adapter:
-                aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, pos, ad_cache,
-                                                 use_cache=True, logits_to_keep=1)
-            logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
-            last_pos = pos[:, -1:]
-            for t in range(max_new_tokens):
-                nxt = _pick(logits, temperature, gen)
-                nxt = torch.where(state.done, torch.full_like(nxt, tok.pad_token_id), nxt)
-                state.add(nxt, torch.isin(nxt, eos_t), "eos")
-                if bool(state.done.all()) or t == max_new_tokens - 1:
-                    state.finished = True
-                    yield state
-                    break
-                yield state
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                last_pos = last_pos + 1
-                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos,
-                            past_key_values=base_cache, use_cache=True)
-                if rguard is not None:
-                    for tap in rguard.taps:
-                        transcript[tap].append(cache[tap])
-                    full = {tap: torch.cat(parts, 1) for tap, parts in transcript.items()}
-                    state.response_scores = rguard.score(full, mask)
-                    flagged = torch.stack(list(rguard.flags(state.response_scores).values())).any(0)
-                    state.stop_rows(flagged, "guard")
-                    if bool(state.done.all()):
-                        state.finished = True
-                        yield state
-                        break
-                if use_adapter:
-                    aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, last_pos, ad_cache,
-                                                     use_cache=True)
-                logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
+        base_cache = _dynamic_cache(self.base.model.config)
+        with self._scoped_taps(taps) as cache:
+            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                  past_key_values=base_cache, use_cache=True, logits_to_keep=1)
+        scores = self._prompt_scores(messages, cache, mask)
+        lam = (self._mixed_lambda(alignment, scores, n, min_alignment) if mixed
+               else self._lambda(alignment, scores, n, min_alignment)).to(ids.device)
+        ad_cache = aligned = None
+        if self.adapter is not None and (keep_adapter or bool((lam > 0).any())):
+            ad_cache = _dynamic_cache(self.adapter.tail.config)
+            aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, pos, ad_cache,
+                                             use_cache=True, logits_to_keep=1)
+        logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
+        rows = [Row(int(_row_value(max_new_tokens, i)), float(_row_value(temperature, i)),
+                    make_generator(_row_seed(seed, i)), tag=None if tags is None else tags[i]) for i in range(n)]
+        rstate = (response_state(self.response_guards, cache, mask)
+                  if self.response_guards is not None else None)
+        return DecodeBatch(rows, mask, pos[:, -1:], base_cache, ad_cache, lam, scores, logits, rstate)
+
+    @torch.inference_mode()
+    def decode_step(self, batch: DecodeBatch) -> None:
+        """Pick one token per live row; then, if some row goes on (or the response guard must read
+        the token before it is shown), one single-token forward with scoped hooks. Sets each row's
+        `new` tokens (what to show now) and `stop` when it finishes."""
+        rows = batch.rows
+        for row in rows:
+            row.new = []
+        live = ~batch.done
+        nxt = torch.where(live, pick_tokens(batch.logits, rows),
+                          torch.full_like(live, self.base.tokenizer.pad_token_id, dtype=torch.long))
+        is_eos = torch.isin(nxt, self._eos_ids(nxt.device)) & live
+        cont = live & ~is_eos
+        for i in live.nonzero().flatten().tolist():
+            rows[i].picked += 1
+        for i in is_eos.nonzero().flatten().tolist():
+            batch.finish(i, "eos")
+        goes_on = any(bool(cont[i]) and rows[i].picked < rows[i].max_new_tokens for i in range(len(rows)))
+        flagged = torch.zeros_like(cont)
+        if goes_on or (self.response_guards is not None and bool(cont.any())):
+            flagged = self._forward_token(batch, nxt) & cont
+        debounce = max(1, int(self.response_debounce))
+        for i in cont.nonzero().flatten().tolist():
+            row, t = rows[i], int(nxt[i])
+            if bool(flagged[i]):
+                row.held.append(t)
+                row.streak += 1
+                if row.streak >= debounce:
+                    batch.finish(i, "guard")  # the held (flagged) tokens are dropped unseen
+                    continue
+            else:
+                row.new = row.held + [t]
+                row.tokens += row.new
+                row.held, row.streak = [], 0
+            if row.picked >= row.max_new_tokens:
+                batch.finish(i, "length")
+
+    def _forward_token(self, batch: DecodeBatch, nxt: torch.Tensor) -> torch.Tensor:
+        """Feed the picked tokens [b]; update the pending logits and the response guard. Returns
+        the response guard's flag per row [b] (all False without one)."""
+        batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
+        batch.last_pos = batch.last_pos + 1
+        rguard = self.response_guards
+        taps = [self.adapter.input_tap] if batch.ad_cache is not None else []
+        taps += [t for t in (rguard.taps if rguard is not None else []) if t not in taps]
+        with self._scoped_taps(taps) as cache:
+            out = self.base.model(input_ids=nxt[:, None], attention_mask=batch.mask,
+                                  position_ids=batch.last_pos, past_key_values=batch.base_cache, use_cache=True)
+        flagged = torch.zeros(len(batch), dtype=torch.bool, device=nxt.device)
+        if rguard is not None:
+            scores = batch.response_state.update(cache, batch.mask)
+            flagged = torch.stack(list(rguard.flags(scores).values())).any(0).to(nxt.device)
+            for i in (~batch.done).nonzero().flatten().tolist():
+                batch.rows[i].response = {h: float(v[i]) for h, v in scores.items()}
+        aligned = None
+        if batch.ad_cache is not None:
+            aligned, batch.ad_cache = self.adapter(cache[self.adapter.input_tap], batch.mask, batch.last_pos,
+                                                   batch.ad_cache, use_cache=True)
+        batch.logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], batch.lam)
+        return flagged
+
+    def _scoped_taps(self, taps: list[str]):
+        return record_taps(self.base.model, taps, spec=self.base.spec) if taps else _null_cache()
+
+    def _eos_ids(self, device: torch.device) -> torch.Tensor:
+        tok = self.base.tokenizer
+        eos = {tok.eos_token_id} | ({tok.convert_tokens_to_ids("<|im_end|>")} - {None, tok.unk_token_id})
+        return torch.tensor(sorted(eos), device=device)
+
+    @property
+    def context_length(self) -> int | None:
+        """The base's context in tokens (prompt + answer), when its config says."""
+        return getattr(self.base.model.config, "max_position_embeddings", None)
+
+    def check_context(self, prompt_tokens: Sequence[int], max_new_tokens: int | Sequence[int]) -> None:
+        """Raise ValueError when a prompt plus its decode budget does not fit the base's context."""
+        limit = self.context_length
+        for i, n in enumerate(prompt_tokens):
+            need = int(n) + int(_row_value(max_new_tokens, i))
+            if limit is not None and need > limit:
+                raise ValueError(f"prompt of {int(n)} tokens + max_new_tokens {int(_row_value(max_new_tokens, i))} "
+                                 f"exceeds the model's context of {limit} tokens")
+
+    def _prompt_scores(self, messages: list[Messages], cache: dict[str, torch.Tensor],
+                       mask: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """Guard scores from the prefill's taps. A prompt longer than the guard's `max_length` is
+        scored like `classify` scores it (the same render-and-left-truncate as training), so one
+        prompt gets one score on every path."""
+        if self.guards is None:
+            return None
+        scores = {h: v.float().clone() for h, v in self.guards.score(cache, mask).items()}
+        limit = getattr(self.guards, "max_length", None)
+        long = [i for i, n in enumerate(mask.sum(1).tolist()) if limit is not None and n > limit]
+        if long:
+            redo = self.classify([messages[i] for i in long])
+            for j, i in enumerate(long):
+                for h in scores:
+                    scores[h][i] = redo[j]["scores"][h]
+        return scores
+
+    def _mixed_lambda(self, alignment: Sequence, scores, batch: int, min_alignment=None) -> torch.Tensor:
+        """λ per row when rows mix "auto" (the policy) and fixed numbers; then the floor."""
+        if len(alignment) != batch:
+            raise ValueError(f"got {len(alignment)} alignment values for a batch of {batch}")
+        auto = [a == "auto" for a in alignment]
+        for a in alignment:
+            self.check_alignment(a)
+        policy = self.policy_lambda(scores) if any(auto) else None
+        lam = torch.tensor([float(policy[i]) if auto[i] else float(alignment[i]) for i in range(batch)])
+        if min_alignment is not None:
+            lam = torch.maximum(lam, _per_row(min_alignment, batch, "min_alignment"))
+        if self.adapter is None and bool((lam > 0).any()):
+            raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
+        return lam
 
     @torch.inference_mode()
     def forward_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -381,11 +455,14 @@ def _may_align(alignment, min_alignment) -> bool:
     return min_alignment is not None and bool(_lambda_values(min_alignment, "min_alignment").ne(0).any())
 
 
-def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator | None) -> torch.Tensor:
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, -1)
-    return torch.multinomial(probs.cpu(), 1, generator=gen).flatten().to(logits.device)
+def _row_value(x, i: int):
+    return x[i] if isinstance(x, list | tuple) else x
+
+
+def _row_seed(seed, i: int) -> int | None:
+    if isinstance(seed, list | tuple):
+        return seed[i]
+    return None if seed is None else seed + i
 
 
 class _null_cache:

@@ -167,6 +167,104 @@ class GuardBank:
         return out
 
 
+    def stream_state(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> StreamingGuardState:
+        """Running per-row state of every head over a transcript whose prefix is in `cache`; each
+        `update` with one new token's taps costs O(1) in the transcript length (see below)."""
+        return StreamingGuardState(self, cache, attention_mask)
+
+
+class StreamingGuardState:
+    """Incremental response-guard scoring for a growing transcript, one token per `update`.
+
+    PLR heads keep running sums (mean pooling) and the last token's state per layer; RTB and LST
+    heads keep a window of the last `window` token states per ladder tap, shifted like a ring
+    buffer. Each update is O(d) for PLR and O(window·d) for windowed heads, whatever the length,
+    and gives the scores `GuardBank.score` gives on the whole transcript (up to float rounding).
+    Every tensor has the batch first, so rows can be selected or appended (dynamic batching).
+    """
+
+    def __init__(self, bank: GuardBank, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor):
+        self.bank = bank
+        m = attention_mask.float()
+        self.count = m.sum(1)  # [b]
+        self.sums: dict[int, torch.Tensor] = {}  # layer -> [b, d] float
+        self.last: dict[int, torch.Tensor] = {}  # layer -> [b, d] float
+        self.windows: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # per adapter: [b, T, w, d], [b, w]
+        for a in bank.adapters:
+            if a.arch == "plr":
+                for li in a.cfg["layers"]:
+                    h = cache[f"layers.{li}.resid_post"]
+                    self.sums.setdefault(li, pool(h, attention_mask, "mean") * self.count.clamp_min(1)[:, None])
+                    self.last.setdefault(li, pool(h, attention_mask, "last"))
+                self.windows.append(None)
+            else:
+                parts, wm = [], None
+                for li in a.cfg["ladder"]:
+                    t, wm = last_window(cache[f"layers.{li}.resid_post"].float(), attention_mask, a.window)
+                    parts.append(_pad_window(t, a.window, 1))
+                self.windows.append((torch.stack(parts, 1), _pad_window(wm, a.window, 1)))
+        self._scores = bank.score(cache, attention_mask)
+
+    def update(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Add one token per row (`cache[tap]` is [b, 1, d]); returns the new scores {head: [b]}."""
+        self.count = self.count + 1
+        for li in self.sums:
+            h = cache[f"layers.{li}.resid_post"][:, -1].float()
+            self.sums[li] = self.sums[li] + h
+            self.last[li] = h
+        out = {}
+        for a, win in zip(self.bank.adapters, self.windows, strict=True):
+            if win is None:
+                mean = {li: self.sums[li] / self.count.clamp_min(1)[:, None] for li in a.cfg["layers"]}
+                x = GuardInput(pooled={(li, how): (mean[li] if how == "mean" else self.last[li])
+                                       for li in a.cfg["layers"] for how in a.cfg["poolings"]})
+            else:
+                tokens, wm = win
+                new = torch.stack([cache[f"layers.{li}.resid_post"][:, -1].float() for li in a.cfg["ladder"]], 1)
+                tokens = torch.cat([tokens[:, :, 1:], new[:, :, None]], 2)
+                wm = torch.cat([wm[:, 1:], torch.ones_like(wm[:, :1])], 1)
+                self.windows[self.bank.adapters.index(a)] = (tokens, wm)
+                x = GuardInput(tokens=tokens, mask=wm)
+            with torch.no_grad():
+                p = a.probs(a.head(x).float())
+            for j, q in enumerate(a.qualified):
+                out[q] = p[:, j]
+        self._scores = out
+        return out
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        return self._scores
+
+    def select(self, idx: torch.Tensor) -> None:
+        self.count = self.count[idx]
+        self.sums = {k: v[idx] for k, v in self.sums.items()}
+        self.last = {k: v[idx] for k, v in self.last.items()}
+        self.windows = [None if w is None else (w[0][idx], w[1][idx]) for w in self.windows]
+        self._scores = {h: v[idx] for h, v in self._scores.items()}
+
+    def trim(self, start: int) -> None:
+        """Nothing to do: the state has no sequence axis."""
+
+    def merge(self, other: StreamingGuardState, width: int | None = None) -> None:
+        """Append `other`'s rows (`width`, the batch's padded length, is not needed here)."""
+        self.count = torch.cat([self.count, other.count])
+        self.sums = {k: torch.cat([v, other.sums[k]]) for k, v in self.sums.items()}
+        self.last = {k: torch.cat([v, other.last[k]]) for k, v in self.last.items()}
+        self.windows = [None if w is None else (torch.cat([w[0], o[0]]), torch.cat([w[1], o[1]]))
+                        for w, o in zip(self.windows, other.windows, strict=True)]
+        self._scores = {h: torch.cat([v, other._scores[h]]) for h, v in self._scores.items()}
+
+
+def _pad_window(t: torch.Tensor, window: int, dim: int) -> torch.Tensor:
+    """Left-pad `t` with zeros along `dim` to `window` entries."""
+    missing = window - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim)
+
+
 def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: int = 16) -> list[dict]:
     """Score raw inputs (a string = one user message, or chat messages) with one forward each batch.
 
