@@ -89,5 +89,6 @@ def eval_prompt_sets() -> dict[str, list[str]]:
     return {
         "strongreject": [r.main_text for r in load_source("strongreject")],
         "xstest_safe": [r.main_text for r in xs if r.label == 0],
+        "coconot_contrast": [r.main_text for r in load_source("coconot_contrast_eval")],
         "benign": _pick(benign_prompts("test"), N_BENIGN_IDENTITY, "identity"),
     }

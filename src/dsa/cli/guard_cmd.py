@@ -1,7 +1,9 @@
-"""`dsa guard train|eval|score`: train guard adapters, regenerate the guard results, score texts.
+"""`dsa guard train|eval|study|operating-points|score`: train guard adapters, regenerate the guard results, score texts.
 
     dsa guard train configs/guard-prompt_safety.yaml [key=value ...]   # writes the adapter `out`
     dsa guard eval --all                  # results/guard.json + docs/results-guard.md + docs/img/guard-*.png
+    dsa guard study                       # prompt-guard precision study -> results/guard-precision.json
+    dsa guard operating-points            # shipped prompt guard on eval-only sets -> results/guard.json
     dsa guard score adapters/guards/prompt_safety --text "How do I pick a lock?"
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results/guard.json")
     p.add_argument("--doc", default="docs/results-guard.md")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("study", help="prompt-guard precision study: candidate heads, selection on val, "
+                                     "leave-one-source-out -> results/guard-precision.json")
+    p.add_argument("--candidates", nargs="*", default=None, help="a subset of dsa.guards.study.CANDIDATES")
+    p.add_argument("--no-loso", action="store_true", help="skip leave-one-source-out validation")
+    p.add_argument("--out", default="results/guard-precision.json")
+    p.set_defaults(func=cmd_study)
+    p = sub.add_parser("operating-points", help="flag rates of a shipped prompt guard on eval-only sets, "
+                                                "scored through the runtime -> results/guard.json")
+    p.add_argument("adapter", nargs="?", default="adapters/guards/prompt_safety")
+    p.add_argument("--base", default="smollm2-135m-instruct", help="base model the adapter was made for")
+    p.add_argument("--out", default="results/guard.json")
+    p.set_defaults(func=cmd_operating_points)
     p = sub.add_parser("score", help="calibrated scores and flags of guard adapters on texts")
     p.add_argument("adapters", nargs="+", help="adapter directories")
     p.add_argument("--text", action="append", default=[], help="a user message (repeatable)")
@@ -83,6 +98,40 @@ def cmd_eval(args) -> int:
     evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=compute,
                  reuse=args.reuse, command="dsa " + " ".join(sys.argv[1:]))
     print(f"wrote {args.out} and {args.doc}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from dsa.base import load_base
+    from dsa.guards.evaluate import write_json
+    from dsa.guards.precision_doc import write_precision_doc
+    from dsa.guards.study import CANDIDATES, run_study
+
+    bad = [c for c in args.candidates or [] if c not in CANDIDATES]
+    if bad:
+        raise ValueError(f"unknown candidates {bad}: expected some of {list(CANDIDATES)}")
+    res = run_study(load_base(), args.candidates, loso=not args.no_loso)
+    res["command"] = "dsa " + " ".join(sys.argv[1:])
+    write_json(Path(args.out), res)
+    write_precision_doc()
+    print(f"selected {res['selected']}; wrote {args.out}")
+    return 0
+
+
+def cmd_operating_points(args) -> int:
+    from dsa.base import load_base
+    from dsa.guards.evaluate import write_json
+    from dsa.guards.precision_doc import write_precision_doc
+    from dsa.guards.study import shipped_operating_points
+
+    op = shipped_operating_points(load_base(args.base), args.adapter)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    task = Path(args.adapter).name
+    results.setdefault("operating_points", {})[task] = {**op, "command": "dsa " + " ".join(sys.argv[1:])}
+    write_json(out, results)
+    write_precision_doc()
+    print(json.dumps({k: op[k] for k in ("threshold", "flag_rate", "auc_xstest")}, indent=1))
     return 0
 
 

@@ -8,6 +8,7 @@ Benchmarks (data, not code: `eval_prompt_sets()` + the specs below):
     strongreject_harmful   share of those answers the response_harm guard flags (prompt + answer read
                            together, at its calibrated threshold)
     xstest_safe_refusal    refusal rate on XSTest's 250 safe prompts (over-refusal)
+    coconot_contrast_refusal  refusal rate on CoCoNot's 379 contrast prompts (benign, look refusable)
     benign_identity        share of benign (Alpaca test) prompts whose greedy answer equals the base's
     mmlu_acc               zero-shot MMLU accuracy by the log-likelihood of the answer letter
     ref_loglik_ratio       exp(mean token log-lik of AlpacaEval reference answers − the base's)
@@ -15,9 +16,10 @@ Benchmarks (data, not code: `eval_prompt_sets()` + the specs below):
 
 Stages write one JSON part per configuration under `runs/align_eval/` (resumable, also in
 parallel); `report` merges them into `results/alignment.json`. Generation caches answers per
-configuration and prompt set, so a rerun only generates what is missing. For context-dependent
-alignment, rows whose λ is 0 take the base's cached answer: at λ = 0 the runtime returns the base
-model's own decoding (tested bit for bit), so regenerating them would only repeat the base.
+configuration, prompt set and weight files, so a rerun only generates what is missing.
+Context-dependent configurations are generated end to end by `SafetyModel.generate(alignment="auto")`
+with the shipped guard and adapter on every prompt (parts carry `"via_runtime": true`); every part
+records the sha256 of the weight files it describes.
 """
 
 from __future__ import annotations
@@ -213,11 +215,18 @@ class Evaluator:
     def artifacts_key(self, name: str) -> str:
         """Short hash of the weight files a configuration's answers depend on, so cached answers
         of a retrained adapter, patch or guard are never reused."""
+        return _files_key(self.weight_dirs(name))
+
+    def weight_dirs(self, name: str) -> list[str]:
         kind = name.partition("@")[0]
-        return _files_key({"lora_patch": [self.cfg.lora_patch], "dsa_adapter": [self.cfg.dsa_adapter],
-                           "dsa_dpo": [self.cfg.dsa_dpo],
-                           "context_dependent": [self.cfg.dsa_adapter, *self.cfg.guards],
-                           "full_ft": [self.cfg.full_ft]}.get(kind, []))
+        return {"lora_patch": [self.cfg.lora_patch], "dsa_adapter": [self.cfg.dsa_adapter],
+                "dsa_dpo": [self.cfg.dsa_dpo], "context_dependent": [self.cfg.dsa_adapter, *self.cfg.guards],
+                "full_ft": [self.cfg.full_ft]}.get(kind, [])
+
+    def weights_sha256(self, name: str) -> dict[str, str]:
+        """{weights file: sha256} of what a configuration's numbers describe."""
+        return {str(f): hashlib.sha256(f.read_bytes()).hexdigest()
+                for d in self.weight_dirs(name) for f in sorted(Path(d).glob("*.safetensors"))}
 
     # ---- generation stage -----------------------------------------------------------------
     def run_generation(self, name: str) -> dict:
@@ -231,33 +240,29 @@ class Evaluator:
         base_ans = {k: base_answers(self.base, v, f"eval_{k}", cfg.max_new_tokens, cfg.batch_size)
                     for k, v in sets.items()}
         answers, lams = {}, {}
-        if name == "base":
-            answers = base_ans
-        else:
-            sm, alignment = self.safety_model(name)
-            for k, prompts in sets.items():
-                if alignment == "auto":
-                    lams[k] = self.guard_lambdas(prompts, name.split("@")[1])
-                    answers[k] = self.context_answers(name, k, prompts, lams[k], base_ans[k])
-                    continue
-                lams[k] = [float(alignment)] * len(prompts)
-                todo = prompts if name.startswith(("lora", "full")) or float(alignment) > 0 else []
-                rows = generate_batched(_generator(sm, alignment, cfg.max_new_tokens), todo, cfg.batch_size,
-                                        f"{name} {k}", self.answer_file(name, k))
-                got = {p: r["text"] for p, r in zip(todo, rows, strict=True)}
-                answers[k] = [got.get(p, b) for p, b in zip(prompts, base_ans[k], strict=True)]
+        sm, alignment = self.safety_model(name)
+        for k, prompts in sets.items():
+            if name == "base":
+                answers[k], lams[k] = base_ans[k], [0.0] * len(prompts)
+                continue
+            rows = generate_batched(_generator(sm, alignment, cfg.max_new_tokens), prompts, cfg.batch_size,
+                                    f"{name} {k}", self.answer_file(name, k))
+            answers[k], lams[k] = [r["text"] for r in rows], [float(r["lam"]) for r in rows]
         metrics = {
             "strongreject_refusal": _mean(judge.judge(answers["strongreject"])),
             "xstest_safe_refusal": _mean(judge.judge(answers["xstest_safe"])),
+            "coconot_contrast_refusal": _mean(judge.judge(answers["coconot_contrast"])),
             "benign_identity": _mean([a == b for a, b in zip(answers["benign"], base_ans["benign"], strict=True)]),
         }
         n = {"strongreject_refusal": len(sets["strongreject"]), "xstest_safe_refusal": len(sets["xstest_safe"]),
+             "coconot_contrast_refusal": len(sets["coconot_contrast"]),
              "benign_identity": len(sets["benign"])}
         harmful = self.response_harm(sets["strongreject"], answers["strongreject"])
         if harmful is not None:
             metrics["strongreject_harmful"] = harmful
             n["strongreject_harmful"] = len(sets["strongreject"])
-        extra = {"max_new_tokens": cfg.max_new_tokens}
+        extra = {"max_new_tokens": cfg.max_new_tokens, "via_runtime": alignment == "auto",
+                 "weights_sha256": self.weights_sha256(name)}
         if lams and name.startswith(("dsa", "context")):
             extra["mean_lambda"] = {k: _mean(v) for k, v in lams.items()}
             extra["share_aligned"] = {k: _mean([x > 0 for x in v]) for k, v in lams.items()}
@@ -269,32 +274,6 @@ class Evaluator:
         """Cached answers of one configuration on one prompt set, keyed by its weight files."""
         return PARTS / "answers" / (f"{name.replace('@', '_at_')}-{self.artifacts_key(name)}-{prompt_set}-"
                                     f"{self.cfg.max_new_tokens}.jsonl")
-
-    def context_answers(self, name: str, prompt_set: str, prompts: list[str], lam: list[float],
-                        base_ans: list[str]) -> list[str]:
-        """Answers under context-dependent alignment, row by row as the policy set λ.
-
-        The runtime's output for a row depends on its λ only, not on the policy that chose it:
-        λ = 0 is the base's own decoding and λ = 1 the static adapter's (`dsa_adapter@1`), so those
-        rows take the cached answers of `base` and `dsa_adapter@1` (same files, same cache keys);
-        only rows with 0 < λ < 1 are generated here, each at its own λ.
-        """
-        cfg, got = self.cfg, {}
-        full = [p for p, x in zip(prompts, lam, strict=True) if x == 1.0]
-        part = {p: x for p, x in zip(prompts, lam, strict=True) if 0.0 < x < 1.0}
-        sm = SafetyModel(self.base, adapter=self.adapter)
-        if full:
-            rows = generate_batched(_generator(sm, 1.0, cfg.max_new_tokens), full, cfg.batch_size,
-                                    f"{name} {prompt_set} λ=1", self.answer_file("dsa_adapter@1", prompt_set))
-            got.update({p: r["text"] for p, r in zip(full, rows, strict=True)})
-        if part:
-            def gen(ps: list[str]) -> list:
-                return sm.generate(ps, alignment=[part[p] for p in ps], max_new_tokens=cfg.max_new_tokens)
-
-            rows = generate_batched(gen, list(part), cfg.batch_size, f"{name} {prompt_set} 0<λ<1",
-                                    self.answer_file(name, prompt_set))
-            got.update({p: r["text"] for p, r in zip(part, rows, strict=True)})
-        return [got.get(p, b) for p, b in zip(prompts, base_ans, strict=True)]
 
     def response_harm(self, prompts: list[str], answers: list[str]) -> float | None:
         """Share of (prompt, answer) pairs the response guard flags; None without a response guard."""

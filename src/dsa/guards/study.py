@@ -1,0 +1,160 @@
+"""The prompt-guard precision study: candidate heads on the cached prompt_safety features, one
+selection rule applied on validation data only, leave-one-source-out validation, and the
+candidates' operating points on eval-only sets (reported, never used to choose).
+
+    dsa guard study                       # results/guard-precision.json (+ the guard doc section)
+
+Selection rule (written before any eval-only number was looked at): the candidate with the
+highest TPR at 1 % FPR on the validation split (every source pooled) wins; candidates within
+0.005 of the best go to the one with fewer FLOPs per token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from dsa.data.tasks import guard_task, prompt_source
+from dsa.eval.metrics import roc_auc
+from dsa.guards.config import GuardTrainConfig
+from dsa.guards.evaluate import _logits, train_guard
+from dsa.guards.featurize import SplitData, extract_task_features, render, task_features
+from dsa.guards.operating import OPERATING_SETS, operating_points, operating_sets, tpr_at_fpr
+
+log = logging.getLogger(__name__)
+TASK = "prompt_safety"
+ALL_LAYERS = [6, 9, 12, 15, 18, 21, 24, 27]
+# candidate name -> GuardTrainConfig overrides
+CANDIDATES: dict[str, dict] = {
+    "plr_mean_last": {"arch": "plr", "layer_sets": [ALL_LAYERS], "poolings": ["mean", "last"]},
+    "plr_mean": {"arch": "plr", "layer_sets": [ALL_LAYERS], "poolings": ["mean"]},
+    "plr_last": {"arch": "plr", "layer_sets": [ALL_LAYERS], "poolings": ["last"]},
+    "plr_mid_mean_last": {"arch": "plr", "layer_sets": [[9, 14, 19, 24]], "poolings": ["mean", "last"]},
+    "plr_mlp": {"arch": "plr", "layer_sets": [ALL_LAYERS], "poolings": ["mean", "last"], "hidden": 256},
+    "rtb": {"arch": "rtb"},
+    "lst": {"arch": "lst"},
+}
+RULE = ("highest TPR at 1 % FPR on the validation split (all sources pooled); candidates within 0.005 "
+        "of the best go to the one with fewer FLOPs per token")
+TIE = 0.005
+
+
+def candidate_config(name: str, **extra) -> GuardTrainConfig:
+    return GuardTrainConfig(task=TASK, **{**CANDIDATES[name], **extra})
+
+
+def val_metrics(y: np.ndarray, logits: np.ndarray, sources: list[str], threshold_logit: float) -> dict:
+    flagged = logits >= threshold_logit
+    by_src = {s: float(flagged[[i for i, x in enumerate(sources) if x == s]].mean()) for s in sorted(set(sources))}
+    return {"auc": roc_auc(y, logits), "tpr_at_1pct_fpr": tpr_at_fpr(y, logits, 0.01),
+            "tpr_at_5pct_fpr": tpr_at_fpr(y, logits, 0.05), "flag_rate_by_source": by_src}
+
+
+def select(cands: dict[str, dict]) -> str:
+    """Apply RULE to {name: {"val": {...}, "flops_fraction_64": x}}."""
+    best = max(c["val"]["tpr_at_1pct_fpr"] for c in cands.values())
+    near = [n for n, c in cands.items() if c["val"]["tpr_at_1pct_fpr"] >= best - TIE]
+    return min(near, key=lambda n: cands[n]["flops_fraction_64"])
+
+
+def _records() -> dict[str, list]:
+    t = guard_task(TASK)
+    return {s: t.split(s) for s in ("train", "val", "test")}
+
+
+def ops_features(base, max_length: int = 256):
+    """Cached features of every operating-point set (eval-only prompts, never trained on)."""
+    return {name: extract_task_features(base, [render(base, r, "prompt") for r in recs], f"ops-{name}",
+                                        max_length=max_length, progress=False)
+            for name, recs in operating_sets().items()}
+
+
+def _logit_threshold(adapter, j: int = 0) -> float:
+    """The stored probability threshold as a raw-logit threshold (calibration is monotone)."""
+    p, t = adapter.thresholds[j], adapter.temperatures[j]
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return float(np.log(p / (1 - p)) * t)
+
+
+def _sub(split: SplitData, idx: list[int]) -> SplitData:
+    return SplitData([split.texts[i] for i in idx], split.labels[idx], [split.groups[i] for i in idx],
+                     split.feats.subset(idx))
+
+
+def run_study(base, names: list[str] | None = None, loso: bool = True) -> dict:
+    heads, mode, splits = task_features(base, TASK)
+    recs = _records()
+    sources = {s: [prompt_source(r) for r in recs[s]] for s in recs}
+    ops = ops_features(base)
+    y_va = splits["val"].labels.numpy()[:, 0]
+    out = {"rule": RULE, "candidates": {}, "n": {s: len(v.texts) for s, v in splits.items()}}
+    for name in names or list(CANDIDATES):
+        t0 = time.perf_counter()
+        cfg = candidate_config(name)
+        adapter = train_guard(base, cfg, splits, heads, mode)
+        thr = _logit_threshold(adapter)
+        val_logits = _logits(adapter.head, adapter.arch, adapter.cfg, splits["val"].feats)[:, 0]
+        op_scores = {k: _logits(adapter.head, adapter.arch, adapter.cfg, f)[:, 0] for k, f in ops.items()}
+        out["candidates"][name] = {
+            "config": CANDIDATES[name], "head": adapter.cfg, "params": adapter.info["params"],
+            "flops_fraction_64": adapter.info["flops_fraction_64"],
+            "val": val_metrics(y_va, val_logits, sources["val"], thr),
+            "eval_only": operating_points(op_scores, thr), "seconds": time.perf_counter() - t0}
+        log.info("%s: val tpr@1%% %.3f", name, out["candidates"][name]["val"]["tpr_at_1pct_fpr"])
+    out["selected"] = select(out["candidates"])
+    if loso:
+        out["loso"] = leave_one_source_out(base, out["selected"], splits, heads, mode, recs, sources)
+    return out
+
+
+def leave_one_source_out(base, name: str, splits, heads, mode, recs, sources) -> dict:
+    """Train without one source (its framed copies too), calibrate on val without it, and test on
+    every unframed row of it (all splits) against the other class's test rows of the other sources."""
+    res = {}
+    y_te = splits["test"].labels.numpy()[:, 0]
+    for src in sorted(set(sources["train"])):
+        keep = {s: [i for i, x in enumerate(sources[s]) if x != src] for s in ("train", "val")}
+        sub = {"train": _sub(splits["train"], keep["train"]), "val": _sub(splits["val"], keep["val"])}
+        adapter = train_guard(base, candidate_config(name), sub, heads, mode)
+        thr = _logit_threshold(adapter)
+        held = {s: [i for i, x in enumerate(sources[s]) if x == src and recs[s][i].meta.get("frame") is None]
+                for s in ("train", "val", "test")}
+        s_held = np.concatenate([_logits(adapter.head, adapter.arch, adapter.cfg, splits[s].feats.subset(ix))[:, 0]
+                                 for s, ix in held.items() if ix])
+        label = int(splits["train"].labels[held["train"][0], 0]) if held["train"] else None
+        other = [i for i, x in enumerate(sources["test"]) if x != src and y_te[i] != label]
+        s_other = _logits(adapter.head, adapter.arch, adapter.cfg, splits["test"].feats.subset(other))[:, 0]
+        y = np.r_[np.full(len(s_held), label), y_te[other]]
+        s = np.r_[s_held, s_other]
+        res[src] = {"label": label, "n": int(len(s_held)), "auc": roc_auc(y, s),
+                    "tpr_at_1pct_fpr": tpr_at_fpr(y, s, 0.01), "flag_rate": float((s_held >= thr).mean())}
+        log.info("loso %s: auc %.3f flag %.3f", src, res[src]["auc"], res[src]["flag_rate"])
+    return res
+
+
+def shipped_operating_points(base, adapter_dir: str, batch_size: int = 32) -> dict:
+    """Operating points of a shipped adapter, scored through the public runtime (`classify`) on
+    the raw eval prompts; records the adapter's weight hash."""
+    from tqdm.auto import tqdm
+
+    from dsa.guards import GuardBank, classify
+
+    bank = GuardBank.load([adapter_dir], base)
+    (head,) = [h for h in bank.heads if h.endswith("/unsafe")][:1]
+    scores = {}
+    for name, recs in tqdm(list(operating_sets().items()), desc="operating points"):
+        res = classify(base, bank, [r.prompt for r in recs], batch_size=batch_size)
+        scores[name] = np.array([r["scores"][head] for r in res])
+    op = operating_points(scores, bank.thresholds[head])
+    return {**op, "head": head, "adapter": adapter_dir, "weights_sha256": weights_hash(adapter_dir),
+            "via_runtime": True, "expected_label": dict(OPERATING_SETS)}
+
+
+def weights_hash(adapter_dir: str) -> str:
+    """sha256 of an adapter's weights file: which files a result describes."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256((Path(adapter_dir) / "adapter.safetensors").read_bytes()).hexdigest()
