@@ -1,40 +1,94 @@
-"""`dsa serve`: the OpenAI-compatible HTTP server (see `dsa.server`)."""
+"""`dsa serve`: the OpenAI-compatible HTTP server (see `dsa.serve`).
+
+Fails closed: without a prompt guard and an alignment adapter it refuses to start unless
+`--allow-unguarded`; adapter weights are checksum-verified at load; a client's λ only raises
+alignment above the guard policy unless its API key (`--api-keys`) has the override permission.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from dsa.cli.common import add_base_args
 
 DEFAULT_GUARD = "adapters/guards/prompt_safety"
 DEFAULT_ADAPTER = "adapters/align/dsa_adapter"
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from dsa.serve import ServerConfig
+
+    d = ServerConfig()
     p = sub.add_parser("serve", help="serve /v1/chat/completions and /v1/moderations over HTTP")
     add_base_args(p)
-    p.add_argument("--guard", action="append", help=f"guard adapter dir (repeatable; default {DEFAULT_GUARD} if present)")
-    p.add_argument("--adapter", default=None, help=f"alignment adapter dir (default {DEFAULT_ADAPTER} if present)")
+    p.add_argument("--guard", action="append", help=f"guard adapter dir (repeatable; default {DEFAULT_GUARD})")
+    p.add_argument("--adapter", default=None, help=f"alignment adapter dir (default {DEFAULT_ADAPTER})")
     p.add_argument("--response-guard", action="append", default=[],
-                   help="guard adapter read on every decoded token; a flag stops the answer (repeatable)")
+                   help="guard adapter read on every decoded token before it is shown; a flag stops the "
+                        "answer with finish_reason content_filter (repeatable)")
+    p.add_argument("--response-debounce", type=int, default=1,
+                   help="consecutive response-guard flags that stop an answer (flagged tokens are held back)")
     p.add_argument("--policy", default="step", help="guard score -> λ: step | linear | sigmoid")
+    p.add_argument("--policy-head", default=None, help="guard head driving the policy (default prompt_safety/unsafe)")
+    p.add_argument("--allow-unguarded", action="store_true",
+                   help="start even without a prompt guard and an alignment adapter (/health says so)")
+    p.add_argument("--api-keys", type=Path, default=None,
+                   help='JSON list of {"key", "name", "permissions": ["override", "scores"]}; when set, '
+                        "every /v1 request needs a bearer key")
+    p.add_argument("--expose-scores", action="store_true",
+                   help="return raw guard scores to every client (default: only to keys with 'scores')")
+    p.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens)
+    p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens,
+                   help="answer budget when a request sets none")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    p.add_argument("--max-moderation-inputs", type=int, default=d.max_moderation_inputs)
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests; more get 429")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="rows decoded together (1 = serial)")
+    p.add_argument("--batch-window-ms", type=float, default=d.batch_window_s * 1000,
+                   help="an idle worker waits this long for more requests to share a prefill")
+    p.add_argument("--model-name", default=None, help="model id clients send (default: the base's name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=run)
 
 
+def resolve_adapters(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """The guard and adapter dirs to load; ValueError (before any model is loaded) when the server
+    would run unguarded without --allow-unguarded."""
+    guards = args.guard or ([DEFAULT_GUARD] if Path(DEFAULT_GUARD).exists() else [])
+    adapter = args.adapter or (DEFAULT_ADAPTER if Path(DEFAULT_ADAPTER).exists() else None)
+    missing = [what for what, have in (("a prompt guard (--guard, default " + DEFAULT_GUARD + ")", guards),
+                                       ("an alignment adapter (--adapter, default " + DEFAULT_ADAPTER + ")",
+                                        adapter)) if not have]
+    if missing and not args.allow_unguarded:
+        raise ValueError(f"refusing to start without {' and '.join(missing)}; pass --allow-unguarded to "
+                         "serve unaligned answers")
+    return guards, adapter
+
+
 def run(args: argparse.Namespace) -> int:
     from dsa.base import load_base
     from dsa.runtime import SafetyModel
-    from dsa.server import serve
+    from dsa.serve import ServerConfig, load_api_keys, serve
 
-    guards = args.guard or ([DEFAULT_GUARD] if Path(DEFAULT_GUARD).exists() else [])
-    adapter = args.adapter or (DEFAULT_ADAPTER if Path(DEFAULT_ADAPTER).exists() else None)
+    guards, adapter = resolve_adapters(args)
+    config = ServerConfig(
+        model_name=args.model_name, api_keys=load_api_keys(args.api_keys) if args.api_keys else [],
+        allow_unguarded=args.allow_unguarded, expose_scores=args.expose_scores,
+        max_prompt_tokens=args.max_prompt_tokens, default_max_tokens=args.default_max_tokens,
+        max_body_bytes=args.max_body_bytes, max_moderation_inputs=args.max_moderation_inputs,
+        max_queue=args.max_queue, max_batch=args.max_batch, batch_window_s=args.batch_window_ms / 1000)
     base = load_base(args.base, dtype=args.dtype, device=args.device)
-    sm = SafetyModel.load(base, guards=guards, adapter=adapter, policy=args.policy,
+    sm = SafetyModel.load(base, guards=guards, adapter=adapter, policy=args.policy, policy_head=args.policy_head,
                           response_guards=args.response_guard)
-    print(f"serving {base.name} with guards {guards or 'none'} and adapter {adapter or 'none'} "
-          f"on http://{args.host}:{args.port}")
-    serve(sm, args.host, args.port)
+    sm.response_debounce = args.response_debounce
+    if not (guards and adapter):
+        log.warning("serving WITHOUT %s (--allow-unguarded)", "a prompt guard" if not guards else "an alignment adapter")
+    keys = f"{len(config.api_keys)} API keys" if config.api_keys else "no API keys (no client may lower λ)"
+    print(f"serving {base.name} with guards {guards or 'none'}, adapter {adapter or 'none'}, "
+          f"response guards {args.response_guard or 'none'} and {keys} on http://{args.host}:{args.port}")
+    serve(sm, config, args.host, args.port)
     return 0

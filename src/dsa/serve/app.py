@@ -1,0 +1,336 @@
+"""The FastAPI app: OpenAI-compatible routes in front of the model worker.
+
+    GET  /health                 readiness, guard status, queue depth, leaked hooks (0)
+    GET  /v1/models              the one model served
+    POST /v1/chat/completions    chat (+ "stream": true server-sent events); extension field
+                                 "alignment" and a "dsa" block in the answer
+    POST /v1/moderations         guard flags per input in OpenAI's moderation shape
+
+Operator policy (fail closed): λ = max(client λ, guard policy λ) unless the client's API key has
+the "override" permission; raw guard scores go only to keys with "scores" (or every client with
+`expose_scores`), since they are an oracle for tuning attacks. Every error is OpenAI's
+`{"error": {...}}`; a streaming error is an error event followed by `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dsa.serve.config import ApiKey, ServerConfig
+from dsa.serve.errors import APIError, bad_request, from_validation
+from dsa.serve.schema import ChatRequest, ModerationRequest
+from dsa.serve.worker import ChatJob, ModelWorker, ModerationJob, QueueFull, Unavailable
+
+UNGUARDED = ("serving WITHOUT a prompt guard and an alignment adapter (--allow-unguarded): "
+             "answers are not aligned by any policy")
+
+
+def is_guarded(sm) -> bool:
+    return sm.guards is not None and sm.adapter is not None
+
+
+def create_app(sm, config: ServerConfig | None = None, model_name: str | None = None) -> FastAPI:
+    """Build the app serving `sm`. Refuses (ValueError) a model without a prompt guard and an
+    alignment adapter unless `config.allow_unguarded`."""
+    config = config or ServerConfig(model_name=model_name)
+    if not is_guarded(sm) and not config.allow_unguarded:
+        missing = " and ".join(x for x, have in (("a prompt guard", sm.guards is not None),
+                                                  ("an alignment adapter", sm.adapter is not None)) if not have)
+        raise ValueError(f"refusing to serve without {missing}: pass --allow-unguarded "
+                         "(ServerConfig(allow_unguarded=True)) to serve unaligned answers")
+    name = config.model_name or model_name or sm.base.name
+    worker = ModelWorker(sm, config)
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        worker.start()
+        yield
+        await run_in_threadpool(worker.stop, config.shutdown_grace_s)
+
+    app = FastAPI(title="dsa", description=__doc__, lifespan=lifespan)
+    app.state.worker, app.state.config = worker, config
+
+    @app.exception_handler(APIError)
+    async def _api_error(_r: Request, err: APIError) -> JSONResponse:
+        return err.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_r: Request, err: RequestValidationError) -> JSONResponse:
+        return from_validation(list(err.errors())).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, err: StarletteHTTPException) -> JSONResponse:
+        return APIError(err.status_code, str(err.detail), code=None).response()
+
+    @app.exception_handler(Exception)
+    async def _internal(_r: Request, err: Exception) -> JSONResponse:
+        return APIError(500, f"internal error: {type(err).__name__}", code="internal_error").response()
+
+    def auth(request: Request) -> ApiKey | None:
+        try:
+            return config.authenticate(request.headers.get("authorization"))
+        except PermissionError as err:
+            raise APIError(401, str(err), code="invalid_api_key") from None
+
+    def check_model(model: str | None) -> None:
+        if model is not None and model != name:
+            raise APIError(404, f"the model {model!r} does not exist; this server serves {name!r}",
+                           "model", "model_not_found")
+
+    def expose(key: ApiKey | None) -> bool:
+        return config.expose_scores or (key is not None and "scores" in key.permissions)
+
+    def submit(job) -> None:
+        try:
+            worker.submit(job)
+        except QueueFull:
+            raise APIError(429, "the server is busy (request queue full); retry later", code="queue_full") from None
+        except Unavailable as err:
+            raise APIError(503, str(err), code="unavailable") from None
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        status = ("error" if not worker.alive or worker.error else "draining" if worker.draining
+                  else "ok" if is_guarded(sm) else "unguarded")
+        body = {"status": status, "ready": worker.ready, "guarded": is_guarded(sm), "base": sm.base.name,
+                "fingerprint": sm.base.fingerprint, "model": name,
+                "guard_heads": list(sm.guards.heads) if sm.guards is not None else [],
+                "policy_head": sm.policy_head, "alignment_adapter": sm.adapter is not None,
+                "response_guard": sm.response_guards is not None, "queue": len(worker.queue),
+                "active_rows": worker.active_rows(), "tap_hooks": worker.extra_hooks()}
+        if not is_guarded(sm):
+            body["warning"] = UNGUARDED
+        if worker.error:
+            body["error"] = worker.error
+        return JSONResponse(body, status_code=200 if worker.ready else 503)
+
+    @app.get("/v1/models")
+    def models(request: Request) -> dict:
+        auth(request)
+        return {"object": "list", "data": [_model_card(name, created)]}
+
+    @app.get("/v1/models/{model_id}")
+    def model(model_id: str, request: Request) -> dict:
+        auth(request)
+        check_model(model_id)
+        return _model_card(name, created)
+
+    @app.post("/v1/moderations")
+    async def moderations(request: Request) -> dict:
+        key = auth(request)
+        req = _parse(ModerationRequest, await _read_json(request, config.max_body_bytes))
+        check_model(req.model)
+        if sm.guards is None:
+            raise bad_request("this server has no guard heads loaded", "input", "no_guard")
+        if len(req.input) > config.max_moderation_inputs:
+            raise bad_request(f"at most {config.max_moderation_inputs} inputs per request", "input")
+        events: asyncio.Queue = asyncio.Queue()
+        job = ModerationJob(req.input, _sink(events))
+        submit(job)
+        ev = await _next_event(events, request, job)
+        if ev["type"] == "error":
+            raise APIError(ev["status"], ev["message"], code=ev.get("code"))
+        show = expose(key)
+        return {"id": f"modr-{uuid.uuid4().hex[:24]}", "model": name, "results": [
+            {"flagged": any(r["flags"].values()), "categories": r["flags"],
+             "category_scores": r["scores"] if show else {h: float(f) for h, f in r["flags"].items()}}
+            for r in ev["results"]]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        key = auth(request)
+        req = _parse(ChatRequest, await _read_json(request, config.max_body_bytes))
+        check_model(req.model)
+        messages = [m.as_dict() for m in req.messages]
+        alignment, floor, mode = _operator_policy(sm, req.alignment, key)
+        try:
+            sm.check_alignment(alignment, floor)
+        except ValueError as err:
+            raise bad_request(str(err), "alignment") from None
+        prompt_tokens, max_tokens = await run_in_threadpool(_budget, sm, config, messages, req.budget())
+        events: asyncio.Queue = asyncio.Queue()
+        job = ChatJob(messages, alignment, floor or 0.0, max_tokens, float(req.temperature or 0.0), req.seed,
+                      req.stop or [], _sink(events))
+        submit(job)
+        cid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        show = expose(key)
+
+        def extras(done: dict) -> dict:
+            out = {"alignment_lambda": done["lam"], "alignment_policy": mode, "stop_reason": done["stop_reason"]}
+            if show:
+                out |= {"guard_scores": done["guard_scores"], "response_guard": done["response_scores"]}
+            return out
+
+        def usage(done: dict) -> dict:
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": done["completion_tokens"],
+                    "total_tokens": prompt_tokens + done["completion_tokens"]}
+
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return _SSEResponse(_sse(events, job, cid, now, name, extras, usage, include_usage))
+        text = []
+        while True:
+            ev = await _next_event(events, request, job)
+            if ev["type"] == "delta":
+                text.append(ev["text"])
+            elif ev["type"] == "error":
+                raise APIError(ev["status"], ev["message"], code=ev.get("code"))
+            else:
+                return {"id": cid, "object": "chat.completion", "created": now, "model": name,
+                        "system_fingerprint": sm.base.fingerprint,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                                     "logprobs": None, "finish_reason": ev["finish_reason"]}],
+                        "usage": usage(ev), "dsa": extras(ev)}
+
+    return app
+
+
+def _operator_policy(sm, client, key: ApiKey | None) -> tuple[str | float, float | None, str]:
+    """(alignment, min_alignment, policy name) for a client's requested λ.
+
+    Without a client λ the guard policy decides ("auto"). A client λ is a floor on the policy's λ
+    (it can only make answers safer); only a key with "override" sets λ exactly. A server without
+    a guard and an adapter (--allow-unguarded) has no policy: λ is what the client asks (0 default).
+    """
+    override = key is not None and "override" in key.permissions
+    if client in (None, "auto"):
+        return ("auto", None, "auto") if is_guarded(sm) else (0.0, None, "unguarded")
+    if override:
+        return float(client), None, "override"
+    if is_guarded(sm):
+        return "auto", float(client), "floor"
+    return float(client), None, "unguarded"
+
+
+def _budget(sm, config: ServerConfig, messages: list[dict], asked: int | None) -> tuple[int, int]:
+    """(prompt tokens, max new tokens) after the prompt, budget and context limits (400 otherwise)."""
+    chars = sum(len(m["content"]) for m in messages)
+    if chars > 32 * config.max_prompt_tokens:  # too long to be worth tokenising
+        raise bad_request(f"the prompt is longer than --max-prompt-tokens {config.max_prompt_tokens}",
+                          "messages", "context_length_exceeded")
+    n = len(sm.base.tokenizer(sm.base.chat_text(messages), add_special_tokens=False)["input_ids"])
+    if n > config.max_prompt_tokens:
+        raise bad_request(f"the prompt has {n} tokens; this server accepts at most {config.max_prompt_tokens} "
+                          "(--max-prompt-tokens)", "messages", "context_length_exceeded")
+    context = sm.context_length or n + (asked or config.default_max_tokens)
+    if asked is None:
+        asked = max(1, min(config.default_max_tokens, context - n))
+    if n + asked > context:
+        raise bad_request(f"the prompt ({n} tokens) plus max_tokens ({asked}) exceeds the model's context of "
+                          f"{context} tokens", "max_tokens", "context_length_exceeded")
+    return n, asked
+
+
+async def _read_json(request: Request, limit: int):
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limit:
+        raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, RecursionError):
+        raise bad_request("the request body is not valid JSON", None, "invalid_json") from None
+
+
+def _parse(model, body):
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object", None, "invalid_json")
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise from_validation(err.errors()) from None
+
+
+def _sink(events: asyncio.Queue):
+    loop = asyncio.get_running_loop()
+
+    def put(event: dict) -> None:
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    return put
+
+
+async def _next_event(events: asyncio.Queue, request: Request, job) -> dict:
+    """The worker's next event for a non-streaming request; cancels the job if the client left."""
+    try:
+        while True:
+            try:
+                return await asyncio.wait_for(events.get(), 1.0)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    job.cancelled.set()
+                    raise APIError(499, "client closed the request") from None
+    except asyncio.CancelledError:
+        job.cancelled.set()
+        raise
+
+
+def _chunk(cid: str, created: int, name: str, delta: dict, finish: str | None = None, **extra) -> str:
+    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def _sse(events: asyncio.Queue, job: ChatJob, cid: str, created: int, name: str, extras, usage,
+               include_usage: bool):
+    """Server-sent events: role, content deltas, the finish chunk (+ usage), `[DONE]`. An error
+    after the stream began is an error event, then `[DONE]`. Leaving the stream cancels the row."""
+    more = {"usage": None} if include_usage else {}
+    try:
+        yield _chunk(cid, created, name, {"role": "assistant", "content": ""}, **more)
+        while True:
+            ev = await events.get()
+            if ev["type"] == "delta":
+                yield _chunk(cid, created, name, {"content": ev["text"]}, **more)
+            elif ev["type"] == "error":
+                yield f"data: {json.dumps(APIError(ev['status'], ev['message'], code=ev.get('code')).body())}\n\n"
+                break
+            else:
+                yield _chunk(cid, created, name, {}, ev["finish_reason"], dsa=extras(ev), **more)
+                if include_usage:
+                    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+                            "choices": [], "usage": usage(ev)}
+                    yield f"data: {json.dumps(body)}\n\n"
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancelled.set()  # a no-op once done; otherwise the row leaves the batch at the next step
+
+
+class _SSEResponse(StreamingResponse):
+    """Closes the event generator however the response ends (a vanished client included), so the
+    job is cancelled at once rather than when the generator is garbage-collected."""
+
+    def __init__(self, gen):
+        super().__init__(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._gen = gen
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._gen.aclose()
+
+
+def _model_card(name: str, created: int) -> dict:
+    return {"id": name, "object": "model", "created": created, "owned_by": "dsa"}
