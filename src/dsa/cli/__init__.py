@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "dsa.cli.analyze_cmd",
     "align": "dsa.cli.align_cmd",  # also registers `dsa generate` and `dsa chat`
     "serve": "dsa.cli.serve_cmd",
+    "eval": "dsa.cli.eval_cmd",
 }
 
 

@@ -1,0 +1,118 @@
+"""The utility benchmarks as data: local documents, fixed subsets, and their scoring rules.
+
+    ifeval_docs(n=40)          IFEval prompts from `<data>/ifeval/input_data.jsonl`
+    mmlu_docs(n=1000)          MMLU test questions (`load_source("mmlu")`, split "eval")
+    ifeval_check(doc, answer)  lm-eval's IFEval checkers (strict and loose) on one answer
+    cloze_requests(doc)        MMLU cloze: ("Question: …\\nAnswer:", " choice") per choice
+    cloze_metrics(doc, lls)    acc and acc_norm of one question, as lm-eval's multiple_choice
+
+Subsets are fixed: the first `n` documents in sha256 order of their id (seed 0: sha256(id), the
+order `dsa align eval` uses for its MMLU letter subset, so both MMLU formats see the same
+questions; seed s > 0: sha256(f"{s}:{id}")). The lm-eval task YAMLs in `dsa/eval/tasks/` and the
+Python API in `dsa.eval.utility` both read documents and score answers through these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+
+CLOZE_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+def hashed_subset(items: Sequence, ident: Callable[[object], str], n: int | None, seed: int = 0) -> list:
+    """The first `n` items in sha256 order of their id (all of them, in that order, for n=None)."""
+    def h(x) -> str:
+        s = ident(x) if seed == 0 else f"{seed}:{ident(x)}"
+        return hashlib.sha256(s.encode()).hexdigest()
+
+    if n is not None and n < 1:
+        raise ValueError(f"n must be a positive number of documents, got {n}")
+    ordered = sorted(items, key=h)
+    return ordered if n is None else ordered[:n]
+
+
+# ---- IFEval -------------------------------------------------------------------------------------
+def ifeval_docs(n: int | None = None, seed: int = 0) -> list[dict]:
+    """IFEval documents (key, prompt, instruction_id_list, kwargs); eval-only."""
+    from dsa.data.records import DataError
+    from dsa.data.sources import data_dir
+
+    path = data_dir() / "ifeval" / "input_data.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: missing (is the data folder complete?)")
+    docs = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            doc = json.loads(line)
+            missing = {"key", "prompt", "instruction_id_list", "kwargs"} - set(doc)
+            if missing:
+                raise DataError(f"{path.name}: line {i}: missing {sorted(missing)}")
+            docs.append(doc)
+    return hashed_subset(docs, lambda d: f"ifeval:{d['key']}", n, seed)
+
+
+def _ifeval_utils():
+    """lm-eval's IFEval module, once NLTK's punkt_tab is known to be there (its import would
+    otherwise try to download it)."""
+    from dsa.eval.punkt_data import punkt_available
+
+    if not punkt_available():
+        raise RuntimeError("NLTK punkt_tab (English) is missing, needed by the IFEval checkers: "
+                           "run `python -m dsa.eval.punkt_data` (scripts/setup.sh does)")
+    import langdetect
+
+    langdetect.DetectorFactory.seed = 0  # the language checkers give the same verdict every run
+    from lm_eval.tasks.ifeval import utils
+
+    return utils
+
+
+def ifeval_check(doc: dict, response: str) -> dict:
+    """lm-eval's `process_results` for IFEval: prompt_level_{strict,loose}_acc (bool) and
+    inst_level_{strict,loose}_acc (one bool per instruction)."""
+    return _ifeval_utils().process_results(doc, [response])
+
+
+def ifeval_metrics(checks: Sequence[dict]) -> dict:
+    """Prompt- and instruction-level accuracy, strict and loose, over checked answers."""
+    if not checks:
+        raise ValueError("no IFEval answers to aggregate")
+    inst_s = [x for c in checks for x in c["inst_level_strict_acc"]]
+    inst_l = [x for c in checks for x in c["inst_level_loose_acc"]]
+    return {
+        "prompt_strict": sum(c["prompt_level_strict_acc"] for c in checks) / len(checks),
+        "inst_strict": sum(inst_s) / len(inst_s),
+        "prompt_loose": sum(c["prompt_level_loose_acc"] for c in checks) / len(checks),
+        "inst_loose": sum(inst_l) / len(inst_l),
+        "n_prompts": len(checks), "n_instructions": len(inst_s),
+    }
+
+
+# ---- MMLU cloze ---------------------------------------------------------------------------------
+def mmlu_docs(n: int | None = 1000, seed: int = 0) -> list[dict]:
+    """MMLU test questions (id, subject, question, choices, answer index)."""
+    from dsa.data.sources import load_source
+
+    rows = [r for r in load_source("mmlu") if r.split == "eval"]
+    return [{"id": r.id, "subject": r.meta["subject"], "question": r.main_text, "choices": list(r.meta["choices"]),
+             "answer": int(r.meta["answer"])} for r in hashed_subset(rows, lambda r: r.id, n, seed)]
+
+
+def cloze_context(doc: dict) -> str:
+    return CLOZE_TEMPLATE.format(question=doc["question"].strip())
+
+
+def cloze_requests(doc: dict) -> list[tuple[str, str]]:
+    """(context, " " + choice text) per choice: lm-eval's mmlu continuation format, zero-shot."""
+    return [(cloze_context(doc), f" {c}") for c in doc["choices"]]
+
+
+def cloze_metrics(doc: dict, lls: Sequence[float]) -> dict:
+    """acc: argmax of summed log-likelihoods; acc_norm: argmax of log-likelihood per character of
+    the choice text (lm-eval's `acc_norm`)."""
+    norm = [ll / max(1, len(c)) for ll, c in zip(lls, doc["choices"], strict=True)]
+    gold = int(doc["answer"])
+    return {"acc": float(max(range(len(lls)), key=lambda i: lls[i]) == gold),
+            "acc_norm": float(max(range(len(norm)), key=lambda i: norm[i]) == gold)}
