@@ -100,6 +100,27 @@ def baseline_predictions(task: str, method: str, compute: bool, minilm_epochs: i
     return preds
 
 
+def _kept_from_previous(path: Path, tasks) -> dict:
+    """What an earlier results file holds for tasks not re-run now (and the shipped guards'
+    operating points), so evaluating one task never drops the others' numbers."""
+    import json
+
+    if not path.exists():
+        return {}
+    prev = json.loads(path.read_text())
+    redo = set(tasks) | ({"xstest"} if "prompt_safety" in tasks else set())
+    keep = {t for t in prev.get("tasks", {}) if t not in redo}
+    old_cmd = prev.get("command", "")
+    out = {"tasks": {t: prev["tasks"][t] for t in keep},
+           "dsa_heads": {t: v for t, v in prev.get("dsa_heads", {}).items() if t in keep},
+           "task_commands": {t: prev.get("task_commands", {}).get(t, old_cmd) for t in keep}}
+    if "openai_moderation" in keep:
+        out["openai_moderation_per_category"] = prev.get("openai_moderation_per_category", {})
+    if "operating_points" in prev:
+        out["operating_points"] = prev["operating_points"]
+    return out
+
+
 def _main_head(heads: list[str]) -> int:
     return heads.index("any") if "any" in heads else 0
 
@@ -110,7 +131,8 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
     """Score every DSA head and baseline on `tasks`; baselines named in `compute_baselines` are
     trained where no cached predictions exist, the others are read from the cache when present."""
     results: dict = {"command": command, "base": base.name, "base_fingerprint": base.fingerprint, "tasks": {},
-                     "openai_moderation_per_category": {}, "dsa_heads": {}, "notes": {}}
+                     "openai_moderation_per_category": {}, "dsa_heads": {}, "notes": {}, "task_commands": {}}
+    results.update(_kept_from_previous(Path(out_json), tasks))
     curves: dict[str, dict] = {}
     no_features = []
     for task in tasks:
@@ -132,6 +154,7 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
         j = _main_head(heads)
         if not preds:
             continue
+        results["task_commands"][task] = command
         results["tasks"][task] = {m: report_from_logits(y_va, p["val"], y_te, p["test"], j) for m, p in preds.items()}
         results["dsa_heads"][task] = {m: p["info"] for m, p in preds.items() if "info" in p}
         curves[task] = {m: (y_te[:, j], p["test"][:, j]) for m, p in preds.items()}
@@ -146,7 +169,7 @@ def evaluate_all(base, tasks=EVAL_TASKS, out_json="results/guard.json", doc="doc
                                           for m, p in preds.items() if "xstest" in p}
             curves["xstest"] = {m: (y_xs[:, 0], p["xstest"][:, 0]) for m, p in preds.items() if "xstest" in p}
         write_json(Path(out_json), results)  # after every task: a killed run keeps what it measured
-    missing_tasks = [t for t in EVAL_TASKS if t not in tasks]
+    missing_tasks = [t for t in EVAL_TASKS if t not in results["tasks"]]
     missing = {t: [m for m in BASELINES if m not in r]
                for t, r in results["tasks"].items()}
     results["notes"]["missing"] = (
