@@ -52,6 +52,14 @@ def _alignment(text: str) -> str | float:
         raise ValueError(f"--alignment must be 'auto' or a number in [0, 1], got {text!r}") from None
 
 
+def _require_lm_eval() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise RuntimeError("the utility benchmarks need lm-eval: pip install -c requirements-lock.txt -e '.[eval]' "
+                           "(scripts/setup.sh installs it)")
+
+
 def cmd_utility(args) -> int:
     from pathlib import Path
 
@@ -61,6 +69,7 @@ def cmd_utility(args) -> int:
     from dsa.eval import utility
     from dsa.runtime import SafetyModel
 
+    _require_lm_eval()
     alignment = _alignment(args.alignment)
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be a positive number, got {args.n}")
@@ -92,6 +101,7 @@ def cmd_utility(args) -> int:
 
 
 def cmd_lm_eval(args) -> int:
+    _require_lm_eval()
     from dsa.eval.lm_eval_model import run_cli
 
     run_cli(args.args)
