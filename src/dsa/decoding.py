@@ -57,7 +57,8 @@ class DecodeBatch:
     def finish(self, i: int, reason: str) -> None:
         if not bool(self.done[i]):
             self.rows[i].stop, self.rows[i].held = reason, []
-            self.done[i] = True
+            with torch.inference_mode():  # the flags were made in inference mode
+                self.done[i] = True
 
     def guard_scores(self, i: int) -> dict[str, float]:
         return {h: float(v[i]) for h, v in self.scores.items()} if self.scores else {}

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from dsa.decoding import DecodeBatch, IncrementalDetokenizer
 from dsa.serve.config import ServerConfig
 from dsa.taps import hook_count
@@ -182,8 +184,9 @@ class ModelWorker:
     # ---- the loop (worker thread) -------------------------------------------------------------
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
-                self._iterate()
+            with torch.inference_mode():
+                while not self._stop.is_set():
+                    self._iterate()
         except BaseException as err:  # the loop itself failed: say so on /health, fail the waiters
             log.exception("model worker crashed")
             self.error = f"{type(err).__name__}: {err}"
@@ -252,12 +255,15 @@ class ModelWorker:
         try:
             self.sm.decode_step(batch)
             self.steps += 1
-        except Exception as err:
+            self._dispatch(batch)
+        except Exception as err:  # fail this batch's requests, keep serving
             log.exception("decode step failed")
             for row in batch.rows:
                 row.tag.sink(_error(500, f"internal error: {type(err).__name__}"))
             batch.select([])
-            return
+
+    def _dispatch(self, batch: DecodeBatch) -> None:
+        """Hand each row's new text to its request; finished rows leave the batch."""
         done = []
         for i, row in enumerate(batch.rows):
             job: ChatJob = row.tag
