@@ -16,7 +16,9 @@ def serve(sm, config: ServerConfig | None = None, host: str = "127.0.0.1", port:
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
-            worker.drain()  # new requests get 503 at once; running ones finish within the grace
+            # new requests get 503 at once; running ones finish, or end with an error event and
+            # [DONE] shortly before uvicorn's grace period closes their connections
+            worker.drain(within=max(0.5, config.shutdown_grace_s - 1.5))
             super().handle_exit(sig, frame)
 
     DrainingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level,

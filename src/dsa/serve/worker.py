@@ -136,6 +136,7 @@ class ModelWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._drain_deadline: float | None = None
         self.baseline_hooks = hook_count(sm.base.model)
 
     # ---- control (called from the event loop) -------------------------------------------------
@@ -160,9 +161,12 @@ class ModelWorker:
         self.start()
         self.queue.put(job)
 
-    def drain(self) -> None:
-        """Refuse new work; finish what is queued or running."""
+    def drain(self, within: float | None = None) -> None:
+        """Refuse new work; finish what is queued or running, or after `within` seconds end it
+        with an error event (so streams still close cleanly before the server exits)."""
         self.draining = True
+        if within is not None:
+            self._drain_deadline = time.monotonic() + within
 
     def stop(self, timeout: float = 5.0) -> None:
         """Drain for up to `timeout` seconds, then fail whatever is left and end the thread."""
@@ -194,6 +198,8 @@ class ModelWorker:
             self._fail_all(503, "the server is shutting down" if self.error is None else "the model worker stopped")
 
     def _iterate(self) -> None:
+        if self._drain_deadline is not None and time.monotonic() > self._drain_deadline:
+            self._fail_all(503, "the server is shutting down")
         idle = not self.batches
         capacity = self.config.max_batch - self.active_rows()
         jobs = self.queue.take(capacity, timeout=0.05 if idle else 0.0)

@@ -1,0 +1,192 @@
+"""A real uvicorn server on 127.0.0.1 (tiny model): the official `openai` client, dropped streams,
+SIGTERM, and hypothesis fuzzing of every route with 0 responses >= 500."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsa.serve import ServerConfig, create_app
+from dsa.serve.config import ApiKey, _digest
+
+from .server_tiny import PROMPT, chat_body, live_server, tiny_model
+
+KEY = "ops-key-0123456789abcdef"
+
+
+def test_official_openai_client():
+    openai = pytest.importorskip("openai")
+    keys = [ApiKey("ops", _digest(KEY), frozenset({"override"}))]
+    with live_server(create_app(tiny_model(), ServerConfig(model_name="tiny", api_keys=keys))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        msgs = [{"role": "user", "content": PROMPT}]
+        r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=5, extra_body={"alignment": 0.5})
+        assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= 5
+        assert r.model_extra["dsa"]["alignment_lambda"] == 0.5  # the override key sets λ exactly
+        chunks = list(client.chat.completions.create(model="tiny", messages=msgs, max_tokens=5, stream=True,
+                                                     stream_options={"include_usage": True}))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == r.choices[0].message.content or r.model_extra["dsa"]["alignment_lambda"] != 0
+        assert chunks[-1].usage.completion_tokens <= 5
+        mod = client.moderations.create(model="tiny", input=["hello", PROMPT])
+        assert len(mod.results) == 2
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="tiny", messages=msgs, extra_body={"alignment": 5})
+        assert err.value.body["param"] == "alignment"
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4o", messages=msgs)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong-key-0123456789", max_retries=0).models.list()
+
+
+def _stream(url: str, body: dict, drop_after: int | None, out: list) -> None:
+    lines = []
+    with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                lines.append(line)
+                if drop_after is not None and len(lines) >= drop_after:
+                    break  # the client goes away mid-answer ("stop generating")
+    out.append(lines)
+
+
+def test_dropped_streams_free_their_rows_next_request_starts_and_no_hooks_are_left():
+    sm = tiny_model(response_bias=-50.0)  # a response guard too: more taps per step
+    rows_per_step = []
+    step = sm.decode_step
+
+    def slow_step(batch):
+        rows_per_step.append(len(batch))
+        time.sleep(0.01)
+        step(batch)
+
+    sm.decode_step = slow_step
+    with live_server(create_app(sm, ServerConfig(model_name="tiny"))) as url:
+        body = chat_body(max_tokens=150, stream=True)
+        kept, dropped = [], []
+        threads = [threading.Thread(target=_stream, args=(url, body, 3 if i % 2 else None, dropped if i % 2 else kept))
+                   for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(kept) == 5 and all(ls[-1] == "data: [DONE]" for ls in kept)
+        finishes = [json.loads(ls[-2][6:])["choices"][0]["finish_reason"] for ls in kept]
+        assert set(finishes) <= {"stop", "length"}
+        t0 = time.monotonic()
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat_body(max_tokens=2), timeout=30)
+        assert r.status_code == 200 and time.monotonic() - t0 < 5
+        deadline = time.monotonic() + 5
+        while (health := httpx.get(f"{url}/health").json())["active_rows"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health["active_rows"] == 0 and health["tap_hooks"] == 0
+    # dropped rows left the batch early: far fewer row-steps than 10 full answers
+    assert sum(rows_per_step) < 5 * 150 + 5 * 60
+
+
+def test_sigterm_drains_and_exits_within_10_s(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "serve_tiny.py"
+    script.write_text(
+        "import time\n"
+        "from tests.unit.server_tiny import tiny_model\n"
+        "from dsa.serve import ServerConfig, serve\n"
+        "sm = tiny_model()\n"
+        "step = sm.decode_step\n"
+        "sm.decode_step = lambda b: (time.sleep(0.05), step(b))\n"
+        f"serve(sm, ServerConfig(model_name='tiny'), port={port}, log_level='warning')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=Path.cwd())
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        out: list = []
+        t = threading.Thread(target=_stream, args=(url, chat_body(max_tokens=200, stream=True), None, out))
+        t.start()
+        time.sleep(1.0)  # the stream is running
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        # uvicorn re-raises the captured SIGTERM once it has shut down gracefully
+        assert time.monotonic() - t0 < 10 and proc.returncode in (0, -signal.SIGTERM)
+        t.join(10)
+        assert out and out[0][-1] == "data: [DONE]"  # the cut answer still ends cleanly
+        assert "shutting down" in out[0][-2]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+# ---- fuzzing ---------------------------------------------------------------------------------
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
+                    st.text(max_size=12), st.sampled_from(["\ud800", "auto", "", "\udfff x"]))
+_json = st.recursive(_scalar, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+                     max_leaves=6)
+_content = st.text(max_size=40) | st.lists(
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=12) | _json}),
+    max_size=3) | _json
+_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "developer", "tool"]) | _json,
+                                  "content": _content})
+_number = st.floats() | st.integers(-(2**65), 2**65) | _json
+_chat = st.fixed_dictionaries(
+    {"messages": st.lists(_message, min_size=1, max_size=3) | _json},
+    optional={"max_tokens": st.integers(-2, 4) | _json, "max_completion_tokens": st.integers(0, 3) | _json,
+              "temperature": _number, "seed": _number, "alignment": _number | st.just("auto"),
+              "stop": st.text(max_size=3) | st.lists(st.text(max_size=3), max_size=5) | _json,
+              "stream": st.booleans(), "n": st.integers(0, 3), "top_p": _number, "model": st.sampled_from(["tiny", "x"]),
+              "stream_options": st.fixed_dictionaries({"include_usage": st.booleans() | _json}) | _json,
+              "frequency_penalty": _number, "user": _json})
+_moderation = st.fixed_dictionaries({"input": st.text(max_size=30) | st.lists(st.text(max_size=10), max_size=40) | _json},
+                                    optional={"model": st.sampled_from(["tiny", "x"]) | _json})
+
+
+@pytest.fixture(scope="module")
+def fuzz_client():
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(tiny_model(response_bias=0.0), ServerConfig(model_name="tiny")))
+
+
+def _check(resp) -> None:
+    assert resp.status_code < 500, resp.text
+    if resp.status_code >= 400:
+        assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_chat)
+def test_fuzz_chat_never_5xx(fuzz_client, body):
+    raw = json.dumps(body, allow_nan=True).encode()
+    if body.get("stream") is True:
+        with fuzz_client.stream("POST", "/v1/chat/completions", content=raw) as r:
+            lines = list(r.iter_lines())
+        assert r.status_code < 500
+        if r.status_code == 200:
+            assert [ln for ln in lines if ln][-1] == "data: [DONE]"
+        return
+    _check(fuzz_client.post("/v1/chat/completions", content=raw))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_moderation | _json)
+def test_fuzz_moderations_never_5xx(fuzz_client, body):
+    _check(fuzz_client.post("/v1/moderations", content=json.dumps(body, allow_nan=True).encode()))
