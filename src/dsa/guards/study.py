@@ -105,11 +105,12 @@ def run_study(base, names: list[str] | None = None, loso: bool = True) -> dict:
         log.info("%s: val tpr@1%% %.3f", name, out["candidates"][name]["val"]["tpr_at_1pct_fpr"])
     out["selected"] = select(out["candidates"])
     if loso:
-        out["loso"] = leave_one_source_out(base, out["selected"], splits, heads, mode, recs, sources)
+        out["loso"] = leave_one_source_out(base, out["selected"], splits, heads, mode, recs, sources,
+                                           out["candidates"][out["selected"]]["head"].get("C"))
     return out
 
 
-def leave_one_source_out(base, name: str, splits, heads, mode, recs, sources) -> dict:
+def leave_one_source_out(base, name: str, splits, heads, mode, recs, sources, chosen_c=None) -> dict:
     """Train without one source (its framed copies too), calibrate on val without it, and test on
     every unframed row of it (all splits) against the other class's test rows of the other sources."""
     res = {}
@@ -117,7 +118,9 @@ def leave_one_source_out(base, name: str, splits, heads, mode, recs, sources) ->
     for src in sorted(set(sources["train"])):
         keep = {s: [i for i, x in enumerate(sources[s]) if x != src] for s in ("train", "val")}
         sub = {"train": _sub(splits["train"], keep["train"]), "val": _sub(splits["val"], keep["val"])}
-        adapter = train_guard(base, candidate_config(name), sub, heads, mode)
+        # the inverse L2 strength the full model chose, so each fold fits once (not a C search per fold)
+        fixed = {"C_grid": list(chosen_c)} if chosen_c else {}
+        adapter = train_guard(base, candidate_config(name, **fixed), sub, heads, mode)
         thr = _logit_threshold(adapter)
         held = {s: [i for i, x in enumerate(sources[s]) if x == src and recs[s][i].meta.get("frame") is None]
                 for s in ("train", "val", "test")}

@@ -99,6 +99,7 @@ def fit_plr_linear(train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y
             auc = roc_auc(y_va[k_va, j].numpy(), clf.decision_function(x_va[k_va.numpy()]))
             if best is None or auc > best[0]:
                 best = (auc, clf)
+        cfg.setdefault("C", []).append(float(best[1].C))  # the chosen strength per head, recorded
         w[j] = torch.as_tensor(best[1].coef_[0], dtype=torch.float32)
         b[j] = float(best[1].intercept_[0])
     with torch.no_grad():
