@@ -15,7 +15,14 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from dsa.adapter_io import CONFIG, WEIGHTS, atomic_write_text, read_adapter_meta, tensors_checksum, verify_checksum
+from dsa.adapter_io import (
+    CONFIG,
+    WEIGHTS,
+    atomic_write_text,
+    read_adapter_meta,
+    tensors_checksum,
+    verify_checksum,
+)
 
 
 def main() -> int:
