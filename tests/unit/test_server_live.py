@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from dsa.serve import ServerConfig, create_app
 from dsa.serve.config import ApiKey, _digest
 
+from .server_fuzz import any_json, chat_bodies, moderation_bodies
 from .server_tiny import PROMPT, chat_body, live_server, tiny_model
 
 KEY = "ops-key-0123456789abcdef"
@@ -136,29 +136,6 @@ def test_sigterm_drains_and_exits_within_10_s(tmp_path):
             proc.kill()
 
 
-# ---- fuzzing ---------------------------------------------------------------------------------
-_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
-                    st.text(max_size=12), st.sampled_from(["\ud800", "auto", "", "\udfff x"]))
-_json = st.recursive(_scalar, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                     max_leaves=6)
-_content = st.text(max_size=40) | st.lists(
-    st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=12) | _json}),
-    max_size=3) | _json
-_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "developer", "tool"]) | _json,
-                                  "content": _content})
-_number = st.floats() | st.integers(-(2**65), 2**65) | _json
-_chat = st.fixed_dictionaries(
-    {"messages": st.lists(_message, min_size=1, max_size=3) | _json},
-    optional={"max_tokens": st.integers(-2, 4) | _json, "max_completion_tokens": st.integers(0, 3) | _json,
-              "temperature": _number, "seed": _number, "alignment": _number | st.just("auto"),
-              "stop": st.text(max_size=3) | st.lists(st.text(max_size=3), max_size=5) | _json,
-              "stream": st.booleans(), "n": st.integers(0, 3), "top_p": _number, "model": st.sampled_from(["tiny", "x"]),
-              "stream_options": st.fixed_dictionaries({"include_usage": st.booleans() | _json}) | _json,
-              "frequency_penalty": _number, "user": _json})
-_moderation = st.fixed_dictionaries({"input": st.text(max_size=30) | st.lists(st.text(max_size=10), max_size=40) | _json},
-                                    optional={"model": st.sampled_from(["tiny", "x"]) | _json})
-
-
 @pytest.fixture(scope="module")
 def fuzz_client():
     from fastapi.testclient import TestClient
@@ -173,7 +150,7 @@ def _check(resp) -> None:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=_chat)
+@given(body=chat_bodies())
 def test_fuzz_chat_never_5xx(fuzz_client, body):
     raw = json.dumps(body, allow_nan=True).encode()
     if body.get("stream") is True:
@@ -187,6 +164,6 @@ def test_fuzz_chat_never_5xx(fuzz_client, body):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=_moderation | _json)
+@given(body=moderation_bodies() | any_json)
 def test_fuzz_moderations_never_5xx(fuzz_client, body):
     _check(fuzz_client.post("/v1/moderations", content=json.dumps(body, allow_nan=True).encode()))
