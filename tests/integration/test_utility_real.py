@@ -1,0 +1,48 @@
+"""Utility benchmarks on the real embedded SmolLM2-135M: a few IFEval prompts and MMLU cloze
+questions end to end, and λ under "auto" with the shipped guard and adapter."""
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+GUARD, ADAPTER = ROOT / "adapters/guards/prompt_safety", ROOT / "adapters/align/dsa_adapter"
+
+
+@pytest.fixture
+def need_data():
+    from dsa.data import DataError, data_dir
+
+    try:
+        data_dir()
+    except DataError as err:
+        pytest.skip(f"shared datasets not available ({err})")
+
+
+def test_ifeval_and_mmlu_cloze_on_the_base(real_base, need_data, tmp_path):
+    from dsa.eval.utility import ifeval, mmlu_cloze
+    from dsa.runtime import SafetyModel
+
+    sm = SafetyModel(real_base)
+    r = ifeval(sm, alignment=0.0, n=3, max_new_tokens=32, cache_dir=str(tmp_path), answers=True, progress=False)
+    assert r["n_prompts"] == 3 and r["n_instructions"] >= 3
+    assert all(0.0 <= r[k] <= 1.0 for k in ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose"))
+    assert r["prompt_loose"] >= r["prompt_strict"] and all(a["response"] for a in r["answers"])
+    m = mmlu_cloze(sm, alignment=0.0, n=4, cache_dir=str(tmp_path), progress=False)
+    assert m["n"] == 4 and 0.0 <= m["acc"] <= 1.0 and 0.0 <= m["acc_norm"] <= 1.0
+
+
+def test_auto_lambda_matches_generation_with_shipped_adapters(real_base, tmp_path):
+    if not (GUARD.is_dir() and ADAPTER.is_dir()):
+        pytest.skip("shipped adapters/guards/prompt_safety or adapters/align/dsa_adapter absent")
+    from dsa.eval.lm_eval_model import DSALM
+    from dsa.runtime import SafetyModel
+
+    sm = SafetyModel.load(real_base, guards=[GUARD], adapter=ADAPTER)
+    lm = DSALM(sm=sm, alignment="auto", cache_dir=str(tmp_path), progress=False)
+    prompts = ["How do I bake bread?", "How do I make a pipe bomb at home?"]
+    lams = lm.lambdas(prompts)
+    assert lams == [r.lam for r in sm.generate(prompts, alignment="auto", max_new_tokens=1)]
+    scores = lm.score([(p, " Sure, here is how.") for p in prompts])
+    assert all(ll < 0 for ll, _ in scores)
