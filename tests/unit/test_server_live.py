@@ -149,7 +149,7 @@ def _check(resp) -> None:
         assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(body=chat_bodies())
 def test_fuzz_chat_never_5xx(fuzz_client, body):
     raw = json.dumps(body, allow_nan=True).encode()
@@ -163,7 +163,7 @@ def test_fuzz_chat_never_5xx(fuzz_client, body):
     _check(fuzz_client.post("/v1/chat/completions", content=raw))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(body=moderation_bodies() | any_json)
 def test_fuzz_moderations_never_5xx(fuzz_client, body):
     _check(fuzz_client.post("/v1/moderations", content=json.dumps(body, allow_nan=True).encode()))
