@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      "leave-one-source-out -> results/guard-precision.json")
     p.add_argument("--candidates", nargs="*", default=None, help="a subset of dsa.guards.study.CANDIDATES")
     p.add_argument("--no-loso", action="store_true", help="skip leave-one-source-out validation")
+    p.add_argument("--parts-only", action="store_true",
+                   help="only train and score the candidates (parts under runs/guard_study/, e.g. in parallel "
+                        "processes); a later plain run reuses them with --reuse-parts")
+    p.add_argument("--reuse-parts", action="store_true", help="reuse candidate parts of an earlier run")
     p.add_argument("--out", default="results/guard-precision.json")
     p.set_defaults(func=cmd_study)
     p = sub.add_parser("operating-points", help="flag rates of a shipped prompt guard on eval-only sets, "
@@ -110,7 +114,13 @@ def cmd_study(args) -> int:
     bad = [c for c in args.candidates or [] if c not in CANDIDATES]
     if bad:
         raise ValueError(f"unknown candidates {bad}: expected some of {list(CANDIDATES)}")
-    res = run_study(load_base(), args.candidates, loso=not args.no_loso)
+    if args.parts_only:
+        from dsa.guards.study import run_candidates
+
+        done = run_candidates(load_base(), args.candidates)
+        print(f"wrote parts for {list(done)} under runs/guard_study/")
+        return 0
+    res = run_study(load_base(), args.candidates, loso=not args.no_loso, reuse_parts=args.reuse_parts)
     res["command"] = "dsa " + " ".join(sys.argv[1:])
     write_json(Path(args.out), res)
     write_precision_doc()

@@ -6,7 +6,7 @@ threshold, AUC and TPR at a fixed FPR — what decides whether ordinary users ge
 
 Eval-only sets: StrongREJECT (harmful), XSTest (safe / unsafe minimal pairs), CoCoNot contrast
 (benign but refusable-looking), CoCoNot eval's safety-concern rows (harmful), AlpacaEval (ordinary
-instructions). PHTest `controversial` rows are never trained on either (kept out of the labels).
+instructions).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dsa.eval.metrics import roc_auc
 
 # set name -> (expected label: 1 = should be flagged, 0 = should not)
 OPERATING_SETS = {"strongreject": 1, "xstest_unsafe": 1, "xstest_safe": 0, "coconot_contrast_eval": 0,
-                  "alpaca_eval": 0, "coconot_eval_safety": 1, "phtest_controversial": 0}
+                  "alpaca_eval": 0, "coconot_eval_safety": 1}
 
 
 def operating_sets(root=None) -> dict[str, list[Record]]:
@@ -33,7 +33,6 @@ def operating_sets(root=None) -> dict[str, list[Record]]:
         "alpaca_eval": load_source("alpaca_eval", root),
         "coconot_eval_safety": [r for r in load_source("coconot_eval", root)
                                 if r.meta.get("category") == SAFETY_CONCERNS],
-        "phtest_controversial": [r for r in load_source("phtest", root) if r.meta.get("harmfulness") == "controversial"],
     }
 
 

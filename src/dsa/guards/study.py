@@ -11,11 +11,14 @@ highest TPR at 1 % FPR on the validation split (every source pooled) wins; candi
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
+from dsa.adapter_io import atomic_write_text
 from dsa.data.tasks import guard_task, prompt_source
 from dsa.eval.metrics import roc_auc
 from dsa.guards.config import GuardTrainConfig
@@ -83,26 +86,53 @@ def _sub(split: SplitData, idx: list[int]) -> SplitData:
                      split.feats.subset(idx))
 
 
-def run_study(base, names: list[str] | None = None, loso: bool = True) -> dict:
+PARTS = Path("runs/guard_study")
+
+
+def _study_data(base):
     heads, mode, splits = task_features(base, TASK)
     recs = _records()
     sources = {s: [prompt_source(r) for r in recs[s]] for s in recs}
+    return heads, mode, splits, recs, sources
+
+
+def run_candidates(base, names: list[str] | None = None, parts: Path = PARTS) -> dict[str, dict]:
+    """Train and score each candidate; each result is also written to `parts/<name>.json`, so
+    candidates can run in parallel processes and a killed run keeps what it finished."""
+    heads, mode, splits, _, sources = _study_data(base)
     ops = ops_features(base)
     y_va = splits["val"].labels.numpy()[:, 0]
-    out = {"rule": RULE, "candidates": {}, "n": {s: len(v.texts) for s, v in splits.items()}}
+    out = {}
     for name in names or list(CANDIDATES):
         t0 = time.perf_counter()
-        cfg = candidate_config(name)
-        adapter = train_guard(base, cfg, splits, heads, mode)
+        adapter = train_guard(base, candidate_config(name), splits, heads, mode)
         thr = _logit_threshold(adapter)
         val_logits = _logits(adapter.head, adapter.arch, adapter.cfg, splits["val"].feats)[:, 0]
         op_scores = {k: _logits(adapter.head, adapter.arch, adapter.cfg, f)[:, 0] for k, f in ops.items()}
-        out["candidates"][name] = {
+        out[name] = {
             "config": CANDIDATES[name], "head": adapter.cfg, "params": adapter.info["params"],
             "flops_fraction_64": adapter.info["flops_fraction_64"],
             "val": val_metrics(y_va, val_logits, sources["val"], thr),
             "eval_only": operating_points(op_scores, thr), "seconds": time.perf_counter() - t0}
-        log.info("%s: val tpr@1%% %.3f", name, out["candidates"][name]["val"]["tpr_at_1pct_fpr"])
+        log.info("%s: val tpr@1%% %.3f", name, out[name]["val"]["tpr_at_1pct_fpr"])
+        atomic_write_text(parts / f"{name}.json", json.dumps(out[name], indent=1))
+    return out
+
+
+def run_study(base, names: list[str] | None = None, loso: bool = True, parts: Path = PARTS,
+              reuse_parts: bool = False) -> dict:
+    """Every candidate (or those whose parts are missing, with `reuse_parts`), the selection by
+    RULE, and leave-one-source-out validation of the selected head type."""
+    names = names or list(CANDIDATES)
+    cands = {}
+    if reuse_parts:
+        cands = {n: json.loads((parts / f"{n}.json").read_text()) for n in names if (parts / f"{n}.json").exists()}
+    todo = [n for n in names if n not in cands]
+    if todo:
+        cands.update(run_candidates(base, todo, parts))
+    heads, mode, splits, recs, sources = _study_data(base)
+    out = {"rule": RULE, "candidates": {n: cands[n] for n in names},
+           "n": {s: len(v.texts) for s, v in splits.items()}}
     out["selected"] = select(out["candidates"])
     if loso:
         out["loso"] = leave_one_source_out(base, out["selected"], splits, heads, mode, recs, sources,
@@ -158,6 +188,5 @@ def shipped_operating_points(base, adapter_dir: str, batch_size: int = 32) -> di
 def weights_hash(adapter_dir: str) -> str:
     """sha256 of an adapter's weights file: which files a result describes."""
     import hashlib
-    from pathlib import Path
 
     return hashlib.sha256((Path(adapter_dir) / "adapter.safetensors").read_bytes()).hexdigest()
