@@ -36,10 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     u.add_argument("--out", default=None, help="write the metrics as JSON here")
     u.set_defaults(func=cmd_utility)
+    # every argument after `lm-eval` (options and --help included) belongs to lm-eval: a prefix
+    # character no lm-eval option uses keeps argparse from reading them as ours
     e = sub.add_parser("lm-eval", help="lm-eval's command line with the `dsa` model and dsa_* tasks",
-                       description="Runs lm-eval with `--model dsa` registered and dsa/eval/tasks on --include_path; "
-                                   "every argument after `lm-eval` goes to lm-eval.")
-    e.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval arguments")
+                       prefix_chars="+", add_help=False)
+    e.add_argument("args", nargs="*", help="lm-eval arguments")
     e.set_defaults(func=cmd_lm_eval)
 
 

@@ -76,6 +76,8 @@ class DSALM(LM):
             from dsa.runtime import SafetyModel
 
             guard_dirs = [g for g in (guards.split("+") if isinstance(guards, str) else guards or []) if g]
+            if device and device.startswith("cuda") and not torch.cuda.is_available():
+                device = None  # lm-eval's --device defaults to cuda
             b = load_base(base, dtype=dtype, device=device or "cpu")
             sm = SafetyModel.load(b, guards=guard_dirs, adapter=adapter or None, policy=policy)
             config = config or _default_config(alignment, guard_dirs, adapter, policy)
