@@ -249,9 +249,9 @@ class Evaluator:
                                     f"{name} {k}", self.answer_file(name, k))
             answers[k], lams[k] = [r["text"] for r in rows], [float(r["lam"]) for r in rows]
         metrics = {
-            "strongreject_refusal": _mean(judge.judge(answers["strongreject"])),
-            "xstest_safe_refusal": _mean(judge.judge(answers["xstest_safe"])),
-            "coconot_contrast_refusal": _mean(judge.judge(answers["coconot_contrast"])),
+            "strongreject_refusal": _mean(judge.judge(answers["strongreject"], sets["strongreject"])),
+            "xstest_safe_refusal": _mean(judge.judge(answers["xstest_safe"], sets["xstest_safe"])),
+            "coconot_contrast_refusal": _mean(judge.judge(answers["coconot_contrast"], sets["coconot_contrast"])),
             "benign_identity": _mean([a == b for a, b in zip(answers["benign"], base_ans["benign"], strict=True)]),
         }
         n = {"strongreject_refusal": len(sets["strongreject"]), "xstest_safe_refusal": len(sets["xstest_safe"]),
@@ -294,6 +294,33 @@ class Evaluator:
                 cache[k] = bool(any(r["flags"].values()))
             _write_cache(path, cache)
         return _mean(cache[k] for k in keys)
+
+    # ---- judge-free utility stage -----------------------------------------------------------
+    def run_utility(self, name: str) -> dict:
+        """IFEval (greedy answers through the runtime) and MMLU cloze of one configuration."""
+        from dsa.eval.utility import ifeval, mmlu_cloze
+
+        cfg = self.cfg
+        sm, alignment = self.safety_model(name)
+        tag = f"{name.replace('@', '_at_')}-{self.artifacts_key(name)}"
+        metrics, n, extra = {}, {}, {}
+        if cfg.n_ifeval:
+            r = ifeval(sm, alignment, n=cfg.n_ifeval, max_new_tokens=cfg.ifeval_max_new_tokens,
+                       batch_size=cfg.batch_size, config=tag)
+            for k in ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose"):
+                metrics[f"ifeval_{k}"] = r[k]
+                n[f"ifeval_{k}"] = r["n_instructions" if k.startswith("inst") else "n_prompts"]
+            extra["ifeval"] = {k: r[k] for k in ("max_new_tokens", "share_length_stopped", "mean_lambda",
+                                                 "share_aligned", "seconds_per_prompt") if k in r}
+        if cfg.n_mmlu_cloze:
+            r = mmlu_cloze(sm, alignment, n=cfg.n_mmlu_cloze, config=tag)
+            metrics.update(mmlu_cloze_acc=r["acc"], mmlu_cloze_acc_norm=r["acc_norm"])
+            n.update(mmlu_cloze_acc=r["n"], mmlu_cloze_acc_norm=r["n"])
+            extra["mmlu_cloze"] = {k: r[k] for k in ("subset", "format", "mean_lambda", "share_aligned") if k in r}
+        self.unpatch()
+        update_part(name, metrics, n, {**extra, "via_runtime": alignment == "auto",
+                                       "weights_sha256": self.weights_sha256(name)})
+        return metrics
 
     # ---- log-likelihood stage -------------------------------------------------------------
     def mmlu_prompts(self) -> tuple[list[str], list[int]]:
