@@ -190,7 +190,7 @@ def _cache_plan(base: Base, texts: list[str], name: str, groups, max_length: int
 def extract_task_features(base: Base, texts: Sequence[str], name: str, *, groups: Sequence[object] | None = None,
                           max_length: int = 256, window: int = 64, ladder_layers: Sequence[int] = LADDER_LAYERS,
                           shard_size: int = 256, batch_tokens: int = 4096, max_batch: int = 64,
-                          root: Path | None = None, progress: bool = True) -> TaskFeatures:
+                          root: Path | None = None, progress: bool = True, tokens: bool = True) -> TaskFeatures:
     """One base forward per text (shared prefixes of a group computed once); resumable by shard.
 
     Args:
@@ -222,15 +222,22 @@ def extract_task_features(base: Base, texts: Sequence[str], name: str, *, groups
         if progress and len(units) < 20:
             el = time.perf_counter() - t0
             print(f"{name}: {done}/{len(texts)} texts, {n_tokens / el:.0f} tok/s computed", flush=True)
-    return load_task_features(d, ladder)
+    return load_task_features(d, ladder, tokens)
 
 
-def load_task_features(d: Path, ladder: tuple[int, ...]) -> TaskFeatures:
+def load_task_features(d: Path, ladder: tuple[int, ...], tokens: bool = True) -> TaskFeatures:
+    """Every shard of a cache directory, in text order. `tokens=False` skips the per-token ladder
+    states (most of the bytes) for heads that read pooled states only."""
     parts: dict[str, list[torch.Tensor]] = {"mean": [], "last": [], "tokens": [], "ntok": [], "index": []}
     for shard in sorted(Path(d).glob("shard-*.safetensors")):
         with safe_open(str(shard), "pt") as f:
             for key in parts:
+                if key == "tokens" and not tokens:
+                    continue
                 parts[key].append(f.get_tensor(key))
+    if not tokens:  # one zero-width token row per text keeps offsets and subset() consistent
+        parts["ntok"] = [torch.zeros_like(t) for t in parts["ntok"]]
+        parts["tokens"] = [torch.zeros(0, len(ladder), 1, dtype=torch.bfloat16)]
     ntok = torch.cat(parts["ntok"]).long()
     feats = TaskFeatures(torch.cat(parts["mean"]).float(), torch.cat(parts["last"]).float(),
                          torch.cat(parts["tokens"]), ntok,
@@ -337,14 +344,15 @@ def features_cached(base: Base, name: str, *, max_length: int | None = None, win
 
 
 def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,
-                  progress: bool = True, train_cap: int | None = _CAP) -> tuple[list[str], str, dict[str, SplitData]]:
+                  progress: bool = True, train_cap: int | None = _CAP,
+                  tokens: bool = True) -> tuple[list[str], str, dict[str, SplitData]]:
     """`task_splits` with cached features attached (one shard directory per task)."""
     heads, mode, splits = task_splits(base, name, train_cap)
     order = [s for s in ("train", "val", "test") if s in splits]
     texts = [t for s in order for t in splits[s].texts]
     groups = [g for s in order for g in splits[s].groups]
     feats = extract_task_features(base, texts, name, groups=groups, max_length=max_length or TASK_MAX_LENGTH.get(name, 256),
-                                  window=window, progress=progress)
+                                  window=window, progress=progress, tokens=tokens)
     start = 0
     for s in order:
         n = len(splits[s].texts)

@@ -67,10 +67,10 @@ def _records() -> dict[str, list]:
     return {s: t.split(s) for s in ("train", "val", "test")}
 
 
-def ops_features(base, max_length: int = 256):
+def ops_features(base, max_length: int = 256, tokens: bool = True):
     """Cached features of every operating-point set (eval-only prompts, never trained on)."""
     return {name: extract_task_features(base, [render(base, r, "prompt") for r in recs], f"ops-{name}",
-                                        max_length=max_length, progress=False)
+                                        max_length=max_length, progress=False, tokens=tokens)
             for name, recs in operating_sets().items()}
 
 
@@ -89,8 +89,12 @@ def _sub(split: SplitData, idx: list[int]) -> SplitData:
 PARTS = Path("runs/guard_study")
 
 
-def _study_data(base):
-    heads, mode, splits = task_features(base, TASK)
+def _needs_tokens(names) -> bool:
+    return any(CANDIDATES[n]["arch"] != "plr" for n in names)
+
+
+def _study_data(base, tokens: bool = True):
+    heads, mode, splits = task_features(base, TASK, tokens=tokens)
     recs = _records()
     sources = {s: [prompt_source(r) for r in recs[s]] for s in recs}
     return heads, mode, splits, recs, sources
@@ -99,11 +103,12 @@ def _study_data(base):
 def run_candidates(base, names: list[str] | None = None, parts: Path = PARTS) -> dict[str, dict]:
     """Train and score each candidate; each result is also written to `parts/<name>.json`, so
     candidates can run in parallel processes and a killed run keeps what it finished."""
-    heads, mode, splits, _, sources = _study_data(base)
-    ops = ops_features(base)
+    names = names or list(CANDIDATES)
+    heads, mode, splits, _, sources = _study_data(base, _needs_tokens(names))
+    ops = ops_features(base, tokens=_needs_tokens(names))
     y_va = splits["val"].labels.numpy()[:, 0]
     out = {}
-    for name in names or list(CANDIDATES):
+    for name in names:
         t0 = time.perf_counter()
         adapter = train_guard(base, candidate_config(name), splits, heads, mode)
         thr = _logit_threshold(adapter)
@@ -130,7 +135,7 @@ def run_study(base, names: list[str] | None = None, loso: bool = True, parts: Pa
     todo = [n for n in names if n not in cands]
     if todo:
         cands.update(run_candidates(base, todo, parts))
-    heads, mode, splits, recs, sources = _study_data(base)
+    heads, mode, splits, recs, sources = _study_data(base, _needs_tokens([select(cands)]))
     out = {"rule": RULE, "candidates": {n: cands[n] for n in names},
            "n": {s: len(v.texts) for s, v in splits.items()}}
     out["selected"] = select(out["candidates"])
