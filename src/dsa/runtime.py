@@ -84,8 +84,10 @@ class SafetyModel:
 
     def __init__(self, base: Base, guards=None, adapter: LogitAdapter | None = None,
                  policy: Policy | str = "step", policy_head: str | None = None, response_guards=None,
-                 **policy_kwargs: float):
-        self.base, self.guards, self.adapter = base, guards, adapter
+                 patch=None, **policy_kwargs: float):
+        if adapter is not None and patch is not None:
+            raise ValueError("give one alignment route: a DSA adapter or a LoRA patch, not both")
+        self.base, self.guards, self.adapter, self.patch = base, guards, adapter, patch
         self.response_guards = response_guards
         self.policy_head = resolve_policy_head(guards, policy_head)
         if isinstance(policy, str):
@@ -105,8 +107,22 @@ class SafetyModel:
         base = load_base(base) if isinstance(base, str) else base
         bank = GuardBank.load(list(guards), base) if guards else None
         rbank = GuardBank.load(list(response_guards), base) if response_guards else None
-        lad = LogitAdapter.load(adapter, base) if adapter else None
-        return cls(base, bank, lad, policy, policy_head, response_guards=rbank, **policy_kwargs)
+        lad = patch = None
+        if adapter and _adapter_kind(adapter) == "lora_patch":
+            from dsa.align.lora import load_lora_patch
+
+            patch = load_lora_patch(adapter, base.model, base.fingerprint)
+            patch.set_strength(0.0)
+            log.warning("LoRA patch %s applied to the base in place (strength 0 except on aligned rows); "
+                        "sm.patch.unpatch() restores the base", adapter)
+        elif adapter:
+            lad = LogitAdapter.load(adapter, base)
+        return cls(base, bank, lad, policy, policy_head, response_guards=rbank, patch=patch, **policy_kwargs)
+
+    @property
+    def can_align(self) -> bool:
+        """Whether λ > 0 can be applied: a DSA adapter (logit mixing) or a LoRA patch (α = λ per row)."""
+        return self.adapter is not None or self.patch is not None
 
     # ---- pieces -------------------------------------------------------------------------------
     def encode(self, messages: Sequence[Messages]) -> dict[str, torch.Tensor]:
@@ -140,12 +156,12 @@ class SafetyModel:
                 raise ValueError(f"alignment must be 'auto', a number or one number per row, got {alignment!r}")
             if self.guards is None:
                 raise ValueError("alignment='auto' needs a prompt guard (none loaded)")
-            if self.adapter is None:
+            if not self.can_align:
                 raise ValueError("alignment='auto' needs an alignment adapter (none loaded): without one "
                                  "no λ can be applied; pass alignment=0 to generate unaligned")
         else:
             _lambda_values(alignment, "alignment")
-        if self.adapter is None and _may_align(alignment, min_alignment):
+        if not self.can_align and _may_align(alignment, min_alignment):
             raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
 
     def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int,
@@ -255,6 +271,13 @@ class SafetyModel:
         scores = self._prompt_scores(messages, cache, mask)
         lam = (self._mixed_lambda(alignment, scores, n, min_alignment) if mixed
                else self._lambda(alignment, scores, n, min_alignment)).to(ids.device)
+        if self.patch is not None and bool((lam > 0).any()):
+            # the guard read the unpatched states; the rows to align are prefilled again at α = λ
+            # (rows at λ = 0 get the base's states and KV bit for bit)
+            base_cache = _dynamic_cache(self.base.model.config)
+            with patch_strength(self.patch, lam):
+                out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                      past_key_values=base_cache, use_cache=True, logits_to_keep=1)
         ad_cache = aligned = None
         if self.adapter is not None and (keep_adapter or bool((lam > 0).any())):
             ad_cache = _dynamic_cache(self.adapter.tail.config)
@@ -312,7 +335,7 @@ class SafetyModel:
         rguard = self.response_guards
         taps = [self.adapter.input_tap] if batch.ad_cache is not None else []
         taps += [t for t in (rguard.taps if rguard is not None else []) if t not in taps]
-        with self._scoped_taps(taps) as cache:
+        with self._scoped_taps(taps) as cache, patch_strength(self.patch, batch.lam):
             out = self.base.model(input_ids=nxt[:, None], attention_mask=batch.mask,
                                   position_ids=batch.last_pos, past_key_values=batch.base_cache, use_cache=True)
         flagged = torch.zeros(len(batch), dtype=torch.bool, device=nxt.device)
@@ -378,7 +401,7 @@ class SafetyModel:
         lam = torch.tensor([float(policy[i]) if auto[i] else float(alignment[i]) for i in range(batch)])
         if min_alignment is not None:
             lam = torch.maximum(lam, _per_row(min_alignment, batch, "min_alignment"))
-        if self.adapter is None and bool((lam > 0).any()):
+        if not self.can_align and bool((lam > 0).any()):
             raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
         return lam
 
@@ -395,7 +418,34 @@ class SafetyModel:
         aligned = None
         if use_adapter:
             aligned, _ = self.adapter(cache[self.adapter.input_tap], attention_mask, pos)
+        if self.patch is not None and bool((lam > 0).any()):
+            with patch_strength(self.patch, lam):
+                patched = self.base.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos)
+            return patched.logits, out.logits
         return mix_logits(out.logits, aligned, lam.to(input_ids.device)), out.logits
+
+
+class patch_strength:
+    """Within the block a LoRA patch runs at α = λ per row (rows at 0 are the base); 0 after it.
+    A no-op without a patch or when every λ is 0."""
+
+    def __init__(self, patch, lam: torch.Tensor):
+        self.patch, self.lam = patch, lam
+
+    def __enter__(self):
+        if self.patch is not None and bool((self.lam > 0).any()):
+            self.patch.set_strength(self.lam.float())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.patch is not None:
+            self.patch.set_strength(0.0)
+
+
+def _adapter_kind(path) -> str | None:
+    from dsa.adapter_io import read_adapter_meta
+
+    return read_adapter_meta(path).get("kind")
 
 
 def resolve_policy_head(guards, name: str | None) -> str | None:

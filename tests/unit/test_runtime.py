@@ -133,3 +133,45 @@ def test_policy_uses_the_named_head_and_its_calibrated_threshold():
     assert [r.lam for r in other.generate(PROMPTS, alignment="auto", max_new_tokens=2)] == [1.0] * 3
     with pytest.raises(ValueError, match="not loaded"):
         SafetyModel(base, bank, sm.adapter, "step", policy_head="nope")
+
+
+def _patched_model(tmp_path=None):
+    from dsa.align.lora import LoRASpec, patch_lora
+
+    base = tiny_base("llama", layers=4)
+    bank = ProbeBank("layers.1.resid_post", base.d_model)
+    plain = [r.token_ids for r in SafetyModel(base).generate(PROMPTS, alignment=0.0, max_new_tokens=6)]
+    patch = patch_lora(base.model, LoRASpec(r=4))
+    for p in patch.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    patch.set_strength(0.0)
+    return SafetyModel(base, bank, policy="step", patch=patch), plain
+
+
+def test_lora_patch_route_lambda_zero_is_the_base_and_per_row_alpha_matches_a_global_patch():
+    sm, plain = _patched_model()
+    zero = sm.generate(PROMPTS, alignment=0.0, max_new_tokens=6)
+    assert [r.token_ids for r in zero] == plain  # strength 0: the base bit for bit
+    mixed = sm.generate(PROMPTS, alignment=[0.0, 1.0, 0.0], max_new_tokens=6)
+    sm.patch.set_strength(1.0)  # the whole model patched at α = 1, decoded as the base
+    full = SafetyModel(sm.base).generate(PROMPTS, alignment=0.0, max_new_tokens=6)
+    sm.patch.set_strength(0.0)
+    assert mixed[0].token_ids == plain[0] and mixed[2].token_ids == plain[2]
+    assert mixed[1].token_ids == full[1].token_ids != plain[1]
+    assert all(m.strength == 0.0 for m in sm.patch.modules.values())  # reset after every forward
+    # the guard reads the unpatched states: scores do not depend on λ
+    assert [r.guard_scores for r in mixed] == [r.guard_scores for r in zero]
+
+
+def test_safety_model_load_routes_a_lora_patch_file(tmp_path):
+    from dsa.align.lora import LoRASpec, patch_lora
+
+    base = tiny_base("llama", layers=4)
+    patch = patch_lora(base.model, LoRASpec(r=4))
+    patch.save(tmp_path / "patch", base.fingerprint, base.name)
+    patch.unpatch()
+    sm = SafetyModel.load(base, adapter=tmp_path / "patch")
+    assert sm.patch is not None and sm.adapter is None and sm.can_align
+    assert sm.generate(PROMPTS[:1], alignment=1.0, max_new_tokens=2)[0].lam == 1.0
+    with pytest.raises(ValueError, match="one alignment route"):
+        SafetyModel(base, adapter=object(), patch=sm.patch)
