@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="reuse DSA head predictions of an earlier run with identical configs")
     p.add_argument("--out", default="results/guard.json")
     p.add_argument("--doc", default="docs/results-guard.md")
+    p.add_argument("--doc-only", action="store_true", help="rewrite the doc from the results file (no training)")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("study", help="prompt-guard precision study: candidate heads, selection on val, "
                                      "leave-one-source-out -> results/guard-precision.json")
@@ -85,6 +86,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.doc_only:
+        from dsa.guards.doc import write_doc
+
+        write_doc(json.loads(Path(args.out).read_text()), args.doc)
+        print(f"wrote {args.doc} from {args.out}")
+        return 0
     from dsa.base import load_base
     from dsa.guards.evaluate import EVAL_TASKS
     from dsa.guards.report import evaluate_all

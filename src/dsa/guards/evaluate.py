@@ -35,7 +35,8 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
                 heads: list[str] | None = None, mode: str | None = None) -> GuardAdapter:
     """Train one guard adapter as `cfg` says (features from the cache), calibrated on val."""
     if splits is None:
-        heads, mode, splits = task_features(base, cfg.task, max_length=cfg.max_length, window=cfg.window)
+        heads, mode, splits = task_features(base, cfg.task, max_length=cfg.max_length, window=cfg.window,
+                                            tokens=cfg.arch != "plr")  # PLR reads pooled states only
     tr, va = splits["train"], splits["val"]
     d = base.d_model
     t0 = time.perf_counter()
