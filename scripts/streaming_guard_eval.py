@@ -1,7 +1,7 @@
 """Streaming moderation on the response_harm test answers: the shipped response guard read token
 by token as `SafetyModel` reads it while decoding; writes results/streaming.json.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py [--n 400]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py [--safe 300]
 
 Each answer is teacher-forced after its prompt (the base is causal, so the hidden states equal
 those of decoding it); the guard's incremental state (`GuardBank.stream_state`) starts from the
@@ -42,7 +42,8 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--guard", default=str(ROOT / "adapters/guards/response_harm"))
-    p.add_argument("--n", type=int, default=0, help="answers to read (0 = the whole test split)")
+    p.add_argument("--safe", type=int, default=0,
+                   help="safe answers to read, the first ones of the split (0 = all); every harmful one is read")
     p.add_argument("--max-response-tokens", type=int, default=256)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "streaming.json")
     args = p.parse_args()
@@ -51,8 +52,9 @@ def main() -> int:
     bank = GuardBank.load([args.guard], base)
     head = bank.heads[0]
     records = [r for r in guard_task("response_harm").test if r.label is not None]
-    if args.n:
-        records = records[: args.n]
+    if args.safe:
+        safe = [r for r in records if r.label == 0][: args.safe]
+        records = [r for r in records if r.label == 1] + safe
     tok = base.tokenizer
     per_answer, update_s, rescore_s, n_updates = [], 0.0, 0.0, 0
     t_start = time.perf_counter()
@@ -101,7 +103,7 @@ def main() -> int:
     safe = [a for a in per_answer if a["label"] == 0]
     out = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py"
-                   + (f" --n {args.n}" if args.n else ""),
+                   + (f" --safe {args.safe}" if args.safe else ""),
         "guard": str(Path(args.guard).relative_to(ROOT)) if Path(args.guard).is_relative_to(ROOT) else args.guard,
         "head": head, "threshold": bank.thresholds[head],
         "answers": len(per_answer), "harmful": len(harmful), "safe": len(safe),

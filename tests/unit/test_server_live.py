@@ -167,3 +167,11 @@ def test_fuzz_chat_never_5xx(fuzz_client, body):
 @given(body=moderation_bodies() | any_json)
 def test_fuzz_moderations_never_5xx(fuzz_client, body):
     _check(fuzz_client.post("/v1/moderations", content=json.dumps(body, allow_nan=True).encode()))
+
+
+
+def test_openapi_document_carries_the_request_bodies():
+    doc = create_app(tiny_model(), ServerConfig(model_name="tiny")).openapi()
+    body = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ChatRequest"}
+    assert {"ChatRequest", "ModerationRequest", "ChatMessage", "TextPart"} <= set(doc["components"]["schemas"])

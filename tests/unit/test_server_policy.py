@@ -191,7 +191,8 @@ def test_moderation_and_chat_give_one_score_for_a_long_prompt():
     assert chat == pytest.approx(mod, abs=1e-6)
 
 
-def test_concurrent_requests_share_decode_steps_and_match_solo_answers():
+@pytest.mark.parametrize("cfg", [{}, {"max_prefill_tokens": 1}])  # 1: one new request admitted per step
+def test_concurrent_requests_share_decode_steps_and_match_solo_answers(cfg):
     import threading
 
     sm = tiny_model()
@@ -203,7 +204,7 @@ def test_concurrent_requests_share_decode_steps_and_match_solo_answers():
         step(batch)
 
     sm.decode_step = counting
-    c = _client(sm, batch_window_s=0.2)
+    c = _client(sm, batch_window_s=0.2, **cfg)
     prompts = ["hello there", PROMPT, "what is two plus two", "tell me a poem"]
     solo = {p: c.post("/v1/chat/completions", json=chat_body(p)).json()["choices"][0]["message"]["content"]
             for p in prompts}
@@ -220,3 +221,11 @@ def test_concurrent_requests_share_decode_steps_and_match_solo_answers():
         t.join()
     assert max(sizes) > 1  # rows of several requests in one decode step
     assert out == solo
+
+
+def test_dsa_serve_refuses_to_start_unguarded(tmp_path, monkeypatch, capsys):
+    from dsa.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no adapters/ here
+    assert main(["serve", "--port", "1"]) == 2
+    assert "refusing to start without a prompt guard" in capsys.readouterr().err

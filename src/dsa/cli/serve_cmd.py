@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-moderation-inputs", type=int, default=d.max_moderation_inputs)
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests; more get 429")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="rows decoded together (1 = serial)")
+    p.add_argument("--max-prefill-tokens", type=int, default=d.max_prefill_tokens,
+                   help="prompt tokens admitted into the batch per decode step (bounds the stall of running streams)")
     p.add_argument("--batch-window-ms", type=float, default=d.batch_window_s * 1000,
                    help="an idle worker waits this long for more requests to share a prefill")
     p.add_argument("--model-name", default=None, help="model id clients send (default: the base's name)")
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         allow_unguarded=args.allow_unguarded, expose_scores=args.expose_scores,
         max_prompt_tokens=args.max_prompt_tokens, default_max_tokens=args.default_max_tokens,
         max_body_bytes=args.max_body_bytes, max_moderation_inputs=args.max_moderation_inputs,
-        max_queue=args.max_queue, max_batch=args.max_batch, batch_window_s=args.batch_window_ms / 1000)
+        max_queue=args.max_queue, max_batch=args.max_batch, max_prefill_tokens=args.max_prefill_tokens,
+        batch_window_s=args.batch_window_ms / 1000)
     base = load_base(args.base, dtype=args.dtype, device=args.device)
     sm = SafetyModel.load(base, guards=guards, adapter=adapter, policy=args.policy, policy_head=args.policy_head,
                           response_guards=args.response_guard)

@@ -57,7 +57,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
     async def lifespan(_app: FastAPI):
         worker.start()
         yield
-        await run_in_threadpool(worker.stop, config.shutdown_grace_s)
+        # uvicorn has already waited its grace period for open connections
+        await run_in_threadpool(worker.stop, 1.0)
 
     app = FastAPI(title="dsa", description=__doc__, lifespan=lifespan)
     app.state.worker, app.state.config = worker, config
@@ -127,7 +128,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         check_model(model_id)
         return _model_card(name, created)
 
-    @app.post("/v1/moderations")
+    @app.post("/v1/moderations", openapi_extra=_request_body(ModerationRequest))
     async def moderations(request: Request) -> dict:
         key = auth(request)
         req = _parse(ModerationRequest, await _read_json(request, config.max_body_bytes))
@@ -148,7 +149,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
              "category_scores": r["scores"] if show else {h: float(f) for h, f in r["flags"].items()}}
             for r in ev["results"]]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_request_body(ChatRequest))
     async def chat(request: Request):
         key = auth(request)
         req = _parse(ChatRequest, await _read_json(request, config.max_body_bytes))
@@ -162,7 +163,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         prompt_tokens, max_tokens = await run_in_threadpool(_budget, sm, config, messages, req.budget())
         events: asyncio.Queue = asyncio.Queue()
         job = ChatJob(messages, alignment, floor or 0.0, max_tokens, float(req.temperature or 0.0), req.seed,
-                      req.stop or [], _sink(events))
+                      req.stop or [], _sink(events), prompt_tokens)
         submit(job)
         cid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         show = expose(key)
@@ -194,7 +195,31 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
                                      "logprobs": None, "finish_reason": ev["finish_reason"]}],
                         "usage": usage(ev), "dsa": extras(ev)}
 
+    _document_bodies(app, (ChatRequest, ModerationRequest))
     return app
+
+
+def _request_body(model) -> dict:
+    # the routes read their bodies themselves (size limit, error shape), so FastAPI cannot infer them
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _document_bodies(app: FastAPI, models) -> None:
+    """Put the request models' JSON schemas into the OpenAPI document (for clients and fuzzers)."""
+    default = app.openapi
+
+    def openapi() -> dict:
+        doc = default()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            if model.__name__ not in schemas:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+        return doc
+
+    app.openapi = openapi
 
 
 def _operator_policy(sm, client, key: ApiKey | None) -> tuple[str | float, float | None, str]:

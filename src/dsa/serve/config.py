@@ -61,6 +61,7 @@ class ServerConfig:
     max_queue: int = 64  # waiting requests; more get 429
     max_batch: int = 16  # rows decoded together
     batch_window_s: float = 0.005  # an idle worker waits this long for more requests to batch
+    max_prefill_tokens: int = 8192  # prompt tokens admitted per step (at least one request)
     max_stop: int = 4
     shutdown_grace_s: float = 5.0
 

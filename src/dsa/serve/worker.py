@@ -40,6 +40,7 @@ class ChatJob:
     seed: int | None
     stop: list[str]
     sink: Sink
+    prompt_tokens: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)
     detok: IncrementalDetokenizer | None = None
     stopper: StopMatcher | None = None
@@ -118,6 +119,11 @@ class JobQueue:
             self._items = rest
             return out
 
+    def put_front(self, jobs: list) -> None:
+        """Return jobs taken but not admitted yet, ahead of everything else."""
+        with self._cv:
+            self._items.extendleft(reversed(jobs))
+
     def wake(self) -> None:
         with self._cv:
             self._cv.notify_all()
@@ -168,8 +174,10 @@ class ModelWorker:
         if within is not None:
             self._drain_deadline = time.monotonic() + within
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Drain for up to `timeout` seconds, then fail whatever is left and end the thread."""
+    def stop(self, timeout: float = 2.0) -> None:
+        """Drain for up to `timeout` seconds, then fail whatever is left and end the thread (a
+        step in progress finishes first; the thread is a daemon, so the process never waits on it
+        for more than `timeout` + 1 s)."""
         self.drain()
         deadline = time.monotonic() + timeout
         while self._thread is not None and (self.active_rows() or len(self.queue)) and time.monotonic() < deadline:
@@ -177,7 +185,7 @@ class ModelWorker:
         self._stop.set()
         self.queue.wake()
         if self._thread is not None:
-            self._thread.join(max(0.1, deadline - time.monotonic() + 1.0))
+            self._thread.join(1.0)
 
     def active_rows(self) -> int:
         return sum(len(b) for b in self.batches)
@@ -202,7 +210,7 @@ class ModelWorker:
             self._fail_all(503, "the server is shutting down")
         idle = not self.batches
         capacity = self.config.max_batch - self.active_rows()
-        jobs = self.queue.take(capacity, timeout=0.05 if idle else 0.0)
+        jobs = self.queue.take(capacity, timeout=0.5 if idle else 0.0)
         n_chats = sum(isinstance(j, ChatJob) for j in jobs)
         if idle and n_chats and self.config.batch_window_s > 0 and n_chats < capacity:
             time.sleep(self.config.batch_window_s)  # let a burst of requests share one prefill
@@ -211,6 +219,14 @@ class ModelWorker:
             if isinstance(job, ModerationJob) and not job.cancelled.is_set():
                 self._moderate(job)
         chats = [j for j in jobs if isinstance(j, ChatJob) and not j.cancelled.is_set()]
+        # bound one iteration's prefill so long prompts cannot stall the running streams for long
+        budget, admit = self.config.max_prefill_tokens, []
+        while chats and (not admit or budget >= chats[0].prompt_tokens):
+            budget -= chats[0].prompt_tokens
+            admit.append(chats.pop(0))
+        if chats:
+            self.queue.put_front(chats)
+        chats = admit
         if chats:
             self._admit(chats)
         for batch in self.batches:
