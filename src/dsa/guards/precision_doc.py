@@ -93,6 +93,10 @@ def write_precision_doc(path: Path = DOC) -> Path | None:
              f"Rule (validation data only): {study['rule']}. Selected: **{study['selected']}**. The eval-only "
              "columns are reported for every candidate but were not used to choose; flag rates are at each "
              "candidate's own threshold (5 % FPR on validation).", "", *candidates_table(study), ""]
+    for name, why in study.get("not_measured", {}).items():
+        lines += [f"Not measured: `{name}` — {why}.", ""]
+    if study.get("assembled"):
+        lines += [f"How this file was made: {study['assembled']}.", ""]
     if "loso" in study:
         lines += ["## Leave-one-source-out", "",
                   f"The selected head type ({study['selected']}) retrained without one source (its framed copies "
