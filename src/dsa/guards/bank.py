@@ -276,16 +276,19 @@ def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: 
 
     texts = [render_input(base, x) for x in inputs]
     ids = tokenize(base, texts, bank.max_length)
-    results: list[dict] = []
+    # length-sorted batches: a batch pads to its longest text, so mixing lengths wastes most of it
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    results: list[dict] = [None] * len(ids)  # type: ignore[list-item]
     for k in range(0, len(ids), batch_size):
-        input_ids, mask = pad_right(ids[k:k + batch_size], base.tokenizer.pad_token_id)
+        rows = order[k:k + batch_size]
+        input_ids, mask = pad_right([ids[i] for i in rows], base.tokenizer.pad_token_id)
         with torch.inference_mode():
             _, cache = run_with_taps(base.model, {"input_ids": input_ids.to(base.device),
                                                   "attention_mask": mask.to(base.device)},
                                      bank.taps, spec=base.spec, need_output=False)
             scores = bank.score(cache, mask.to(base.device))
         flags = bank.flags(scores)
-        for r in range(input_ids.shape[0]):
-            results.append({"scores": {q: float(s[r]) for q, s in scores.items()},
-                            "flags": {q: bool(f[r]) for q, f in flags.items()}})
+        for r, i in enumerate(rows):
+            results[i] = {"scores": {q: float(s[r]) for q, s in scores.items()},
+                          "flags": {q: bool(f[r]) for q, f in flags.items()}}
     return results

@@ -182,9 +182,14 @@ def shipped_operating_points(base, adapter_dir: str, batch_size: int = 32) -> di
     bank = GuardBank.load([adapter_dir], base)
     (head,) = [h for h in bank.heads if h.endswith("/unsafe")][:1]
     scores = {}
+    done = PARTS / f"operating-{weights_hash(adapter_dir)[:16]}.json"  # per-set scores: a rerun resumes
+    cached = json.loads(done.read_text()) if done.exists() else {}
     for name, recs in tqdm(list(operating_sets().items()), desc="operating points"):
-        res = classify(base, bank, [r.prompt for r in recs], batch_size=batch_size)
-        scores[name] = np.array([r["scores"][head] for r in res])
+        if name not in cached:
+            res = classify(base, bank, [r.prompt for r in recs], batch_size=batch_size)
+            cached[name] = [r["scores"][head] for r in res]
+            atomic_write_text(done, json.dumps(cached))
+        scores[name] = np.array(cached[name])
     op = operating_points(scores, bank.thresholds[head])
     return {**op, "head": head, "adapter": adapter_dir, "weights_sha256": weights_hash(adapter_dir),
             "via_runtime": True, "expected_label": dict(OPERATING_SETS)}
