@@ -218,7 +218,7 @@ class IncrementalDetokenizer:
         new = self._decode(self.ids[self.prefix:])
         if new.endswith("\ufffd"):
             return ""  # an incomplete multi-byte character: wait for its next byte
-        delta = new[len(prev):] if new.startswith(prev) else new
+        delta = new[len(prev):]  # (a tokenizer that rewrites earlier text would lose that rewrite)
         self.prefix, self.read = self.read, len(self.ids)
         text = self.pending + delta
         if not self.started:
