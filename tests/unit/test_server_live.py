@@ -50,12 +50,15 @@ def test_official_openai_client():
             openai.OpenAI(base_url=f"{url}/v1", api_key="wrong-key-0123456789", max_retries=0).models.list()
 
 
-def _stream(url: str, body: dict, drop_after: int | None, out: list) -> None:
+def _stream(url: str, body: dict, drop_after: int | None, out: list,
+            started: threading.Event | None = None) -> None:
     lines = []
     with httpx.Client(timeout=60) as c, c.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
         for line in r.iter_lines():
             if line.startswith("data: "):
                 lines.append(line)
+                if started is not None:
+                    started.set()
                 if drop_after is not None and len(lines) >= drop_after:
                     break  # the client goes away mid-answer ("stop generating")
     out.append(lines)
@@ -120,9 +123,11 @@ def test_sigterm_drains_and_exits_within_10_s(tmp_path):
             except httpx.HTTPError:
                 time.sleep(0.2)
         out: list = []
-        t = threading.Thread(target=_stream, args=(url, chat_body(max_tokens=200, stream=True), None, out))
+        started = threading.Event()
+        t = threading.Thread(target=_stream, args=(url, chat_body(max_tokens=200, stream=True), None, out, started),
+                             daemon=True)
         t.start()
-        time.sleep(1.0)  # the stream is running
+        assert started.wait(60)  # the stream is running
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
