@@ -100,13 +100,13 @@ class DecodeBatch:
             self.__dict__.update(other.__dict__)
             return
         width = max(self.mask.shape[1], other.mask.shape[1])
-        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
+        self.mask = torch.cat([pad_left(self.mask, width, 1), pad_left(other.mask, width, 1)])
         for mine, theirs in ((self.base_cache, other.base_cache), (self.ad_cache, other.ad_cache)):
             if mine is None:
                 continue
             for a, b in zip(mine.layers, theirs.layers, strict=True):
-                a.keys = torch.cat([_pad_left(a.keys, width, 2), _pad_left(b.keys, width, 2)])
-                a.values = torch.cat([_pad_left(a.values, width, 2), _pad_left(b.values, width, 2)])
+                a.keys = torch.cat([pad_left(a.keys, width, 2), pad_left(b.keys, width, 2)])
+                a.values = torch.cat([pad_left(a.values, width, 2), pad_left(b.values, width, 2)])
         if self.response_state is not None:
             self.response_state.merge(other.response_state, width)
         self.rows += other.rows
@@ -130,7 +130,8 @@ def _map_layers(cache, fn) -> None:
             layer.keys, layer.values = fn(layer.keys), fn(layer.values)
 
 
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+def pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Left-pad `t` with zeros along `dim` to `width` entries (no copy when it is already that wide)."""
     missing = width - t.shape[dim]
     if missing <= 0:
         return t
@@ -163,9 +164,9 @@ class TranscriptState:
         self.mask = self.mask[:, start:]
 
     def merge(self, other: TranscriptState, width: int) -> None:
-        self.states = {t: torch.cat([_pad_left(v, width, 1), _pad_left(other.states[t], width, 1)])
+        self.states = {t: torch.cat([pad_left(v, width, 1), pad_left(other.states[t], width, 1)])
                        for t, v in self.states.items()}
-        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(other.mask, width, 1)])
+        self.mask = torch.cat([pad_left(self.mask, width, 1), pad_left(other.mask, width, 1)])
 
 
 def response_state(bank, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dsa.adapter_io import load_adapter, save_adapter
+from dsa.decoding import pad_left
 from dsa.features import pool
 from dsa.guards.heads import GuardInput, PLRHead, RTBHead, build_head
 
@@ -201,8 +202,8 @@ class StreamingGuardState:
                 parts, wm = [], None
                 for li in a.cfg["ladder"]:
                     t, wm = last_window(cache[f"layers.{li}.resid_post"].float(), attention_mask, a.window)
-                    parts.append(_pad_window(t, a.window, 1))
-                self.windows.append((torch.stack(parts, 1), _pad_window(wm, a.window, 1)))
+                    parts.append(pad_left(t, a.window, 1))
+                self.windows.append((torch.stack(parts, 1), pad_left(wm, a.window, 1)))
         self._scores = bank.score(cache, attention_mask)
 
     def update(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -253,16 +254,6 @@ class StreamingGuardState:
         self.windows = [None if w is None else (torch.cat([w[0], o[0]]), torch.cat([w[1], o[1]]))
                         for w, o in zip(self.windows, other.windows, strict=True)]
         self._scores = {h: torch.cat([v, other._scores[h]]) for h, v in self._scores.items()}
-
-
-def _pad_window(t: torch.Tensor, window: int, dim: int) -> torch.Tensor:
-    """Left-pad `t` with zeros along `dim` to `window` entries."""
-    missing = window - t.shape[dim]
-    if missing <= 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim)
 
 
 def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: int = 16) -> list[dict]:

@@ -100,11 +100,11 @@ def _study_data(base, tokens: bool = True):
     return heads, mode, splits, recs, sources
 
 
-def run_candidates(base, names: list[str] | None = None, parts: Path = PARTS) -> dict[str, dict]:
+def run_candidates(base, names: list[str] | None = None, parts: Path = PARTS, data=None) -> dict[str, dict]:
     """Train and score each candidate; each result is also written to `parts/<name>.json`, so
     candidates can run in parallel processes and a killed run keeps what it finished."""
     names = names or list(CANDIDATES)
-    heads, mode, splits, _, sources = _study_data(base, _needs_tokens(names))
+    heads, mode, splits, _, sources = data or _study_data(base, _needs_tokens(names))
     ops = ops_features(base, tokens=_needs_tokens(names))
     y_va = splits["val"].labels.numpy()[:, 0]
     out = {}
@@ -133,9 +133,10 @@ def run_study(base, names: list[str] | None = None, loso: bool = True, parts: Pa
     if reuse_parts:
         cands = {n: json.loads((parts / f"{n}.json").read_text()) for n in names if (parts / f"{n}.json").exists()}
     todo = [n for n in names if n not in cands]
+    data = _study_data(base, _needs_tokens(names))  # one feature load for candidates and LOSO
     if todo:
-        cands.update(run_candidates(base, todo, parts))
-    heads, mode, splits, recs, sources = _study_data(base, _needs_tokens([select(cands)]))
+        cands.update(run_candidates(base, todo, parts, data))
+    heads, mode, splits, recs, sources = data
     out = {"rule": RULE, "candidates": {n: cands[n] for n in names},
            "n": {s: len(v.texts) for s, v in splits.items()}}
     out["selected"] = select(out["candidates"])
