@@ -3,10 +3,13 @@ the guard heads train on: pooled (mean and last-token) states of every layer, pl
 states of a few ladder taps over the last `window` tokens (what RTB and LST read).
 
 `dsa.features.extract_features` computes one pooling per pass; guard training needs three views
-of the same forward, so this module records them together and caches them as safetensors shards:
+of the same forward, so this module records them together in a content-addressed store: a text
+is extracted once per base and view settings, whatever task or list it belongs to, so adding
+rows to a task (or scoring a new eval set that shares prompts) runs the base on the new texts only.
 
-    root/<fingerprint>/<task>-len<max_length>-w<window>/shard-<k>.safetensors
-        "mean" [n, L, d], "last" [n, L, d], "tokens" [sum(ntok), T, d], "ntok" [n], "index" [n]
+    root/<fingerprint>/store-len<max_length>-w<window>-<ladder>/
+        shard-<id>.safetensors   "mean" [n, L, d], "last" [n, L, d], "tokens" [sum(ntok), T, d], "ntok" [n]
+        shard-<id>.hashes.json   {"hashes": [text hash of each row]}  (written last: marks the shard complete)
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from dsa.adapter_io import atomic_save_tensors
+from dsa.adapter_io import atomic_save_tensors, atomic_write_text
 from dsa.base import Base, cache_dir
-from dsa.features import length_buckets, tokenize
+from dsa.features import length_buckets, text_hash, tokenize
 from dsa.taps import record_taps
 
 PLR_LAYERS = "all"  # pooled readouts are cached for every layer; heads pick theirs
@@ -87,13 +90,6 @@ class TaskFeatures:
             out[r, w - k:] = self.tokens[self.offsets[i]:self.offsets[i + 1]].float()
             mask[r, w - k:] = 1
         return out.transpose(1, 2), mask  # [b, T, w, d]
-
-
-def _key(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(hashlib.sha256(t.encode()).digest())
-    return h.hexdigest()[:16]
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -177,73 +173,141 @@ def _forward_unit(base: Base, ids: list[list[int]], unit: list[int], taps: list[
     return means, lasts, toks, n_tokens
 
 
-def _cache_plan(base: Base, texts: list[str], name: str, groups, max_length: int, window: int,
-                ladder_layers: Sequence[int], shard_size: int, root: Path | None):
-    """(shard directory, token ids, work units, ladder) of one list of texts."""
-    ladder = tuple(int(i) % base.n_layers for i in ladder_layers)
-    d = (Path(root) if root else cache_dir() / "guard_features") / base.fingerprint / \
-        f"{name}-len{max_length}-w{window}-{'_'.join(map(str, ladder))}-{_key(texts)}"
-    ids = tokenize(base, texts, max_length)
-    return d, ids, _units(ids, groups, shard_size, max_length), ladder
+def store_dir(base: Base, max_length: int, window: int, ladder: Sequence[int], root: Path | None = None) -> Path:
+    """The content-addressed store of one base and one set of views (truncation, window, ladder).
+
+    Every text lives in it once, whatever task or list it came from; adding a text to a task
+    extracts that text alone.
+    """
+    return (Path(root) if root else cache_dir() / "guard_features") / base.fingerprint / \
+        f"store-len{max_length}-w{window}-{'_'.join(map(str, ladder))}"
+
+
+def _hashes_file(shard: Path) -> Path:
+    return shard.with_suffix(".hashes.json")
+
+
+def store_index(d: Path) -> dict[str, tuple[Path, int]]:
+    """{text hash: (shard, row)} of every complete shard (a shard counts once its hash list exists:
+    it is written, atomically, after the tensors)."""
+    index: dict[str, tuple[Path, int]] = {}
+    for hf in sorted(Path(d).glob("shard-*.hashes.json")):
+        shard = hf.with_name(hf.name.removesuffix(".hashes.json") + ".safetensors")
+        if shard.exists():
+            for row, h in enumerate(json.loads(hf.read_text())["hashes"]):
+                index.setdefault(h, (shard, row))
+    return index
+
+
+def _write_shard(d: Path, hashes: list[str], tensors: dict[str, torch.Tensor], ladder) -> None:
+    name = "shard-" + hashlib.sha256("".join(hashes).encode()).hexdigest()[:20]
+    shard = d / f"{name}.safetensors"
+    atomic_save_tensors(tensors, shard, metadata={"ladder": json.dumps(list(ladder))})
+    atomic_write_text(_hashes_file(shard), json.dumps({"hashes": hashes}))
+
+
+def _import_legacy(base: Base, d: Path, texts: list[str], hashes: list[str], name: str, max_length: int,
+                   window: int, ladder: tuple[int, ...], root: Path | None) -> None:
+    """Move the shards of the former per-list cache of exactly these texts into the store
+    (rename + hash list; no base pass, no copy of the tensors)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    legacy = (Path(root) if root else cache_dir() / "guard_features") / base.fingerprint / \
+        f"{name}-len{max_length}-w{window}-{'_'.join(map(str, ladder))}-{h.hexdigest()[:16]}"
+    if not legacy.is_dir():
+        return
+    for shard in sorted(legacy.glob("shard-*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            rows = f.get_tensor("index").tolist()
+        target = d / f"shard-legacy-{legacy.name[-16:]}-{shard.stem.removeprefix('shard-')}.safetensors"
+        # hash list first: the store counts a shard only when both exist, so a kill in between
+        # leaves the text in the legacy directory, not lost
+        atomic_write_text(_hashes_file(target), json.dumps({"hashes": [hashes[i] for i in rows]}))
+        shard.replace(target)
+    if not any(legacy.iterdir()):
+        legacy.rmdir()
 
 
 def extract_task_features(base: Base, texts: Sequence[str], name: str, *, groups: Sequence[object] | None = None,
                           max_length: int = 256, window: int = 64, ladder_layers: Sequence[int] = LADDER_LAYERS,
                           shard_size: int = 256, batch_tokens: int = 4096, max_batch: int = 64,
                           root: Path | None = None, progress: bool = True, tokens: bool = True) -> TaskFeatures:
-    """One base forward per text (shared prefixes of a group computed once); resumable by shard.
+    """Views of `texts` from the content-addressed store; texts not in it get one base forward each
+    (shared prefixes of a group computed once), written shard by shard (a killed run resumes).
 
     Args:
         texts: rendered chat texts; each keeps its last `max_length` tokens.
+        name: a label for progress output (the store is shared by every task).
         groups: optional group key per text (e.g. the document); texts of a group share their
             common token prefix's forward. Without it all texts share the chat-template prefix.
         window: per-token ladder states are kept for the last `window` tokens of each text.
     Returns views aligned with `texts`.
     """
     texts = list(texts)
-    n_layers = base.n_layers
-    d, ids, units, ladder = _cache_plan(base, texts, name, groups, max_length, window, ladder_layers,
-                                        shard_size, root)
+    ladder = tuple(int(i) % base.n_layers for i in ladder_layers)
+    d = store_dir(base, max_length, window, ladder, root)
     d.mkdir(parents=True, exist_ok=True)
-    taps = [f"layers.{i}.resid_post" for i in range(n_layers)]
-    t0, n_tokens = time.perf_counter(), 0
-    done = 0
-    for k, unit in enumerate(tqdm(units, desc=name, disable=not progress or len(units) < 20)):
-        shard = d / f"shard-{k:05d}.safetensors"
-        done += len(unit)
-        if shard.exists():
-            continue
-        means, lasts, toks, nt = _forward_unit(base, ids, unit, taps, ladder, window, batch_tokens, max_batch)
-        n_tokens += nt
-        ntok = torch.tensor([t.shape[0] for t in toks])
-        atomic_save_tensors({"mean": means.to(torch.bfloat16), "last": lasts.to(torch.bfloat16),
-                             "tokens": torch.cat(toks), "ntok": ntok, "index": torch.tensor(unit)}, shard,
-                            metadata={"ladder": json.dumps(ladder)})
-        if progress and len(units) < 20:
-            el = time.perf_counter() - t0
-            print(f"{name}: {done}/{len(texts)} texts, {n_tokens / el:.0f} tok/s computed", flush=True)
-    return load_task_features(d, ladder, tokens)
+    hashes = [text_hash(t) for t in texts]
+    _import_legacy(base, d, texts, hashes, name, max_length, window, ladder, root)
+    index = store_index(d)
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        if h not in index:
+            first.setdefault(h, i)
+    todo = sorted(first.values())
+    if todo:
+        ids = tokenize(base, [texts[i] for i in todo], max_length)
+        units = _units(ids, [groups[i] for i in todo] if groups is not None else None, shard_size, max_length)
+        taps = [f"layers.{i}.resid_post" for i in range(base.n_layers)]
+        t0, n_tokens, done = time.perf_counter(), 0, 0
+        if progress:
+            print(f"{name}: {len(todo)} of {len(texts)} texts not in the feature store; extracting", flush=True)
+        for unit in tqdm(units, desc=name, disable=not progress or len(units) < 20):
+            means, lasts, toks, nt = _forward_unit(base, ids, unit, taps, ladder, window, batch_tokens, max_batch)
+            n_tokens, done = n_tokens + nt, done + len(unit)
+            _write_shard(d, [hashes[todo[j]] for j in unit],
+                         {"mean": means.to(torch.bfloat16), "last": lasts.to(torch.bfloat16),
+                          "tokens": torch.cat(toks), "ntok": torch.tensor([t.shape[0] for t in toks])}, ladder)
+            if progress and len(units) < 20:
+                print(f"{name}: {done}/{len(todo)} texts, {n_tokens / (time.perf_counter() - t0):.0f} tok/s computed",
+                      flush=True)
+        index = store_index(d)
+    return load_features(index, hashes, ladder, tokens)
 
 
-def load_task_features(d: Path, ladder: tuple[int, ...], tokens: bool = True) -> TaskFeatures:
-    """Every shard of a cache directory, in text order. `tokens=False` skips the per-token ladder
-    states (most of the bytes) for heads that read pooled states only."""
-    parts: dict[str, list[torch.Tensor]] = {"mean": [], "last": [], "tokens": [], "ntok": [], "index": []}
-    for shard in sorted(Path(d).glob("shard-*.safetensors")):
+def load_features(index: dict[str, tuple[Path, int]], hashes: Sequence[str], ladder: tuple[int, ...],
+                  tokens: bool = True) -> TaskFeatures:
+    """The rows of `hashes` (in that order) from the store's shards. `tokens=False` skips the
+    per-token ladder states (most of the bytes) for heads that read pooled states only."""
+    by_shard: dict[Path, list[tuple[int, int]]] = {}
+    for pos, h in enumerate(hashes):
+        shard, row = index[h]
+        by_shard.setdefault(shard, []).append((pos, row))
+    n = len(hashes)
+    mean = last = None
+    ntok = torch.zeros(n, dtype=torch.long)
+    tok_rows: list[torch.Tensor | None] = [None] * n
+    for shard, wanted in by_shard.items():
         with safe_open(str(shard), "pt") as f:
-            for key in parts:
-                if key == "tokens" and not tokens:
-                    continue
-                parts[key].append(f.get_tensor(key))
-    if not tokens:  # one zero-width token row per text keeps offsets and subset() consistent
-        parts["ntok"] = [torch.zeros_like(t) for t in parts["ntok"]]
-        parts["tokens"] = [torch.zeros(0, len(ladder), 1, dtype=torch.bfloat16)]
-    ntok = torch.cat(parts["ntok"]).long()
-    feats = TaskFeatures(torch.cat(parts["mean"]).float(), torch.cat(parts["last"]).float(),
-                         torch.cat(parts["tokens"]), ntok,
-                         torch.cat([torch.zeros(1, dtype=torch.long), ntok.cumsum(0)]), ladder)
-    index = torch.cat(parts["index"]).long()
-    return feats.subset(torch.argsort(index).tolist())  # back to the order of the texts
+            m, la = f.get_tensor("mean"), f.get_tensor("last")
+            if mean is None:
+                mean = torch.zeros(n, *m.shape[1:])
+                last = torch.zeros(n, *la.shape[1:])
+            pos = torch.tensor([p for p, _ in wanted])
+            rows = torch.tensor([r for _, r in wanted])
+            mean[pos], last[pos] = m[rows].float(), la[rows].float()
+            if tokens:
+                nt = f.get_tensor("ntok").long()
+                off = torch.cat([torch.zeros(1, dtype=torch.long), nt.cumsum(0)])
+                tk = f.get_tensor("tokens")
+                for p, r in wanted:
+                    tok_rows[p] = tk[off[r]:off[r + 1]]
+                    ntok[p] = nt[r]
+    if mean is None:  # no texts
+        raise ValueError("no texts to load features for")
+    toks = torch.cat(tok_rows) if tokens else torch.zeros(0, len(ladder), 1, dtype=torch.bfloat16)  # type: ignore[arg-type]
+    return TaskFeatures(mean, last, toks, ntok, torch.cat([torch.zeros(1, dtype=torch.long), ntok.cumsum(0)]), ladder)
 
 
 TASK_MAX_LENGTH = {"summedits": 512, "openai_moderation": 128}  # others: 256
@@ -334,13 +398,11 @@ def task_splits(base: Base, name: str, train_cap: int | None = _CAP) -> tuple[li
 
 
 def features_cached(base: Base, name: str, *, max_length: int | None = None, window: int = 64) -> bool:
-    """Whether every shard of a task's features is already cached (no base pass needed)."""
+    """Whether every text of a task is already in the feature store (no base pass needed)."""
     _, _, splits = task_splits(base, name)
-    order = [s for s in ("train", "val", "test") if s in splits]
-    d, _, units, _ = _cache_plan(base, [t for s in order for t in splits[s].texts], name,
-                                 [g for s in order for g in splits[s].groups],
-                                 max_length or TASK_MAX_LENGTH.get(name, 256), window, LADDER_LAYERS, 256, None)
-    return all((d / f"shard-{k:05d}.safetensors").exists() for k in range(len(units)))
+    ladder = tuple(int(i) % base.n_layers for i in LADDER_LAYERS)
+    index = store_index(store_dir(base, max_length or TASK_MAX_LENGTH.get(name, 256), window, ladder))
+    return all(text_hash(t) in index for s in splits.values() for t in s.texts)
 
 
 def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,
