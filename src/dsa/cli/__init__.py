@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "align": "dsa.cli.align_cmd",  # also registers `dsa generate` and `dsa chat`
     "serve": "dsa.cli.serve_cmd",
     "eval": "dsa.cli.eval_cmd",
+    "bench": "dsa.cli.bench_cmd",
 }
 
 

@@ -1,0 +1,111 @@
+"""Decode-side costs through `SafetyModel`: the streaming response guard per decoded token, a benign
+(λ = 0) and a flagged (λ = 1) request against plain greedy generation, and the runtime's decode
+loop against Hugging Face `model.generate`.
+
+End of sequence is masked out of the logits, so every arm decodes exactly the requested tokens.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from dsa.bench.timing import column, interleave, ratios, spread, synchronize
+from dsa.bench.workloads import BENIGN, HARMFUL
+from dsa.runtime import SafetyModel
+
+
+def _eos_ids(tok) -> list[int]:
+    ids = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+    return sorted(i for i in ids if i is not None and i != tok.unk_token_id)
+
+
+def generate_exact(sm: SafetyModel, messages: list, n_tokens: int, **kw) -> object:
+    """prefill + `n_tokens` decode steps with end of sequence masked (greedy); returns the batch."""
+    eos = _eos_ids(sm.base.tokenizer)
+    batch = sm.prefill(messages, max_new_tokens=n_tokens, **kw)
+    while not batch.finished:
+        batch.logits[:, eos] = float("-inf")
+        sm.decode_step(batch)
+    return batch
+
+
+def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, window: int = 32) -> dict:
+    """Decode one conversation with and without the response guard, alternating single steps.
+
+    Returns {str(L): {"ratio": median [min, max] over the steps before L, ms per step each}}.
+    """
+    n = max(lengths)
+    eos = _eos_ids(plain.base.tokenizer)
+    guarded.response_debounce = 10**9  # measure, never stop
+    steps: dict[str, list[float]] = {"plain": [], "guarded": []}
+    with torch.inference_mode():
+        batches = {"plain": plain.prefill([BENIGN[0]], alignment=0, max_new_tokens=n),
+                   "guarded": guarded.prefill([BENIGN[0]], alignment=0, max_new_tokens=n)}
+        models = {"plain": plain, "guarded": guarded}
+        for i in range(n):
+            for name in (("plain", "guarded") if i % 2 == 0 else ("guarded", "plain")):
+                b = batches[name]
+                b.logits[:, eos] = float("-inf")
+                synchronize(plain.base.device)
+                t0 = time.perf_counter()
+                models[name].decode_step(b)
+                synchronize(plain.base.device)
+                steps[name].append(time.perf_counter() - t0)
+    out = {}
+    for length in lengths:
+        w = max(1, min(window, length // 2))
+        sl = slice(length - w - 1, length - 1)  # the last w steps that feed a token (the final one only picks)
+        p, g = steps["plain"][sl], steps["guarded"][sl]
+        out[str(length)] = {"ratio": spread(ratios(g, p)), "plain_ms": spread([1000 * x for x in p], 3),
+                            "guarded_ms": spread([1000 * x for x in g], 3), "steps": w}
+    return out
+
+
+def alignment_requests(plain: SafetyModel, full: SafetyModel, n_tokens: int, reps: int) -> dict:
+    """Benign request (guards on, policy λ = 0) and flagged request (λ = 1) vs plain greedy generation."""
+    lam = {}
+    benign = next((p for p in BENIGN if float(full.prefill([p], alignment="auto").lam[0]) == 0), BENIGN[0])
+
+    def guarded(prompt, **kw):
+        def run():
+            batch = generate_exact(full, [prompt], n_tokens, **kw)
+            lam[prompt] = float(batch.lam[0])
+        return run
+
+    arms = {"plain_benign": lambda: generate_exact(plain, [benign], n_tokens, alignment=0) and None,
+            "benign": guarded(benign, alignment="auto"),
+            "plain_flagged": lambda: generate_exact(plain, [HARMFUL], n_tokens, alignment=0) and None,
+            "flagged": guarded(HARMFUL, alignment="auto", min_alignment=1.0)}
+    with torch.inference_mode():
+        runs = interleave(arms, reps, device=plain.base.device)
+    out = {"skipped_benign": BENIGN[:BENIGN.index(benign)]}  # prompts the guard flagged (λ > 0)
+    for name, prompt in (("benign", benign), ("flagged", HARMFUL)):
+        r = spread(ratios(column(runs[name]), column(runs[f"plain_{name}"])))
+        out[name] = {"ratio": r, "lambda": lam.get(prompt), "prompt": prompt, "tokens": n_tokens,
+                     "seconds": spread(column(runs[name])), "plain_seconds": spread(column(runs[f"plain_{name}"]))}
+    return out
+
+
+def runtime_vs_generate(plain: SafetyModel, batches, n_tokens: int, reps: int) -> dict:
+    """Tokens/s of the runtime's prefill + decode loop over `model.generate` on the same prompts."""
+    tok, model = plain.base.tokenizer, plain.base.model
+    out = {}
+    for b in batches:
+        msgs = [BENIGN[i % len(BENIGN)] for i in range(b)]
+        enc = plain.encode(msgs)
+
+        def hf(enc=enc):
+            model.generate(**enc, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
+                           pad_token_id=tok.pad_token_id)
+
+        arms = {"runtime": lambda msgs=msgs: generate_exact(plain, msgs, n_tokens, alignment=0) and None,
+                "generate": hf}
+        with torch.inference_mode():
+            runs = interleave(arms, reps, device=plain.base.device)
+        rt, hf_t = column(runs["runtime"]), column(runs["generate"])
+        out[str(b)] = {"ratio": spread(ratios(hf_t, rt)),  # tokens/s runtime ÷ tokens/s generate
+                       "runtime_tok_s": spread([b * n_tokens / t for t in rt], 2),
+                       "generate_tok_s": spread([b * n_tokens / t for t in hf_t], 2), "tokens": n_tokens}
+    return out

@@ -1,0 +1,58 @@
+"""Interleaved timing: every arm runs once per repetition, in an order rotated each repetition, so
+slow drifts of a shared machine hit every arm alike; ratios are taken within a repetition."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so wall-clock times cover it (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], dict | None], device: torch.device | str = "cpu") -> dict[str, float]:
+    """Seconds of `fn()` as {"total": s}, plus the named seconds `fn` returns (e.g. its guard work)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    extra = fn() or {}
+    synchronize(device)
+    return {"total": time.perf_counter() - t0, **extra}
+
+
+def interleave(arms: dict[str, Callable[[], dict | None]], reps: int, warmup: int = 1,
+               device: torch.device | str = "cpu") -> dict[str, list[dict[str, float]]]:
+    """Run every arm `warmup` times untimed, then `reps` timed rounds with a rotated arm order.
+
+    Returns {arm: [{"total": s, ...} per repetition]}.
+    """
+    names = list(arms)
+    for _ in range(warmup):
+        for name in names:
+            arms[name]()
+    out: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(reps):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(timed(arms[name], device))
+    return out
+
+
+def spread(values: list[float], digits: int = 4) -> dict:
+    """Median, min, max and count of a list of numbers."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "n": len(values)}
+
+
+def ratios(num: list[float], den: list[float]) -> list[float]:
+    """Per-repetition ratios num[i] / den[i] (both measured in repetition i)."""
+    return [a / b for a, b in zip(num, den, strict=True)]
+
+
+def column(runs: list[dict[str, float]], key: str = "total") -> list[float]:
+    return [r.get(key, 0.0) for r in runs]
