@@ -1,0 +1,90 @@
+"""What the dsa vLLM model reads from the engine: adapter paths and the policy, carried in the
+base's HF config (`hf_overrides={"architectures": [...], "dsa": {...}}`), so the base weights
+directory is served as is.
+
+    overrides = dsa_overrides(guards=["adapters/guards/prompt_safety"], adapter="adapters/align/dsa_adapter")
+    LLM(model=base_dir, hf_overrides=overrides, ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+ARCHITECTURE = "DSALlamaForCausalLM"
+ROW_STATE = "dsa.vllm.rows:DSARowState"
+WORKER_EXTENSION = "dsa.vllm.worker.DSAWorkerExtension"
+
+
+@dataclass
+class DSAEngineConfig:
+    """The dsa part of a served model.
+
+    guards: guard adapter directories (PLR heads; read from the base's own prefill).
+    adapter: a DSA logit adapter directory (the tail copy of the last k layers), or None.
+    policy: guard score → λ (`dsa.align.policy.POLICIES`), around the policy head's stored threshold.
+    policy_head: the qualified head driving the policy (default as `SafetyModel`).
+    policy_kwargs: extra keyword arguments of the policy (e.g. width).
+    verify_base: check each adapter's base fingerprint against the served weights directory.
+    """
+
+    guards: list[str] = field(default_factory=list)
+    adapter: str | None = None
+    policy: str = "step"
+    policy_head: str | None = None
+    policy_kwargs: dict = field(default_factory=dict)
+    verify_base: bool = True
+
+    @classmethod
+    def from_hf_config(cls, hf_config) -> DSAEngineConfig:
+        raw = getattr(hf_config, "dsa", None)
+        if raw is None:
+            raise ValueError(f"{ARCHITECTURE} needs hf_overrides={{'dsa': {{...}}}} (see dsa.vllm.config)")
+        raw = dict(raw)
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown dsa engine keys {sorted(unknown)}: expected {sorted(cls.__dataclass_fields__)}")
+        return cls(**raw)
+
+
+def dsa_overrides(guards=(), adapter=None, policy: str = "step", policy_head: str | None = None,
+                  verify_base: bool = True, **policy_kwargs) -> dict:
+    """`hf_overrides` selecting the dsa model with these adapters (paths made absolute, since the
+    engine's worker processes may run elsewhere)."""
+    cfg = DSAEngineConfig([str(Path(g).resolve()) for g in guards],
+                          str(Path(adapter).resolve()) if adapter else None, policy, policy_head,
+                          dict(policy_kwargs), verify_base)
+    return {"architectures": [ARCHITECTURE], "dsa": asdict(cfg)}
+
+
+def fingerprint_dir(path: str | Path, n_samples: int = 64) -> str:
+    """`dsa.base.fingerprint` of a Hugging Face weights directory, read from its safetensors (the
+    served model's vLLM modules have other names and fused shapes, so the files are the ground truth)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    cfg = json.loads((path / "config.json").read_text())
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size", "vocab_size")
+    h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True).encode())
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no safetensors weights to fingerprint")
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                tensors[k] = st.get_tensor(k)
+    if cfg.get("tie_word_embeddings") and "lm_head.weight" not in tensors:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]  # state_dict lists tied weights twice
+    for name, p in sorted(tensors.items()):
+        flat = p.reshape(-1)
+        k = min(n_samples, flat.numel())
+        idx = torch.arange(k) * ((flat.numel() - 1) // max(k - 1, 1))
+        vals = flat[idx].to(torch.bfloat16).to(torch.float32).cpu().numpy().tobytes()
+        h.update(name.encode() + str(tuple(p.shape)).encode() + vals)
+    return f"{cfg['model_type']}-{h.hexdigest()[:16]}"

@@ -1,0 +1,261 @@
+"""`DSALlamaForCausalLM`: a Llama-family base served by vLLM with dsa's guard heads and DSA
+alignment adapter in the same forward.
+
+One step of the engine:
+
+    base forward (vLLM's compiled/eager LlamaModel; guard taps and the adapter's input are
+        returned as aux hidden states, `hidden + residual` after layer i = dsa's `layers.{i}.resid_post`)
+    → per request: running sum / last token of each guard tap over the prompt's tokens
+        (split by `query_start_loc`; chunked prefill is fine, prefix caching is refused because
+        cached prompt tokens never reach the model)
+    → when a prompt is complete: PLR guard heads, λ = max(policy(score), requested floor)
+    → the adapter tail (k extra decoder layers named `dsa_tail.layers.{L+i}`, so they get their
+        own paged KV cache) when some row needs it
+    → compute_logits: (1 − λ)·base + λ·aligned per row; λ = 0 rows are the base logits bit for bit.
+
+The tail runs in a step only when some row has λ > 0 or has not finished reading its prompt
+(its λ is not known yet and its tail KV must be complete if it turns out > 0); decode steps of
+unflagged traffic skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from vllm.config import VllmConfig
+from vllm.forward_context import get_forward_context, is_forward_context_available
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
+
+from dsa.adapter_io import load_adapter
+from dsa.align.policy import make_policy
+from dsa.guards.bank import GuardAdapter, GuardBank
+from dsa.guards.heads import GuardInput
+from dsa.runtime import policy_threshold, resolve_policy_head
+from dsa.vllm.config import ARCHITECTURE, DSAEngineConfig, fingerprint_dir
+from dsa.vllm.rows import ROWS
+
+log = logging.getLogger(__name__)
+
+# HF (transformers) names of a tail layer's weights -> (vLLM parameter, shard id)
+_STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
+            "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+
+
+class DSALlamaForCausalLM(LlamaForCausalLM):
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        _refuse_unsupported(vllm_config)
+        hf = vllm_config.model_config.hf_config
+        self.dsa_config = cfg = DSAEngineConfig.from_hf_config(hf)
+        n, d = hf.num_hidden_layers, hf.hidden_size
+        fp = self._base_fingerprint(vllm_config.model_config.model) if cfg.verify_base else None
+
+        with _default_dtype(torch.float32):  # vLLM builds the model under the serving dtype
+            adapters = [GuardAdapter.load(p, fp, d) for p in cfg.guards]
+        for a in adapters:
+            if a.arch != "plr":
+                raise NotImplementedError(f"{a.task}: only PLR guard heads run inside vLLM so far (got {a.arch})")
+        self.bank = GuardBank(adapters) if adapters else None
+        self.policy_head = resolve_policy_head(self.bank, cfg.policy_head)
+        kwargs = dict(cfg.policy_kwargs)
+        if self.policy_head is not None:
+            kwargs.setdefault("threshold", policy_threshold(self.bank, self.policy_head))
+        self.policy = make_policy(cfg.policy, **kwargs)
+        self.mean_layers = sorted({li for a in adapters for li in a.cfg["layers"] if "mean" in a.cfg["poolings"]})
+        self.last_layers = sorted({li for a in adapters for li in a.cfg["layers"] if "last" in a.cfg["poolings"]})
+
+        self.adapter_tensors: dict[str, torch.Tensor] | None = None
+        self.k = 0
+        taps = set(self.mean_layers) | set(self.last_layers)
+        if cfg.adapter:
+            meta, self.adapter_tensors = load_adapter(cfg.adapter, fp, kind="dsa_logit_adapter")
+            self.k = int(meta["config"]["k"])
+            self.adapter_input = n - self.k - 1  # layers.{n-k-1}.resid_post feeds the tail
+            taps.add(self.adapter_input)
+            self.dsa_tail = nn.ModuleList(
+                LlamaDecoderLayer(vllm_config=vllm_config, prefix=f"{prefix}dsa_tail.layers.{n + i}")
+                for i in range(self.k))
+            self.dsa_norm = RMSNorm(d, eps=hf.rms_norm_eps)
+        # aux hidden state j is the input of layer j = the resid_post of layer j - 1
+        self.taps = sorted(taps)
+        self.model.aux_hidden_state_layers = tuple(t + 1 for t in self.taps)
+        self._step: dict | None = None
+
+    @staticmethod
+    def _base_fingerprint(model: str) -> str:
+        if not os.path.isdir(model):
+            raise ValueError(f"cannot verify dsa adapters against {model!r} (not a local weights directory); "
+                             "serve a local directory or set verify_base=False")
+        return fingerprint_dir(model)
+
+    # ---- forward --------------------------------------------------------------------------------
+    def forward(self, input_ids, positions, intermediate_tensors=None, inputs_embeds=None, **kwargs):
+        out = self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+        hidden, aux = out if isinstance(out, tuple) else (out, [])
+        taps = dict(zip(self.taps, aux, strict=True))  # layer -> [tokens, d]
+        self._step = None
+        qsl = _query_start_loc()
+        if not ROWS.active:
+            raise RuntimeError(f"{ARCHITECTURE} needs its row state: pass "
+                               "logits_processors=['dsa.vllm.rows:DSARowState'] to the engine")
+        real = qsl is not None and len(qsl) - 1 == len(ROWS.rows) and all(r is not None for r in ROWS.rows)
+        if not real:  # profile / warm-up runs: no requests behind the tokens
+            if self.k:
+                self._tail(taps[self.adapter_input], positions)
+            return hidden
+        self._read_prompts(qsl, taps)
+        rows = ROWS.rows
+        lam = torch.tensor([r.lam or 0.0 for r in rows], dtype=torch.float32)
+        need_tail = self.k and any((r.lam or 0.0) > 0 or r.lam is None for r in rows)
+        aligned_last = None
+        if need_tail:
+            aligned = self._tail(taps[self.adapter_input], positions)
+            last_idx = torch.tensor(qsl[1:], device=aligned.device) - 1
+            aligned_last = aligned[last_idx]  # [num_reqs, d], the rows compute_logits gets
+        self._step = {"lam": lam, "aligned_last": aligned_last}
+        return hidden
+
+    def _tail(self, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        residual = None
+        for layer in self.dsa_tail:
+            h, residual = layer(positions, h, residual)
+        h, _ = self.dsa_norm(h, residual)
+        return h
+
+    def _read_prompts(self, qsl: list[int], taps: dict[int, torch.Tensor]) -> None:
+        """Add this step's prompt tokens to each row's pooled taps; score the rows whose prompt
+        is now complete and fix their λ."""
+        complete = []
+        for i, row in enumerate(ROWS.rows):
+            q = qsl[i + 1] - qsl[i]
+            start, row.done = row.done, row.done + q
+            if row.lam is not None or start >= row.prompt_len:
+                continue
+            a, n_prompt = qsl[i], min(row.done, row.prompt_len) - start  # prompt tokens in this chunk
+            for li in self.mean_layers:
+                s = taps[li][a:a + n_prompt].float().sum(0)
+                row.sums[li] = s if li not in row.sums else row.sums[li] + s
+            if row.done >= row.prompt_len:
+                for li in self.last_layers:
+                    row.last[li] = taps[li][a + n_prompt - 1].float()
+                complete.append(row)
+        if complete:
+            self._score(complete)
+
+    @torch.no_grad()
+    def _score(self, rows: list) -> None:
+        scores: dict[str, torch.Tensor] = {}
+        if self.bank is not None:
+            for a in self.bank.adapters:
+                pooled = {}
+                for li in a.cfg["layers"]:
+                    for how in a.cfg["poolings"]:
+                        pooled[(li, how)] = torch.stack(
+                            [r.sums[li] / max(r.prompt_len, 1) if how == "mean" else r.last[li] for r in rows])
+                dev = next(a.head.buffers()).device
+                p = a.probs(a.head(GuardInput(pooled={k: v.to(dev) for k, v in pooled.items()})).float()).cpu()
+                for j, q in enumerate(a.qualified):
+                    scores[q] = p[:, j]
+            lam = self.policy(scores[self.policy_head]).float()
+        else:
+            lam = torch.zeros(len(rows))
+        for i, row in enumerate(rows):
+            floor = 0.0 if row.alignment == "auto" else float(row.alignment)
+            row.lam = max(float(lam[i]), floor) if self.k else 0.0
+            row.scores = {q: float(s[i]) for q, s in scores.items()}
+            row.sums, row.last = {}, {}
+            ROWS.store(row)
+
+    # ---- logits -------------------------------------------------------------------------------------
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return self._mix(hidden_states, super().compute_logits)
+
+    def compute_logits_local(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self._mix(hidden_states, super().compute_logits_local)  # vocab-sharded: mixing is elementwise
+
+    def _mix(self, hidden_states: torch.Tensor, head) -> torch.Tensor | None:
+        logits = head(hidden_states)
+        step = self._step
+        if (logits is None or step is None or step["aligned_last"] is None
+                or step["lam"].shape[0] != hidden_states.shape[0]):
+            return logits  # no aligned rows (or prompt logprobs, which stay the base's)
+        lam = step["lam"]
+        sel = (lam > 0).nonzero().flatten()
+        if sel.numel() == 0:
+            return logits
+        aligned = head(step["aligned_last"][sel.to(hidden_states.device)])
+        out = logits.float()  # bf16 -> fp32 is exact: λ = 0 rows keep the base values
+        lam_f = lam[sel].to(out.device)[:, None]
+        idx = sel.to(out.device)
+        out[idx] = (1 - lam_f) * out[idx] + lam_f * aligned.float()
+        return out
+
+    # ---- weights ------------------------------------------------------------------------------------
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        loaded = set(super().load_weights(weights))
+        params = dict(self.named_parameters())
+        for name, t in (self.adapter_tensors or {}).items():
+            target, shard = _tail_param(name)
+            p = params[target]
+            loader = getattr(p, "weight_loader", default_weight_loader)
+            loader(p, t.to(p.dtype)) if shard is None else loader(p, t.to(p.dtype), shard)
+            loaded.add(target)
+        self.adapter_tensors = None
+        missing = {n for n, _ in self.named_parameters() if n.startswith("dsa_")} - loaded
+        if missing:
+            raise ValueError(f"dsa adapter weights missing for {sorted(missing)}")
+        return loaded
+
+
+class _default_dtype:
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.prev = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_default_dtype(self.prev)
+
+
+def _tail_param(name: str) -> tuple[str, str | int | None]:
+    """`layers.{i}.self_attn.q_proj.weight` (HF, as the adapter stores it) -> (vLLM name, shard)."""
+    if name == "norm.weight":
+        return "dsa_norm.weight", None
+    parts = name.split(".")
+    if parts[0] != "layers":
+        raise ValueError(f"unexpected adapter tensor {name!r}")
+    rest = ".".join(parts[2:])
+    for hf, (vl, shard) in _STACKED.items():
+        if f".{hf}." in f".{rest}":
+            return f"dsa_tail.{parts[1]}.{rest.replace(hf, vl)}", shard
+    return f"dsa_tail.{parts[1]}.{rest}", None
+
+
+def _query_start_loc() -> list[int] | None:
+    if not is_forward_context_available():
+        return None
+    meta = get_forward_context().attn_metadata
+    if isinstance(meta, list):  # micro-batches: not supported, treated as no requests
+        return None
+    if not meta:
+        return None
+    first = next(iter(meta.values()))
+    return first.query_start_loc.tolist()
+
+
+def _refuse_unsupported(vllm_config: VllmConfig) -> None:
+    if vllm_config.cache_config.enable_prefix_caching:
+        raise ValueError(f"{ARCHITECTURE}: set enable_prefix_caching=False (cached prompt tokens never "
+                         "reach the model, so the guard could not pool them)")
+    if vllm_config.speculative_config is not None:
+        raise ValueError(f"{ARCHITECTURE}: speculative decoding is not supported")
+    if vllm_config.parallel_config.pipeline_parallel_size > 1:
+        raise NotImplementedError(f"{ARCHITECTURE}: pipeline parallelism is not supported")
