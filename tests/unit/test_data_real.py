@@ -82,7 +82,7 @@ def test_prompt_safety_balance_and_groups(root):
     t = guard_task("prompt_safety", root)
     for s in ("train", "val", "test"):
         c = Counter(r.label for r in t.split(s))
-        assert 0.5 <= c[0] / c[1] <= 2
+        assert 0.5 <= c[0] / c[1] <= 2.5  # the loss is class-balanced; benign sources are many
         assert {r.split for r in t.split(s) if r.source == "alpaca_instructions"} == {s}
     summ = guard_task("summedits", root)
     docs = {s: {r.meta["doc_id"] for r in summ.split(s)} for s in ("train", "val", "test")}
@@ -90,6 +90,17 @@ def test_prompt_safety_balance_and_groups(root):
     resp = guard_task("response_harm", root)
     qs = {s: {r.meta["question_id"] for r in resp.split(s)} for s in ("train", "val", "test")}
     assert not (qs["train"] & qs["test"])
+
+
+def test_question_form_is_not_a_label_cue(root):
+    # most harmful training prompts are questions; benign questions must not be rare beside them
+    from dsa.data.tasks import QUESTION
+
+    train = guard_task("prompt_safety", root).split("train")
+    share = {y: sum(bool(QUESTION.match(r.main_text.strip())) for r in train if r.label == y) /
+             sum(r.label == y for r in train) for y in (0, 1)}
+    n_q = {y: sum(bool(QUESTION.match(r.main_text.strip())) for r in train if r.label == y) for y in (0, 1)}
+    assert n_q[0] >= 0.8 * n_q[1], (n_q, share)
 
 
 def test_alignment_prompt_sets(root):

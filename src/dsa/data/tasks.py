@@ -59,6 +59,13 @@ SENSITIVE_WORDS = re.compile(
     re.IGNORECASE)
 
 
+# Alpaca instructions phrased as questions: benign question-form negatives (all of train; val and
+# test keep a seeded QUESTION_EVAL_CAP each so the eval splits stay mostly the curated sources).
+QUESTION = re.compile(r"^(?:how|what|why|where|when|which|who|can|could|should|is|are|do|does|would)\b",
+                      re.IGNORECASE)
+QUESTION_EVAL_CAP = 320
+
+
 @dataclass
 class GuardTask:
     """One guard-training task. Single-head tasks use `Record.label`; multi-head use `Record.labels`."""
@@ -93,8 +100,9 @@ def prompt_source(r: Record) -> str:
     """The source a prompt_safety record is held out by in leave-one-source-out validation."""
     if r.source == "red_instruct_harmful_questions":
         return r.meta.get("subset") or r.source
-    if r.source == "alpaca_instructions":
-        return "alpaca_hard" if r.meta.get("hard_negative") else "alpaca"
+    if r.source == "alpaca_instructions" and not r.meta.get("framed_from"):
+        return ("alpaca_hard" if r.meta.get("hard_negative") else
+                "alpaca_question" if r.meta.get("question_negative") else "alpaca")
     return r.meta.get("framed_from") or r.source
 
 
@@ -133,12 +141,18 @@ def _prompt_safety(root: str, seed: int) -> GuardTask:
                 for r in pool if SENSITIVE_WORDS.search(r.main_text)]
         hard_ids = {r.id for r in hard}
         # every hard negative, plus plain Alpaca instructions for half as many as the positives
-        out += hard + _hash_order([r for r in pool if r.id not in hard_ids], seed)[:n_pos // 2]
+        plain = _hash_order([r for r in pool if r.id not in hard_ids], seed)[:n_pos // 2]
+        taken = hard_ids | {r.id for r in plain}
+        # benign QUESTIONS: most harmful training prompts are questions ("How can I ...?") and few
+        # benign ones were, so question form itself read as harm ("How do I bake bread?" flagged)
+        questions = _hash_order([r.model_copy(update={"meta": {**r.meta, "question_negative": True}})
+                                 for r in pool if r.id not in taken and QUESTION.match(r.main_text.strip())], seed)
+        out += hard + plain + (questions if s == "train" else questions[:QUESTION_EVAL_CAP])
     out += _framed([r for r in out if r.split == "train"], seed)
     return _by_split("prompt_safety", "prompt", ["unsafe"], out,
                      "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, AdversarialQA, Do-Not-Answer, "
                      "ToxicChat) vs benign (CoCoNot preference prompts, PHTest harmless, WildChat, OpenAI-moderation "
-                     "unflagged, Alpaca hard negatives that use harm words, Alpaca sample); 30 % of training prompts "
+                     "unflagged, Alpaca hard negatives that use harm words, Alpaca questions, Alpaca sample); 30 % of training prompts "
                      "of both classes also framed politely / fictionally / hypothetically")
 
 
