@@ -335,9 +335,18 @@ class SafetyModel:
         rguard = self.response_guards
         taps = [self.adapter.input_tap] if batch.ad_cache is not None else []
         taps += [t for t in (rguard.taps if rguard is not None else []) if t not in taps]
+        # An LM head is a big part of a decode step (vocabulary × d_model): skip the base's when every
+        # row is at λ = 1 (its logits would be multiplied by 0) and the adapter's when every row is at 0.
+        aligned_only = batch.ad_cache is not None and bool((batch.lam == 1).all())
+        need_aligned = batch.ad_cache is not None and bool((batch.lam > 0).any())
+        inputs = dict(input_ids=nxt[:, None], attention_mask=batch.mask, position_ids=batch.last_pos,
+                      past_key_values=batch.base_cache, use_cache=True)
         with self._scoped_taps(taps) as cache, patch_strength(self.patch, batch.lam):
-            out = self.base.model(input_ids=nxt[:, None], attention_mask=batch.mask,
-                                  position_ids=batch.last_pos, past_key_values=batch.base_cache, use_cache=True)
+            if aligned_only:
+                self._decoder(**inputs)  # the base's layers and KV cache, no LM head
+                base_logits = None
+            else:
+                base_logits = self.base.model(**inputs).logits[:, -1]
         flagged = torch.zeros(len(batch), dtype=torch.bool, device=nxt.device)
         if rguard is not None:
             scores = batch.response_state.update(cache, batch.mask)
@@ -347,9 +356,19 @@ class SafetyModel:
         aligned = None
         if batch.ad_cache is not None:
             aligned, batch.ad_cache = self.adapter(cache[self.adapter.input_tap], batch.mask, batch.last_pos,
-                                                   batch.ad_cache, use_cache=True)
-        batch.logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], batch.lam)
+                                                   batch.ad_cache, use_cache=True, logits=need_aligned)
+        if aligned_only:
+            batch.logits = aligned[:, -1].float()  # = mix_logits at λ = 1 (0 · finite base logits + aligned)
+        else:
+            batch.logits = mix_logits(base_logits, None if aligned is None else aligned[:, -1], batch.lam)
         return flagged
+
+    @property
+    def _decoder(self):
+        """The base's decoder stack without its LM head (the module that owns the final norm)."""
+        from dsa.taps import get_submodule
+
+        return get_submodule(self.base.model, self.base.spec.final_norm.rsplit(".", 1)[0])
 
     def _scoped_taps(self, taps: list[str]):
         return record_taps(self.base.model, taps, spec=self.base.spec) if taps else _null_cache()

@@ -71,13 +71,16 @@ class LogitAdapter(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, past_key_values=None,
-                use_cache: bool = False, logits_to_keep: int = 0) -> tuple[torch.Tensor, object]:
+                use_cache: bool = False, logits_to_keep: int = 0, logits: bool = True) -> tuple[torch.Tensor | None, object]:
         """Aligned logits [batch, seq, vocab] from the base hidden state [batch, seq, d_model].
 
         In decoding, `hidden` holds only the new position(s) and `past_key_values` the adapter's own cache.
+        With `logits=False` only the cache advances (no LM head) and the logits are None.
         """
         out = self.tail(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids,
                         past_key_values=past_key_values, use_cache=use_cache)
+        if not logits:
+            return None, out.past_key_values
         last = out.last_hidden_state  # [batch, seq, d_model]
         if logits_to_keep:
             last = last[:, -logits_to_keep:]
