@@ -39,15 +39,15 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
     Works for left and right padding. Returns [batch, d] in float32.
     """
-    h = hidden.float()
-    m = mask.to(h.dtype).unsqueeze(-1)  # [batch, seq, 1]
     if how == "mean":
+        h = hidden.float()
+        m = mask.to(h.dtype).unsqueeze(-1)  # [batch, seq, 1]
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
     if how == "last":
-        # index of the last real token in each row, whatever the padding side
+        # index of the last real token in each row, whatever the padding side; up-cast that row only
         pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
         last = torch.where(mask.bool(), pos, -1).max(1).values  # [batch]
-        return h[torch.arange(h.shape[0]), last]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
     raise ValueError(f"unknown pooling {how!r}: expected one of {POOLINGS}")
 
 

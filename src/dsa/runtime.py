@@ -29,6 +29,7 @@ from dsa.decoding import (
     pick_tokens,
     response_state,
 )
+from dsa.guards.bank import tap_reducers
 from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,10 @@ class SafetyModel:
             taps += [t for t in self.response_guards.taps if t not in taps]
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         base_cache = _dynamic_cache(self.base.model.config)
-        with self._scoped_taps(taps) as cache:
+        # guard taps are pooled inside their hooks (the adapter's input tap is kept whole)
+        banks = [b for b in (self.guards, self.response_guards) if b is not None]
+        reduce = tap_reducers(banks, mask, keep_full=[self.adapter.input_tap] if may_align else [])
+        with self._scoped_taps(taps, reduce) as cache:
             out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                                   past_key_values=base_cache, use_cache=True, logits_to_keep=1)
         scores = self._prompt_scores(messages, cache, mask)
@@ -370,8 +374,8 @@ class SafetyModel:
 
         return get_submodule(self.base.model, self.base.spec.final_norm.rsplit(".", 1)[0])
 
-    def _scoped_taps(self, taps: list[str]):
-        return record_taps(self.base.model, taps, spec=self.base.spec) if taps else _null_cache()
+    def _scoped_taps(self, taps: list[str], reduce: dict | None = None):
+        return record_taps(self.base.model, taps, spec=self.base.spec, reduce=reduce) if taps else _null_cache()
 
     def _eos_ids(self, device: torch.device) -> torch.Tensor:
         tok = self.base.tokenizer

@@ -15,7 +15,7 @@ Every architecture difference lives in `ARCHITECTURES`; pass an `ArchSpec` to ov
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -175,6 +175,34 @@ def _first_tensor(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, tuple | list) else output  # type: ignore[return-value]
 
 
+_NAMES: dict[tuple[tuple[str, ...], int], tuple[list[str], str]] = {}
+
+
+def _resolved(taps: Sequence[str], n_layers: int) -> tuple[list[str], str]:
+    """(canonical names, the deepest of them), memoised: decode steps record the same taps every token."""
+    key = (tuple(taps), n_layers)
+    if key not in _NAMES:
+        if len(_NAMES) > 1024:
+            _NAMES.clear()
+        names = resolve_taps(list(taps), n_layers)
+        order = all_tap_names(n_layers)
+        _NAMES[key] = (names, max(names, key=order.index))
+    return _NAMES[key]
+
+
+def _tap_modules(model: nn.Module, spec: ArchSpec, names: list[str]) -> list[nn.Module]:
+    """The module each tap hooks, looked up from the decoder layer list (one path walk, not one per tap)."""
+    layers = get_submodule(model, spec.layers)
+    out = []
+    for name in names:
+        m = _TAP_RE.match(name)
+        if m is None or m.group(2) != "resid_post":
+            out.append(_tap_module(model, spec, name))
+        else:
+            out.append(layers[int(m.group(1))])
+    return out
+
+
 class StopForward(Exception):
     """Raised by a hook to end the forward pass once the deepest requested tap is captured."""
 
@@ -187,23 +215,26 @@ def record_taps(
     spec: ArchSpec | None = None,
     stop_after_last: bool = False,
     detach: bool = True,
+    reduce: Mapping[str, Callable[[torch.Tensor], object]] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the named taps of every forward pass run inside the block.
 
     Yields a dict filled in place: tap name -> tensor [batch, seq, d_model]. Every hook is removed
     on exit, also when the block raises. With `stop_after_last`, the forward pass is cut short
     (by `StopForward`, which the block swallows) right after the deepest requested tap.
+    `reduce` maps (canonical) tap names to a function of the tensor whose result is stored instead,
+    so a consumer that needs only a pooled summary does not keep the full states alive.
     """
     spec = arch_spec(model, spec)
-    n = num_layers(model, spec)
-    names = resolve_taps(list(taps), n)
+    layers = get_submodule(model, spec.layers)
+    names, last = _resolved(taps, len(layers))
     cache: dict[str, torch.Tensor] = {}
     handles = []
-    order = all_tap_names(n)
-    last = max(names, key=order.index)
+    reduce = reduce or {}
 
     def store(name: str, t: torch.Tensor) -> None:
-        cache[name] = t.detach() if detach else t
+        t = t.detach() if detach else t
+        cache[name] = reduce[name](t) if name in reduce else t
         if stop_after_last and name == last:
             raise StopForward
 
@@ -217,8 +248,7 @@ def record_taps(
         store("embed", args[0] if args else kwargs["hidden_states"])
 
     try:
-        for name in names:
-            module = _tap_module(model, spec, name)
+        for name, module in zip(names, _tap_modules(model, spec, names), strict=True):
             if name == "embed":
                 handles.append(module.register_forward_pre_hook(embed_hook, with_kwargs=True))
             else:
@@ -240,6 +270,7 @@ def run_with_taps(
     spec: ArchSpec | None = None,
     need_output: bool = True,
     detach: bool = True,
+    reduce: Mapping[str, Callable[[torch.Tensor], object]] | None = None,
 ) -> tuple[object | None, dict[str, torch.Tensor]]:
     """Run `model(**inputs)` and return `(output, cache)`.
 
@@ -247,7 +278,7 @@ def run_with_taps(
     skips the remaining layers and the LM head.
     """
     output = None
-    with record_taps(model, taps, spec=spec, stop_after_last=not need_output, detach=detach) as cache:
+    with record_taps(model, taps, spec=spec, stop_after_last=not need_output, detach=detach, reduce=reduce) as cache:
         output = model(**inputs)
     return output, cache
 

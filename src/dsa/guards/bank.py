@@ -28,15 +28,77 @@ def last_window(h: torch.Tensor, mask: torch.Tensor, window: int) -> tuple[torch
     Works for left and right padding (real tokens are where mask is 1).
     """
     b = h.shape[0]
-    counts = mask.sum(1)
-    w = int(min(window, int(counts.max()))) if b else window
+    real = mask.bool()
+    w = int(min(window, int(real.sum(1).max()))) if b else window
+    from_end = real.flip(1).long().cumsum(1).flip(1)  # 1 at each row's last real token, 2 before it, ...
+    rows, cols = torch.nonzero(real & (from_end <= w), as_tuple=True)
+    at = w - from_end[rows, cols]
     out = h.new_zeros(b, w, h.shape[-1])
     m = torch.zeros(b, w, dtype=torch.long, device=h.device)
-    for r in range(b):
-        pos = torch.nonzero(mask[r], as_tuple=True)[0][-w:]
-        out[r, w - len(pos):] = h[r, pos]
-        m[r, w - len(pos):] = 1
+    out[rows, at] = h[rows, cols]
+    m[rows, at] = 1
     return out, m
+
+
+@dataclass
+class TapSummary:
+    """What guard heads read from one tap of a forward, pooled inside the tap's hook so the full
+    [b, s, d] states need not be kept: mean and last real token [b, d] (float32), and the last
+    `window` real tokens [b, w, d] (float32, right-aligned) with their mask [b, w]."""
+
+    mean: torch.Tensor | None = None
+    last: torch.Tensor | None = None
+    window: torch.Tensor | None = None
+    window_mask: torch.Tensor | None = None
+
+
+def pooled(value, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """`pool` of a tap's full states, or the same pooling read from its `TapSummary`."""
+    if isinstance(value, TapSummary):
+        return value.mean if how == "mean" else value.last
+    return pool(value, mask, how)
+
+
+def windowed(value, mask: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`last_window` of a tap's full states (as float32), or the same window read from its `TapSummary`."""
+    if isinstance(value, TapSummary):
+        w = min(window, value.window.shape[1])
+        return value.window[:, value.window.shape[1] - w:], value.window_mask[:, value.window_mask.shape[1] - w:]
+    return last_window(value.float(), mask, window)
+
+
+def merge_needs(into: dict[str, dict], needs: dict[str, dict]) -> dict[str, dict]:
+    """Union of two {tap: {"mean", "last", "window"}} requirements (in place into `into`)."""
+    for tap, need in needs.items():
+        have = into.setdefault(tap, {"mean": False, "last": False, "window": 0})
+        have["mean"] |= need["mean"]
+        have["last"] |= need["last"]
+        have["window"] = max(have["window"], need["window"])
+    return into
+
+
+def tap_reducers(banks, attention_mask: torch.Tensor, keep_full=()) -> dict:
+    """{tap: hook-side reducer} giving each tap's `TapSummary` for every `GuardBank` in `banks`
+    (the union of what their heads read). Taps in `keep_full`, and every tap of a bank that cannot
+    read summaries, keep their full states."""
+    needs: dict[str, dict] = {}
+    full = set(keep_full)
+    for bank in banks:
+        if hasattr(bank, "tap_needs"):
+            merge_needs(needs, bank.tap_needs())
+        else:
+            full |= set(bank.taps)
+
+    def reducer(need):
+        def summarise(h: torch.Tensor) -> TapSummary:
+            out = TapSummary(mean=pool(h, attention_mask, "mean") if need["mean"] else None,
+                             last=pool(h, attention_mask, "last") if need["last"] else None)
+            if need["window"]:
+                out.window, out.window_mask = last_window(h.float(), attention_mask, need["window"])
+            return out
+        return summarise
+
+    return {tap: reducer(need) for tap, need in needs.items() if tap not in full}
 
 
 @dataclass
@@ -65,13 +127,21 @@ class GuardAdapter:
     def qualified(self) -> list[str]:
         return [f"{self.task}/{h}" for h in self.heads]
 
-    def inputs(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> GuardInput:
+    def tap_needs(self) -> dict[str, dict]:
+        """{tap: {"mean", "last", "window"}}: what this head reads of each tap (a PLR head always
+        asks for both poolings: its streaming state keeps a running mean whatever it reads)."""
         if self.arch == "plr":
-            return GuardInput(pooled={(li, how): pool(cache[f"layers.{li}.resid_post"], attention_mask, how)
+            return {t: {"mean": True, "last": True, "window": 0} for t in self.taps}
+        return {t: {"mean": False, "last": False, "window": self.window} for t in self.taps}
+
+    def inputs(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> GuardInput:
+        """The head's input from a forward's taps (full states or `TapSummary`s)."""
+        if self.arch == "plr":
+            return GuardInput(pooled={(li, how): pooled(cache[f"layers.{li}.resid_post"], attention_mask, how)
                                       for li in self.cfg["layers"] for how in self.cfg["poolings"]})
         parts, m = [], None
         for li in self.cfg["ladder"]:
-            t, m = last_window(cache[f"layers.{li}.resid_post"].float(), attention_mask, self.window)
+            t, m = windowed(cache[f"layers.{li}.resid_post"], attention_mask, self.window)
             parts.append(t)
         return GuardInput(tokens=torch.stack(parts, 1), mask=m)  # [b, T, w, d]
 
@@ -80,7 +150,9 @@ class GuardAdapter:
             return self.head(self.inputs(cache, attention_mask)).float()  # [b, heads]
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        t = torch.tensor(self.temperatures, dtype=logits.dtype, device=logits.device)
+        t = self.__dict__.get("_temperature")
+        if t is None or t.dtype != logits.dtype or t.device != logits.device or t.numel() != len(self.temperatures):
+            t = self.__dict__["_temperature"] = torch.tensor(self.temperatures, dtype=logits.dtype, device=logits.device)
         return torch.sigmoid(logits / t)
 
     def save(self, path: str | Path, base_fingerprint: str, base_name: str = "") -> Path:
@@ -132,6 +204,17 @@ class GuardBank:
     def max_length(self) -> int:
         return max(a.max_length for a in self.adapters)
 
+    def tap_needs(self) -> dict[str, dict]:
+        """{tap: {"mean", "last", "window"}} over every head of the bank."""
+        out: dict[str, dict] = {}
+        for a in self.adapters:
+            merge_needs(out, a.tap_needs())
+        return out
+
+    def tap_reducers(self, attention_mask: torch.Tensor) -> dict:
+        """Hook-side reducers for `record_taps(reduce=...)`: each tap pooled where it is produced."""
+        return tap_reducers([self], attention_mask)
+
     def score(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Calibrated probabilities {qualified head: [batch]} from one forward's taps."""
         out = {}
@@ -177,57 +260,67 @@ class GuardBank:
 class StreamingGuardState:
     """Incremental response-guard scoring for a growing transcript, one token per `update`.
 
-    PLR heads keep running sums (mean pooling) and the last token's state per layer; RTB and LST
-    heads keep a window of the last `window` token states per ladder tap, shifted like a ring
-    buffer. Each update is O(d) for PLR and O(window·d) for windowed heads, whatever the length,
-    and gives the scores `GuardBank.score` gives on the whole transcript (up to float rounding).
-    Every tensor has the batch first, so rows can be selected or appended (dynamic batching).
+    PLR heads share running sums (mean pooling) and the last token's state of their layers, kept
+    as [b, L, d] tensors; RTB and LST heads keep a window of the last `window` token states per
+    ladder tap, shifted like a ring buffer. Each update is O(d) for PLR and O(window·d) for windowed
+    heads, whatever the length, and gives the scores `GuardBank.score` gives on the whole transcript
+    (up to float rounding). Every tensor has the batch first, so rows can be selected or appended
+    (dynamic batching). The prefix's taps may be full states or `TapSummary`s.
     """
 
     def __init__(self, bank: GuardBank, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor):
         self.bank = bank
         m = attention_mask.float()
         self.count = m.sum(1)  # [b]
-        self.sums: dict[int, torch.Tensor] = {}  # layer -> [b, d] float
-        self.last: dict[int, torch.Tensor] = {}  # layer -> [b, d] float
+        self.layers = sorted({li for a in bank.adapters if a.arch == "plr" for li in a.cfg["layers"]})
+        self.taps = [f"layers.{li}.resid_post" for li in self.layers]
+        col = {li: j for j, li in enumerate(self.layers)}
+        # per adapter: the columns of its layers in the shared state (None: all, in order; or windowed)
+        self.cols = [None if a.arch != "plr" or a.cfg["layers"] == self.layers
+                     else torch.tensor([col[li] for li in a.cfg["layers"]]) for a in bank.adapters]
+        self.sums = self.last = None  # [b, L, d] float
+        if self.layers:
+            n = self.count.clamp_min(1)[:, None]
+            self.sums = torch.stack([pooled(cache[t], attention_mask, "mean") * n for t in self.taps], 1)
+            self.last = torch.stack([pooled(cache[t], attention_mask, "last") for t in self.taps], 1)
         self.windows: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # per adapter: [b, T, w, d], [b, w]
         for a in bank.adapters:
             if a.arch == "plr":
-                for li in a.cfg["layers"]:
-                    h = cache[f"layers.{li}.resid_post"]
-                    self.sums.setdefault(li, pool(h, attention_mask, "mean") * self.count.clamp_min(1)[:, None])
-                    self.last.setdefault(li, pool(h, attention_mask, "last"))
                 self.windows.append(None)
-            else:
-                parts, wm = [], None
-                for li in a.cfg["ladder"]:
-                    t, wm = last_window(cache[f"layers.{li}.resid_post"].float(), attention_mask, a.window)
-                    parts.append(pad_left(t, a.window, 1))
-                self.windows.append((torch.stack(parts, 1), pad_left(wm, a.window, 1)))
+                continue
+            parts, wm = [], None
+            for li in a.cfg["ladder"]:
+                t, wm = windowed(cache[f"layers.{li}.resid_post"], attention_mask, a.window)
+                parts.append(pad_left(t, a.window, 1))
+            self.windows.append((torch.stack(parts, 1), pad_left(wm, a.window, 1)))
         self._scores = bank.score(cache, attention_mask)
 
     def update(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Add one token per row (`cache[tap]` is [b, 1, d]); returns the new scores {head: [b]}."""
         self.count = self.count + 1
-        for li in self.sums:
-            h = cache[f"layers.{li}.resid_post"][:, -1].float()
-            self.sums[li] = self.sums[li] + h
-            self.last[li] = h
+        if self.layers:
+            new = torch.cat([cache[t][:, -1:] for t in self.taps], 1).float()  # [b, L, d]
+            self.sums = self.sums + new
+            self.last = new
+            mean = self.sums / self.count.clamp_min(1)[:, None, None]
         out = {}
-        for a, win in zip(self.bank.adapters, self.windows, strict=True):
-            if win is None:
-                mean = {li: self.sums[li] / self.count.clamp_min(1)[:, None] for li in a.cfg["layers"]}
-                x = GuardInput(pooled={(li, how): (mean[li] if how == "mean" else self.last[li])
-                                       for li in a.cfg["layers"] for how in a.cfg["poolings"]})
-            else:
-                tokens, wm = win
-                new = torch.stack([cache[f"layers.{li}.resid_post"][:, -1].float() for li in a.cfg["ladder"]], 1)
-                tokens = torch.cat([tokens[:, :, 1:], new[:, :, None]], 2)
-                wm = torch.cat([wm[:, 1:], torch.ones_like(wm[:, :1])], 1)
-                self.windows[self.bank.adapters.index(a)] = (tokens, wm)
-                x = GuardInput(tokens=tokens, mask=wm)
+        for i, (a, win) in enumerate(zip(self.bank.adapters, self.windows, strict=True)):
             with torch.no_grad():
-                p = a.probs(a.head(x).float())
+                if win is None:
+                    cols = self.cols[i]
+                    parts = {"mean": mean if cols is None else mean[:, cols],
+                             "last": self.last if cols is None else self.last[:, cols]}
+                    # [b, L, poolings, d] flattened: layer-major, as PLRHead.features concatenates
+                    f = torch.stack([parts[how] for how in a.cfg["poolings"]], 2).flatten(1)
+                    logits = a.head.forward_features(f)
+                else:
+                    tokens, wm = win
+                    new_t = torch.stack([cache[f"layers.{li}.resid_post"][:, -1].float() for li in a.cfg["ladder"]], 1)
+                    tokens = torch.cat([tokens[:, :, 1:], new_t[:, :, None]], 2)
+                    wm = torch.cat([wm[:, 1:], torch.ones_like(wm[:, :1])], 1)
+                    self.windows[i] = (tokens, wm)
+                    logits = a.head(GuardInput(tokens=tokens, mask=wm))
+                p = a.probs(logits.float())
             for j, q in enumerate(a.qualified):
                 out[q] = p[:, j]
         self._scores = out
@@ -238,8 +331,8 @@ class StreamingGuardState:
 
     def select(self, idx: torch.Tensor) -> None:
         self.count = self.count[idx]
-        self.sums = {k: v[idx] for k, v in self.sums.items()}
-        self.last = {k: v[idx] for k, v in self.last.items()}
+        if self.layers:
+            self.sums, self.last = self.sums[idx], self.last[idx]
         self.windows = [None if w is None else (w[0][idx], w[1][idx]) for w in self.windows]
         self._scores = {h: v[idx] for h, v in self._scores.items()}
 
@@ -249,8 +342,9 @@ class StreamingGuardState:
     def merge(self, other: StreamingGuardState, width: int | None = None) -> None:
         """Append `other`'s rows (`width`, the batch's padded length, is not needed here)."""
         self.count = torch.cat([self.count, other.count])
-        self.sums = {k: torch.cat([v, other.sums[k]]) for k, v in self.sums.items()}
-        self.last = {k: torch.cat([v, other.last[k]]) for k, v in self.last.items()}
+        if self.layers:
+            self.sums = torch.cat([self.sums, other.sums])
+            self.last = torch.cat([self.last, other.last])
         self.windows = [None if w is None else (torch.cat([w[0], o[0]]), torch.cat([w[1], o[1]]))
                         for w, o in zip(self.windows, other.windows, strict=True)]
         self._scores = {h: torch.cat([v, other._scores[h]]) for h, v in self._scores.items()}
@@ -276,7 +370,8 @@ def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: 
         with torch.inference_mode():
             _, cache = run_with_taps(base.model, {"input_ids": input_ids.to(base.device),
                                                   "attention_mask": mask.to(base.device)},
-                                     bank.taps, spec=base.spec, need_output=False)
+                                     bank.taps, spec=base.spec, need_output=False,
+                                     reduce=tap_reducers([bank], mask.to(base.device)))
             scores = bank.score(cache, mask.to(base.device))
         flags = bank.flags(scores)
         for r, i in enumerate(rows):

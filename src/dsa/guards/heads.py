@@ -54,7 +54,11 @@ class PLRHead(nn.Module):
         return torch.cat([x.pooled[(li, how)] for li in self.layers for how in self.poolings], -1).float()
 
     def forward(self, x: GuardInput) -> torch.Tensor:
-        return self.net((self.features(x) - self.mu) / self.sd)
+        return self.forward_features(self.features(x))
+
+    def forward_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Logits [b, heads] of concatenated pooled features [b, f] (as `features` orders them)."""
+        return self.net((f - self.mu) / self.sd)
 
     def token_logits(self, per_layer: dict[int, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """Streaming: each token scored as if the text ended there (running mean, itself as last).
