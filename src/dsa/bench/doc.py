@@ -91,11 +91,15 @@ def overhead_tables(res: dict) -> list[str]:
              "Ratio to the bare prefill, `1 + extra / bare` (median [min–max] over repetitions):", "", head, sep]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(_r(c["ratios"][n]["ratio"]) for c in cells) + " |")
-    lines += ["", "End to end: guarded forward time / bare forward time, each a separate run (on a shared CPU "
-              "this carries the machine's noise, several per cent):", "", head, sep]
-    for n in VARIANTS:
-        if n in cells[0]["ratios"]:
-            lines.append(f"| {n} | " + " | ".join(_r(c["ratios"][n]["end_to_end"]) for c in cells) + " |")
+    if "tap_bytes" in cells[0]["ratios"][VARIANTS[0]]:
+        lines += ["", "Bytes the recorded taps hold once the prefill is done (pooled summaries when the bank "
+                  "pools inside the hooks, else the full [batch, seq, d] states):", "", head, sep]
+        for n in VARIANTS:
+            if n in cells[0]["ratios"]:
+                lines.append(f"| {n} | " + " | ".join(_bytes(c["ratios"][n]["tap_bytes"]) for c in cells) + " |")
+    lines += ["", "End to end: the guarded forward (every variant's taps and heads at once) / the bare forward, "
+              "each a separate run (on a shared CPU this carries the machine's noise, several per cent):", "",
+              head, sep, "| all variants at once | " + " | ".join(_r(c["end_to_end_all_variants"]) for c in cells) + " |"]
     return lines
 
 
@@ -172,8 +176,9 @@ def write_bench_doc(results: Path = RESULTS, path: Path = DOC, img: Path = IMG) 
     if "guard_overhead_cells" in res:
         lines += ["## Guard overhead on the prefill", "",
                   "The guarded arm is the same prefill with the guard taps recorded (pooled inside the hooks) and "
-                  "the heads scored. Its ratio is `1 + guard work / bare prefill`, the guard work timed where it "
-                  "runs (in the hooks and in the heads) within the guarded forward. The baselines' ratio is "
+                  "the heads scored; one guarded forward carries every variant. A variant's ratio is "
+                  "`1 + its guard work / bare prefill`, its guard work timed where it runs (in its hooks and in "
+                  "its heads) within the guarded forward. The baselines' ratio is "
                   "`1 + their own time / bare prefill`: `minilm_standalone` a MiniLM-L6 classifier on the same "
                   "texts (tokenising included, truncated at 512 tokens), `second_pass` a second forward of the base "
                   "over the prompt (LoRA-Guard), `generative_guard` the base asked in a second prompt whether the "

@@ -28,6 +28,8 @@ class BenchConfig:
     batches: tuple[int, ...] = field(default=(1, 16), metadata={"help": "prefill batch sizes"})
     big_cells: bool = field(default=False, metadata={"help": "also batch > 1 at lengths > 64 (slow on CPU)"})
     reps: int = field(default=3, metadata={"help": "timed repetitions per prefill cell"})
+    cell_budget_s: float = field(default=150.0, metadata={"help": "a prefill cell stops adding repetitions "
+                                                                  "after this many seconds (2 at least)"})
     generative_tokens: int = field(default=4, metadata={"help": "tokens the generative guard writes"})
     stream_lengths: tuple[int, ...] = field(default=(64, 256, 1024), metadata={"help": "decoded tokens"})
     request_tokens: int = field(default=32, metadata={"help": "tokens per benign/flagged request"})
@@ -94,10 +96,8 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
                         "heads": len(v["bank"].heads)} for k, v in variants.items()}
     if "guard" in cfg.sections:
         cells_at = [(b, n) for b in cfg.batches for n in cfg.lengths if b == 1 or n == min(cfg.lengths) or cfg.big_cells]
-        cells = []
-        for b, n in cells_at:
-            cells += prefill.guard_overhead(base, variants, [n], [b], cfg.reps, minilm=True,
-                                            generative_tokens=cfg.generative_tokens, log=log)
+        cells = prefill.guard_overhead(base, variants, cells_at, cfg.reps, generative_tokens=cfg.generative_tokens,
+                                       budget_s=cfg.cell_budget_s, log=log)
         ref = (1, 256) if (1, 256) in cells_at else cells_at[0]
         res["guard_overhead"], res["guard_overhead_reference"] = _headline(cells, ref)
         res["guard_overhead_cells"] = cells
@@ -135,7 +135,7 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
                                            for a in variants["all_shipped"]["bank"].adapters}
         log(f"bench: memory {res['memory'].get('ratio')}")
     if "server" in cfg.sections:
-        res["server"] = system.server_throughput(cfg.clients)
+        res["server"] = system.server_throughput(cfg.clients, device=cfg.device)
         log(f"bench: server {res['server']}")
     res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     res["seconds"] = round(time.perf_counter() - t_start, 1)

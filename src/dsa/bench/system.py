@@ -73,7 +73,8 @@ def peak_memory(device: str, dtype: str) -> dict:
     return out
 
 
-def server_throughput(clients=(1, 4, 16), requests_per_client: int = 2, max_tokens: int = 16) -> dict:
+def server_throughput(clients=(1, 4, 16), requests_per_client: int = 2, max_tokens: int = 16,
+                      device: str = "cpu") -> dict:
     """Requests/s of `dsa serve` (shipped guard and adapter, dynamic batching) at each client count,
     driven by scripts/server_load.py."""
     path = ROOT / "scripts" / "server_load.py"
@@ -83,7 +84,7 @@ def server_throughput(clients=(1, 4, 16), requests_per_client: int = 2, max_toke
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = {}
-    with mod.server() as url:
+    with mod.server("--device", device) as url:
         mod.load_phase(url, 1, 1, max_tokens)  # warm-up
         for c in clients:
             out[str(c)] = mod.load_phase(url, c, requests_per_client, max_tokens)

@@ -26,9 +26,12 @@ def timed(fn: Callable[[], dict | None], device: torch.device | str = "cpu") -> 
 
 
 def interleave(arms: dict[str, Callable[[], dict | None]], reps: int, warmup: int = 1,
-               device: torch.device | str = "cpu") -> dict[str, list[dict[str, float]]]:
+               device: torch.device | str = "cpu", budget_s: float | None = None,
+               min_reps: int = 2) -> dict[str, list[dict[str, float]]]:
     """Run every arm `warmup` times untimed, then `reps` timed rounds with a rotated arm order.
 
+    With `budget_s`, stop after the round that passes it once `min_reps` rounds are done (a long
+    cell on a slow machine gets fewer repetitions rather than an unbounded run).
     Returns {arm: [{"total": s, ...} per repetition]}.
     """
     names = list(arms)
@@ -36,10 +39,13 @@ def interleave(arms: dict[str, Callable[[], dict | None]], reps: int, warmup: in
         for name in names:
             arms[name]()
     out: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    t0 = time.perf_counter()
     for r in range(reps):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             out[name].append(timed(arms[name], device))
+        if budget_s is not None and r + 1 >= min_reps and time.perf_counter() - t0 > budget_s:
+            break
     return out
 
 
