@@ -31,35 +31,56 @@ def generate_exact(sm: SafetyModel, messages: list, n_tokens: int, **kw) -> obje
     return batch
 
 
-def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, window: int = 32) -> dict:
-    """Decode one conversation with and without the response guard, alternating single steps.
+def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, window: int = 32,
+                        prefill_context: bool = True) -> dict:
+    """Per-token cost of the streaming response guard at transcripts of each length.
 
-    Returns {str(L): {"ratio": median [min, max] over the steps before L, ms per step each}}.
+    The same conversation is decoded with and without the response guard in lockstep, alternating
+    single steps (the order flips every step). With `prefill_context`, the transcript up to L − w
+    tokens is a prefilled prompt and the last w = min(window, L/2) tokens are decoded (the guard's
+    state is O(1) per token, so what changes with L is the KV length of the step); otherwise every
+    token up to max(lengths) is decoded. Returns {str(L): ratio median [min, max] over those steps,
+    ms per step of each arm, the context length reached}.
     """
-    n = max(lengths)
-    eos = _eos_ids(plain.base.tokenizer)
+    from dsa.bench.workloads import prompt_batch
+
     guarded.response_debounce = 10**9  # measure, never stop
-    steps: dict[str, list[float]] = {"plain": [], "guarded": []}
-    with torch.inference_mode():
-        batches = {"plain": plain.prefill([BENIGN[0]], alignment=0, max_new_tokens=n),
-                   "guarded": guarded.prefill([BENIGN[0]], alignment=0, max_new_tokens=n)}
+    device = plain.base.device
+
+    def lockstep(message, n):
+        steps: dict[str, list[float]] = {"plain": [], "guarded": []}
+        eos = _eos_ids(plain.base.tokenizer)
+        batches = {"plain": plain.prefill([message], alignment=0, max_new_tokens=n),
+                   "guarded": guarded.prefill([message], alignment=0, max_new_tokens=n)}
         models = {"plain": plain, "guarded": guarded}
         for i in range(n):
             for name in (("plain", "guarded") if i % 2 == 0 else ("guarded", "plain")):
                 b = batches[name]
                 b.logits[:, eos] = float("-inf")
-                synchronize(plain.base.device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 models[name].decode_step(b)
-                synchronize(plain.base.device)
+                synchronize(device)
                 steps[name].append(time.perf_counter() - t0)
+        return steps, batches["plain"].mask.shape[1]
+
     out = {}
-    for length in lengths:
-        w = max(1, min(window, length // 2))
-        sl = slice(length - w - 1, length - 1)  # the last w steps that feed a token (the final one only picks)
-        p, g = steps["plain"][sl], steps["guarded"][sl]
-        out[str(length)] = {"ratio": spread(ratios(g, p)), "plain_ms": spread([1000 * x for x in p], 3),
-                            "guarded_ms": spread([1000 * x for x in g], 3), "steps": w}
+    with torch.inference_mode():
+        if not prefill_context:
+            steps, width = lockstep(BENIGN[0], max(lengths))
+        for length in lengths:
+            w = max(1, min(window, length // 2))
+            if prefill_context:
+                text = prompt_batch(plain.base, max(8, length - w), 1)[1][0]
+                steps, width = lockstep(text, w + 1)
+                sl = slice(0, w)  # the final step only picks a token
+            else:
+                sl = slice(length - w - 1, length - 1)
+            p, g = steps["plain"][sl], steps["guarded"][sl]
+            out[str(length)] = {"ratio": spread(ratios(g, p)), "plain_ms": spread([1000 * x for x in p], 3),
+                                "guarded_ms": spread([1000 * x for x in g], 3), "steps": w,
+                                "context_tokens": int(width) if prefill_context else None,
+                                "prefilled": prefill_context}
     return out
 
 

@@ -31,7 +31,9 @@ class BenchConfig:
     cell_budget_s: float = field(default=150.0, metadata={"help": "a prefill cell stops adding repetitions "
                                                                   "after this many seconds (2 at least)"})
     generative_tokens: int = field(default=4, metadata={"help": "tokens the generative guard writes"})
-    stream_lengths: tuple[int, ...] = field(default=(64, 256, 1024), metadata={"help": "decoded tokens"})
+    stream_lengths: tuple[int, ...] = field(default=(64, 256, 1024), metadata={"help": "transcript lengths"})
+    stream_prefill: bool = field(default=True, metadata={"help": "prefill each transcript up to its last 32 "
+                                                                 "tokens, decode those (else decode every token)"})
     request_tokens: int = field(default=32, metadata={"help": "tokens per benign/flagged request"})
     request_reps: int = field(default=5, metadata={"help": "repetitions of the request arms"})
     decode_batches: tuple[int, ...] = field(default=(1, 8, 32), metadata={"help": "runtime vs generate"})
@@ -111,7 +113,8 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
     plain = SafetyModel(base)
     if "streaming" in cfg.sections:
         guarded = SafetyModel(base, response_guards=response_bank)
-        res["streaming_detail"] = decode.streaming_per_token(plain, guarded, cfg.stream_lengths)
+        res["streaming_detail"] = decode.streaming_per_token(plain, guarded, cfg.stream_lengths,
+                                                               prefill_context=cfg.stream_prefill)
         res["streaming_per_token"] = {k: v["ratio"]["median"] for k, v in res["streaming_detail"].items()}
         log(f"bench: streaming guard per token {res['streaming_per_token']}")
     if "requests" in cfg.sections:
@@ -137,7 +140,16 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
     if "server" in cfg.sections:
         res["server"] = system.server_throughput(cfg.clients, device=cfg.device)
         log(f"bench: server {res['server']}")
+    limit = getattr(prompt_bank, "max_length", None)
+    if limit is not None and "guard" in cfg.sections and max(cfg.lengths) > limit:
+        res.setdefault("notes", []).append(
+            f"the guard overhead above is the guard work on the prefill itself. `SafetyModel.prefill` scores a prompt "
+            f"longer than the prompt guard's max_length ({limit} tokens) once more, with a forward over the prompt "
+            f"truncated to its last {limit} tokens as the guard was trained (so one prompt gets one score on every "
+            f"path): at {max(cfg.lengths)} tokens the runtime adds about a {limit}-token forward to the guard's cost "
+            "(not timed here).")
     res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res["seconds"] = round(time.perf_counter() - t_start, 1)
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
