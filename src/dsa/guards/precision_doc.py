@@ -82,7 +82,9 @@ def write_precision_doc(path: Path = DOC) -> Path | None:
              "## Training data", "",
              "Harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, Do-Not-Answer, ToxicChat) against "
              "benign prompts that share their topics: CoCoNot preference prompts, PHTest `harmless`, WildChat, "
-             "OpenAI-moderation prompts with no flag, Alpaca instructions that use harm words, and plain Alpaca. "
+             "OpenAI-moderation prompts with no flag, Alpaca instructions that use harm words, Alpaca instructions "
+             "phrased as questions (most harmful prompts are questions; without benign ones question form itself "
+             "read as harm), and plain Alpaca. "
              "PHTest `controversial` is kept out of the labels. 30 % of the training prompts of both classes are "
              "also framed (polite, fictional, hypothetical, academic, step-by-step), so a framing is never a label "
              "cue. Splits are seeded (70/10/20 by content hash); every eval-only set (StrongREJECT, XSTest, "
