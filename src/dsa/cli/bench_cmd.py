@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="one small cell per section (< 60 s), no server/memory")
     p.add_argument("--big-cells", action="store_true", help="also batch 16 at 256 and 1024 tokens (slow on CPU)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per prefill cell")
+    p.add_argument("--stream-decode-all", action="store_true",
+                   help="streaming guard: decode every token up to 1024 (default: prefill each transcript "
+                        "up to its last 32 tokens and decode those)")
     p.add_argument("--sections", default=None,
                    help="comma-separated subset of guard,streaming,requests,decode,memory,server")
     p.add_argument("--out", default="results/bench.json")
@@ -41,6 +44,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["sections"] = tuple(s.strip() for s in args.sections.split(",") if s.strip())
         if args.big_cells:
             kw["big_cells"] = True
+        if args.stream_decode_all:
+            kw["stream_prefill"] = False
         cfg = (BenchConfig.quick(**kw) if args.quick else BenchConfig(**kw)).for_device()
         run_bench(cfg, command=" ".join(["dsa bench", *_argv(args)]))
     doc = write_bench_doc(Path(args.out), Path(args.doc))
@@ -50,7 +55,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     out = []
-    for flag in ("quick", "big_cells"):
+    for flag in ("quick", "big_cells", "stream_decode_all"):
         if getattr(args, flag):
             out.append("--" + flag.replace("_", "-"))
     for flag in ("device", "reps", "sections"):
