@@ -205,6 +205,46 @@ def fuzz_phase(url: str, chat_cases: int, moderation_cases: int) -> dict:
 
 
 PHASES = ("unguarded", "serial", "policy", "load", "disconnect", "fuzz")
+DOC = ROOT / "docs" / "server.md"
+BEGIN, END = "<!-- server-measurements:begin -->", "<!-- server-measurements:end -->"
+
+
+def measurements_table(r: dict) -> str:
+    """The docs/server.md measurements table, every figure read from results/server.json."""
+    rows = ["| check | result |", "|---|---|"]
+    if u := r.get("unguarded_start"):
+        rows.append(f"| `dsa serve` without `adapters/` | exit code {u['exit_code']} after {u['seconds']:.1f} s, "
+                    "before loading the model |")
+    if p := r.get("policy"):
+        for case, what in (("client_alignment_0", '`"alignment": 0`, no key'), ("default", "no alignment field")):
+            c = p[case]
+            rows.append(f"| {what}, on \"{p['prompt']}\" | served at λ = {c['alignment_lambda']} "
+                        f"(`{c['policy']}`), finish `{c['finish_reason']}`: \"{' '.join(c['answer'].split())[:90]}\"; "
+                        f"guard scores returned: {str(c['guard_scores_returned']).lower()} |")
+    s, ld = r.get("serial"), r.get("load")
+    if s:
+        rows.append(f"| serial (`--max-batch 1`), {s['clients']} clients, {s['requests']} requests, `max_tokens` "
+                    f"{s['max_tokens']} | {s['rps']:.3f} req/s, p50 {s['p50_s']:.1f} s, {s['errors']} errors |")
+    if ld:
+        ratio = f" ({ld['speedup']:.2f}× serial)" if ld.get("speedup") else ""
+        rows.append(f"| dynamic batching (`--max-batch 32`), {ld['clients']} clients, {ld['requests']} requests, "
+                    f"`max_tokens` {ld['max_tokens']} | **{ld['rps']:.3f} req/s{ratio}**, p50 {ld['p50_s']:.1f} s, "
+                    f"p95 {ld['p95_s']:.1f} s, {ld['errors']} errors |")
+    if d := r.get("disconnect"):
+        rows.append(f"| {d['streams']} streams, {d['dropped']} dropped mid-answer | {d['others_completed']} others "
+                    f"completed; next request's first token after {d['next_request_s']:.2f} s; "
+                    f"{d['active_rows_after']} active rows and {d['hooks_left']} tap hooks left |")
+    if f := r.get("fuzz"):
+        rows.append(f"| hypothesis fuzzing, {f['cases']} chat + moderation bodies | {f['status_5xx']} responses ≥ 500 "
+                    f"({f['status_4xx']} × 4xx); {f['streams_without_done']} streams without `[DONE]` |")
+    return "\n".join(rows)
+
+
+def write_doc(results: dict, doc: Path = DOC) -> None:
+    text = doc.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{BEGIN}\n{measurements_table(results)}\n{END}{tail}")
 
 
 def main() -> int:
@@ -215,9 +255,13 @@ def main() -> int:
     p.add_argument("--serial-requests", type=int, default=3, help="requests per client in the serial phase")
     p.add_argument("--fuzz-chat", type=int, default=150)
     p.add_argument("--fuzz-moderations", type=int, default=50)
+    p.add_argument("--doc-only", action="store_true", help="only regenerate the table in docs/server.md")
     args = p.parse_args()
     phases = set(args.phases.split(","))
     results: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.doc_only:
+        write_doc(results)
+        return 0
     results |= {"command": "OMP_NUM_THREADS=1 .venv/bin/python scripts/server_load.py",
                 "machine": f"{os.cpu_count()} CPU cores, shared with other jobs; server OMP_NUM_THREADS=1"}
 
@@ -246,7 +290,8 @@ def main() -> int:
                 save("disconnect", disconnect_phase(url))
             if "fuzz" in phases:
                 save("fuzz", fuzz_phase(url, args.fuzz_chat, args.fuzz_moderations))
-    print(f"wrote {args.out}")
+    write_doc(results)
+    print(f"wrote {args.out} and {DOC}")
     return 0
 
 
