@@ -95,6 +95,41 @@ def all_tap_names(n_layers: int) -> list[str]:
 _TAP_RE = re.compile(r"^layers\.(\d+)\.(resid_post|attn_out|mlp_out)$")
 
 
+class LayerRangeError(ValueError):
+    """A layer index or fraction that the model does not have."""
+
+
+def resolve_layer(spec: int | float | str, n_layers: int) -> int:
+    """One layer given as an index (negative counts from the end, as in Python) or as a fraction of
+    depth ("0.6", 0.6: layer round(0.6 × (n_layers − 1))), checked against the model.
+
+    So configs stay valid across depths: 0.62 is layer 18 of SmolLM2's 30 and layer 14 of a
+    24-layer model; 1.0 and -1 are the last layer of any model.
+    """
+    if isinstance(spec, bool):
+        raise LayerRangeError(f"layer {spec!r}: expected an index or a fraction of depth")
+    text = str(spec).strip()
+    is_fraction = isinstance(spec, float) or (isinstance(spec, str) and ("." in text or "e" in text.lower()))
+    try:
+        value = float(text) if is_fraction else int(text)
+    except ValueError as err:
+        raise LayerRangeError(f"layer {spec!r}: expected an index (e.g. 18, -1) or a fraction of depth "
+                              f"(e.g. 0.6)") from err
+    if is_fraction:
+        if not 0.0 <= value <= 1.0:
+            raise LayerRangeError(f"layer fraction {spec!r} out of range: a fraction of depth is in [0, 1]")
+        return round(value * (n_layers - 1))
+    if not -n_layers <= value < n_layers:
+        raise LayerRangeError(f"layer {value} out of range: the model has {n_layers} layers "
+                              f"(0..{n_layers - 1}, or -{n_layers}..-1, or a fraction of depth such as 0.6)")
+    return value % n_layers
+
+
+def resolve_layers(specs, n_layers: int) -> list[int]:
+    """`resolve_layer` of each item."""
+    return [resolve_layer(s, n_layers) for s in specs]
+
+
 def _layer_indices(expr: str, n_layers: int) -> list[int]:
     """'18' -> [18]; '-1' -> [n-1]; '12:18' -> 12..17; '::3' -> every third; 'all'/'*' -> all."""
     if expr in ("all", "*"):
@@ -102,10 +137,7 @@ def _layer_indices(expr: str, n_layers: int) -> list[int]:
     if ":" in expr:
         parts = [int(p) if p else None for p in expr.split(":")]
         return list(range(n_layers))[slice(*parts)]
-    i = int(expr)
-    if not -n_layers <= i < n_layers:
-        raise ValueError(f"layer {i} out of range for a model with {n_layers} layers")
-    return [i % n_layers]
+    return [resolve_layer(expr, n_layers)]
 
 
 def resolve_taps(taps: str | Sequence[str], n_layers: int) -> list[str]:
@@ -133,7 +165,9 @@ def resolve_taps(taps: str | Sequence[str], n_layers: int) -> list[str]:
         else:
             try:
                 names = [f"layers.{i}.resid_post" for i in _layer_indices(item, n_layers)]
-            except ValueError as err:
+            except LayerRangeError as err:
+                if re.fullmatch(r"-?\d+|\d*\.\d+", item):  # a layer the model does not have
+                    raise
                 raise ValueError(
                     f"cannot read tap {item!r}: expected one of {GLOBAL_TAPS}, 'layers.I.KIND' "
                     f"with KIND in {TAP_KINDS}, 'KIND:LAYERS', or a layer expression like 18, -1, 12:18, all"

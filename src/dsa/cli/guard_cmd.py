@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from dsa.cli.common import add_base_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("guard", help="train, evaluate and run DSA guard adapters",
@@ -25,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="every DSA head and baseline on the guard tasks -> results + doc + plots")
+    add_base_args(p)
     p.add_argument("--all", action="store_true", help="every guard task (default)")
     p.add_argument("--tasks", nargs="*", default=None, help="a subset of tasks")
     p.add_argument("--no-baselines", action="store_true",
@@ -40,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("study", help="prompt-guard precision study: candidate heads, selection on val, "
                                      "leave-one-source-out -> results/guard-precision.json")
+    add_base_args(p)
     p.add_argument("--candidates", nargs="*", default=None, help="a subset of dsa.guards.study.CANDIDATES")
     p.add_argument("--no-loso", action="store_true", help="skip leave-one-source-out validation")
     p.add_argument("--parts-only", action="store_true",
@@ -106,7 +110,7 @@ def cmd_eval(args) -> int:
     unknown = [m for m in compute if m not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}: expected some of {list(BASELINES)}")
-    evaluate_all(load_base(), tasks, args.out, args.doc, compute_baselines=compute,
+    evaluate_all(load_base(args.base, dtype=args.dtype, device=args.device), tasks, args.out, args.doc, compute_baselines=compute,
                  reuse=args.reuse, command="dsa " + " ".join(sys.argv[1:]))
     print(f"wrote {args.out} and {args.doc}")
     return 0
@@ -124,10 +128,10 @@ def cmd_study(args) -> int:
     if args.parts_only:
         from dsa.guards.study import run_candidates
 
-        done = run_candidates(load_base(), args.candidates)
+        done = run_candidates(load_base(args.base, dtype=args.dtype, device=args.device), args.candidates)
         print(f"wrote parts for {list(done)} under runs/guard_study/")
         return 0
-    res = run_study(load_base(), args.candidates, loso=not args.no_loso, reuse_parts=args.reuse_parts)
+    res = run_study(load_base(args.base, dtype=args.dtype, device=args.device), args.candidates, loso=not args.no_loso, reuse_parts=args.reuse_parts)
     res["command"] = "dsa " + " ".join(sys.argv[1:])
     write_json(Path(args.out), res)
     write_precision_doc()

@@ -28,13 +28,16 @@ class GuardTrainConfig:
     max_length: int | None = _f(None, "tokens per input (left-truncated; documents keep their start); "
                                       "None = the task's default (dsa.guards.featurize.TASK_MAX_LENGTH, else 256)")
     window: int = _f(64, "RTB/LST read the last `window` tokens of the ladder taps")
-    layer_sets: list = _f([[18], [9, 14, 19, 24], [6, 9, 12, 15, 18, 21, 24, 27]],
-                          "PLR: candidate layer sets; the linear probe keeps the best on val, the MLP "
-                          "uses the last")
+    layer_sets: list = _f([["0.62"], ["0.31", "0.48", "0.66", "0.83"],
+                           ["0.21", "0.31", "0.41", "0.52", "0.62", "0.72", "0.83", "0.93"]],
+                          "PLR: candidate layer sets, each layer an index (negative = from the end) or a "
+                          "fraction of depth (0.62 = layer 18 of 30, 14 of 24); the linear probe keeps the best "
+                          "on val, the MLP uses the last")
     poolings: list = _f(["mean", "last"], "PLR poolings: mean and/or last")
     hidden: int = _f(0, "PLR: 0 = linear readout, >0 = MLP hidden width")
     C_grid: list = _f([0.001, 0.003, 0.01, 0.03, 0.1], "linear PLR: inverse L2 strengths tried on val")
-    ladder: list = _f(list(LADDER_LAYERS), "RTB/LST: tapped layers feeding the side network")
+    ladder: list = _f(list(LADDER_LAYERS), "RTB/LST: tapped layers feeding the side network (indices or "
+                                           "fractions of depth, as layer_sets)")
     width: int = _f(64, "RTB/LST side width (d_model / 9 for SmolLM2-135M)")
     attn_heads: int = _f(4, "LST: attention heads per side block")
     epochs: int = _f(6, "torch heads: max epochs")
@@ -56,9 +59,23 @@ class GuardTrainConfig:
             raise ValueError("target_fpr must be in (0, 1)")
         if self.max_length is None:
             self.max_length = TASK_MAX_LENGTH.get(self.task, 256)
-        bad = [li for li in self.ladder if li not in LADDER_LAYERS]
-        if bad:
-            raise ValueError(f"ladder layers {bad} are not cached; choose from {list(LADDER_LAYERS)}")
+        if not self.layer_sets or not all(isinstance(ls, list) and ls for ls in self.layer_sets):
+            raise ValueError("layer_sets must be a non-empty list of non-empty layer lists, e.g. [[0.62], [9, 14]]")
+
+    def resolved(self, n_layers: int) -> GuardTrainConfig:
+        """This config with every layer as an index of a model with `n_layers` layers; a clear error
+        names the field when a layer does not exist there."""
+        from dsa.taps import LayerRangeError, resolve_layers
+
+        try:
+            sets = [resolve_layers(ls, n_layers) for ls in self.layer_sets]
+        except LayerRangeError as err:
+            raise LayerRangeError(f"layer_sets {self.layer_sets}: {err}") from None
+        try:
+            ladder = resolve_layers(self.ladder, n_layers)
+        except LayerRangeError as err:
+            raise LayerRangeError(f"ladder {self.ladder}: {err}") from None
+        return dataclasses.replace(self, layer_sets=sets, ladder=ladder)
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> GuardTrainConfig:

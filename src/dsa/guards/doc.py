@@ -138,6 +138,7 @@ def zero_shot_note(results: dict) -> list[str]:
 
 def method_notes() -> list[str]:
     from dsa.guards.featurize import LADDER_LAYERS, TASK_MAX_LENGTH, TRAIN_CAP
+    from dsa.taps import resolve_layers
 
     caps = ", ".join(f"{t} {c if c else 'all'}" for t, c in TRAIN_CAP.items())
     lens = ", ".join(f"{t} {n}" for t, n in TASK_MAX_LENGTH.items())
@@ -150,7 +151,7 @@ def method_notes() -> list[str]:
         f"tokens. Max tokens per input: 256 unless listed ({lens}); longer inputs keep their end.",
         "- **One base pass per text.** `dsa.guards.featurize` records, in one forward, the mean- and "
         f"last-token-pooled residual stream of all 30 layers and the per-token states of the ladder "
-        f"layers {list(LADDER_LAYERS)} over the last 64 tokens; shared token prefixes (system prompt, "
+        f"layers {resolve_layers(LADDER_LAYERS, 30)} over the last 64 tokens; shared token prefixes (system prompt, "
         "document, question) are computed once with the KV cache (same states up to bf16 rounding).",
         "- **dsa_plr**: standardised pooled states → logistic regression (balanced classes); layer set "
         "({18}, {9,14,19,24} or every 3rd layer 6–27) and L2 strength chosen on val AUC. "

@@ -34,9 +34,11 @@ def _logits(head, arch, cfg, feats) -> np.ndarray:
 def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None = None,
                 heads: list[str] | None = None, mode: str | None = None) -> GuardAdapter:
     """Train one guard adapter as `cfg` says (features from the cache), calibrated on val."""
+    cfg = cfg.resolved(base.n_layers)  # layer indices / fractions of depth -> this model's layers
     if splits is None:
         heads, mode, splits = task_features(base, cfg.task, max_length=cfg.max_length, window=cfg.window,
-                                            tokens=cfg.arch != "plr")  # PLR reads pooled states only
+                                            tokens=cfg.arch != "plr",  # PLR reads pooled states only
+                                            ladder=cfg.ladder)
     tr, va = splits["train"], splits["val"]
     d = base.d_model
     t0 = time.perf_counter()

@@ -28,10 +28,12 @@ from tqdm.auto import tqdm
 from dsa.adapter_io import atomic_save_tensors, atomic_write_text
 from dsa.base import Base, cache_dir
 from dsa.features import length_buckets, text_hash, tokenize
-from dsa.taps import record_taps
+from dsa.taps import record_taps, resolve_layers
 
 PLR_LAYERS = "all"  # pooled readouts are cached for every layer; heads pick theirs
-LADDER_LAYERS = (4, 9, 14, 19, 24, 29)  # per-token taps for RTB/LST (every 5th layer of 30)
+# per-token taps for RTB/LST, as fractions of depth (dsa.taps.resolve_layer): layers 4, 9, 14, 19,
+# 24, 29 of SmolLM2's 30, evenly spread up to the last layer of any other model
+LADDER_LAYERS = ("0.14", "0.31", "0.48", "0.66", "0.83", "1.0")
 
 
 def render(base: Base, record, mode: str, doc_tokens: int = 384) -> str:
@@ -245,7 +247,7 @@ def extract_task_features(base: Base, texts: Sequence[str], name: str, *, groups
     Returns views aligned with `texts`.
     """
     texts = list(texts)
-    ladder = tuple(int(i) % base.n_layers for i in ladder_layers)
+    ladder = tuple(resolve_layers(ladder_layers, base.n_layers))
     d = store_dir(base, max_length, window, ladder, root)
     d.mkdir(parents=True, exist_ok=True)
     hashes = [text_hash(t) for t in texts]
@@ -400,21 +402,21 @@ def task_splits(base: Base, name: str, train_cap: int | None = _CAP) -> tuple[li
 def features_cached(base: Base, name: str, *, max_length: int | None = None, window: int = 64) -> bool:
     """Whether every text of a task is already in the feature store (no base pass needed)."""
     _, _, splits = task_splits(base, name)
-    ladder = tuple(int(i) % base.n_layers for i in LADDER_LAYERS)
+    ladder = tuple(resolve_layers(LADDER_LAYERS, base.n_layers))
     index = store_index(store_dir(base, max_length or TASK_MAX_LENGTH.get(name, 256), window, ladder))
     return all(text_hash(t) in index for s in splits.values() for t in s.texts)
 
 
 def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,
-                  progress: bool = True, train_cap: int | None = _CAP,
-                  tokens: bool = True) -> tuple[list[str], str, dict[str, SplitData]]:
+                  progress: bool = True, train_cap: int | None = _CAP, tokens: bool = True,
+                  ladder: Sequence[int | float | str] = LADDER_LAYERS) -> tuple[list[str], str, dict[str, SplitData]]:
     """`task_splits` with cached features attached (one shard directory per task)."""
     heads, mode, splits = task_splits(base, name, train_cap)
     order = [s for s in ("train", "val", "test") if s in splits]
     texts = [t for s in order for t in splits[s].texts]
     groups = [g for s in order for g in splits[s].groups]
     feats = extract_task_features(base, texts, name, groups=groups, max_length=max_length or TASK_MAX_LENGTH.get(name, 256),
-                                  window=window, progress=progress, tokens=tokens)
+                                  window=window, progress=progress, tokens=tokens, ladder_layers=ladder)
     start = 0
     for s in order:
         n = len(splits[s].texts)
