@@ -104,14 +104,16 @@ def hf_logits(prompt_ids: list[list[int]], rows: list[dict], lam: list[float]) -
     return out
 
 
-def throughput(generate, n_requests: int, max_tokens: int, reps: int = 2) -> dict:
-    """tok/s of `generate()` (which submits `n_requests` requests at once), after one warm-up call."""
-    generate()
-    runs = []
+def interleaved_throughput(generators: dict, max_tokens: int, reps: int = 2) -> dict[str, dict]:
+    """tok/s of each `generate(max_tokens) -> tokens` (each submits all its requests at once):
+    one short warm-up each, then `reps` rounds calling each once in turn; best round reported."""
+    for gen in generators.values():
+        gen(4)
+    runs: dict[str, list] = {name: [] for name in generators}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        n = generate()
-        dt = time.perf_counter() - t0
-        runs.append({"tokens": n, "seconds": round(dt, 3), "tok_s": round(n / dt, 2)})
-    return {"runs": runs, "tok_s": max(r["tok_s"] for r in runs), "concurrency": n_requests,
-            "max_tokens": max_tokens}
+        for name, gen in generators.items():
+            t0 = time.perf_counter()
+            n = gen(max_tokens)
+            dt = time.perf_counter() - t0
+            runs[name].append({"tokens": n, "seconds": round(dt, 3), "tok_s": round(n / dt, 2)})
+    return {name: {"runs": r, "tok_s": max(x["tok_s"] for x in r)} for name, r in runs.items()}

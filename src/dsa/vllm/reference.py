@@ -41,6 +41,8 @@ def _model():
 
 
 def prompts_job(out: Path, n_harmful: int, n_safe: int) -> None:
+    from dsa.runtime import policy_threshold
+
     sm = _model()
     prompts = parity_prompts(n_harmful, n_safe)
     tok = sm.base.tokenizer
@@ -49,7 +51,8 @@ def prompts_job(out: Path, n_harmful: int, n_safe: int) -> None:
     scores = {h: torch.tensor([c["scores"][h] for c in cls]) for h in cls[0]["scores"]}
     lam = sm.policy_lambda(scores).tolist()
     out.write_text(json.dumps({"prompts": prompts, "prompt_ids": ids, "guard_scores": [c["scores"] for c in cls],
-                               "lam": lam, "policy_head": sm.policy_head}))
+                               "lam": lam, "policy_head": sm.policy_head,
+                               "threshold": policy_threshold(sm.guards, sm.policy_head)}))
 
 
 @torch.inference_mode()

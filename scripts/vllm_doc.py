@@ -1,0 +1,53 @@
+"""Write the measured block of docs/vllm.md from results/vllm.json (no engine needed).
+
+    .venv/bin/python scripts/vllm_doc.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- vllm-results:start", "<!-- vllm-results:end -->"
+
+
+def render(r: dict) -> str:
+    p, t = r["parity"], r["throughput"]
+    rows = [
+        "| parity (n = {n} prompts, {k} greedy tokens each, top-{top} raw logits) | max abs diff |".format(
+            n=p["n_prompts"], k=p["tokens_per_row"], top=p["top_k"]),
+        "|---|---|",
+        f"| guard score (`{p['policy_head']}`), vLLM vs HF runtime `classify` | {p['guard_score_max_abs_diff']:.4f} |",
+        f"| λ = 0 rows ({p['lambda0_rows']} of {p['n_prompts']}) vs plain vLLM, logits | {p['lambda0_logits_max_abs_diff']:.4g} |",
+        f"| λ = 1 vs the HF runtime's DSA adapter (`SafetyModel.forward_logits`), logits | {p['lambda1_logits_max_abs_diff']:.4f} |",
+        f"| for scale: plain vLLM vs HF base model, logits | {p['plain_vllm_vs_hf_base_logits_max_abs_diff']:.4f} |",
+        f"| λ under `auto` equal to the HF runtime's policy λ | {p['lambda_matches_hf']} of {p['n_prompts']} |",
+        "",
+        f"| throughput, {t['concurrency']} concurrent requests × {t['max_tokens']} tokens, {t['mode']}, 1 thread | tok/s |",
+        "|---|---|",
+        f"| dsa in vLLM (`alignment=\"auto\"`, {t['dsa_vllm_rows_aligned']} of {t['concurrency']} rows aligned) | {t['dsa_vllm_tok_s']:.1f} |",
+        f"| plain vLLM | {t['vllm_plain_tok_s']:.1f} |",
+        f"| dsa HF runtime (`SafetyModel.generate`, one batch) | {t['dsa_hf_tok_s']:.1f} |",
+        "",
+        f"dsa-in-vLLM / plain vLLM = {t['dsa_vllm_tok_s'] / t['vllm_plain_tok_s']:.2f}; "
+        f"dsa-in-vLLM / HF runtime = {t['dsa_vllm_tok_s'] / t['dsa_hf_tok_s']:.2f}. "
+        f"Engine start: plain {t['engine_start_s']['vllm_plain']} s, dsa {t['engine_start_s']['dsa_vllm']} s.",
+    ]
+    return "\n".join(rows)
+
+
+def main() -> None:
+    r = json.loads((REPO / "results" / "vllm.json").read_text())
+    doc = REPO / "docs" / "vllm.md"
+    text = doc.read_text()
+    block = f"{START} (written by `.venv/bin/python scripts/vllm_doc.py` from results/vllm.json) -->\n{render(r)}\n{END}"
+    new, n = re.subn(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"{doc}: expected one {START} ... {END} block")
+    doc.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
