@@ -21,10 +21,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("guard", help="train, evaluate and run DSA guard adapters",
                                    description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="guard_command", required=True, metavar="ACTION")
-    p = sub.add_parser("train", help="train one guard adapter from a YAML config",
-                       epilog="config keys:\n" + _config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML file (see configs/guard-*.yaml)")
+    p = sub.add_parser("train", help="train one guard adapter from a YAML config or from your own labelled file",
+                       epilog="examples:\n  dsa guard train configs/guard-prompt_safety.yaml\n"
+                              "  dsa guard train --data mine.csv --map text=comment --map label=is_toxic "
+                              "--out adapters/guards/mine\n\nconfig keys:\n" + _config_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", default=None, help="YAML file (see configs/guard-*.yaml); optional with --data")
     p.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
+    p.add_argument("--data", default=None, help="your labelled file (CSV, TSV, JSONL, JSON list, Parquet)")
+    p.add_argument("--map", action="append", default=None, metavar="FIELD=COLUMN",
+                   help="which column is text / prompt / response / label / id / split (repeatable)")
+    p.add_argument("--positive", default=None,
+                   help="the label column's value meaning 1 when it holds class names (e.g. --positive hate)")
+    p.add_argument("--limit", type=int, default=None, help="a seeded sample of this many labelled rows")
+    p.add_argument("--out", default=None, help="adapter directory to write")
+    p.add_argument("--base", default=None, help="base model (default: the config's, else the embedded one)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="every DSA head and baseline on the guard tasks -> results + doc + plots")
     add_base_args(p)
@@ -73,16 +84,28 @@ def _config_help() -> str:
 
 
 def cmd_train(args) -> int:
+    import time
+
     from dsa.base import load_base
+    from dsa.cli.common import parse_mapping
     from dsa.guards.config import GuardTrainConfig
     from dsa.guards.evaluate import train_guard
 
-    cfg = GuardTrainConfig.load(args.config, args.overrides)
+    if args.config and "=" in args.config:  # no YAML given: the first item is an override
+        args.overrides, args.config = [args.config, *args.overrides], None
+    if args.config is None and not args.data:
+        raise ValueError("give a YAML config (configs/guard-*.yaml) or --data FILE")
+    flags = {k: v for k, v in (("data", args.data), ("map", parse_mapping(args.map)), ("positive", args.positive),
+                               ("limit", args.limit), ("out", args.out), ("base", args.base)) if v is not None}
+    cfg = GuardTrainConfig.load(args.config, args.overrides, extra=flags)
+    t0 = time.perf_counter()
     base = load_base(cfg.base)
     adapter = train_guard(base, cfg)
     info = adapter.info or {}
-    print(f"{cfg.task} {cfg.arch}: val AUC {info.get('val_auc', float('nan')):.4f}, "
-          f"{info.get('params', 0):,} params, thresholds {adapter.thresholds}")
+    print(f"{cfg.task} {cfg.arch}: val AUC {info.get('val_auc', float('nan')):.4f}, test AUC "
+          f"{info.get('test_auc', float('nan')):.4f}, {info.get('params', 0):,} params, thresholds "
+          f"{[round(t, 4) for t in adapter.thresholds]}; {time.perf_counter() - t0:.1f} s (features "
+          f"{info.get('feature_seconds', float('nan')):.1f} s, head {info.get('train_seconds', float('nan')):.1f} s)")
     if cfg.out:
         path = adapter.save(cfg.out, base.fingerprint, base.name)
         print(f"wrote {path}")

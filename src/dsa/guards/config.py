@@ -21,7 +21,13 @@ def _f(default, help: str, **kw):
 class GuardTrainConfig:
     """Train one guard adapter on a guard task's fixed train split; calibrate on val."""
 
-    task: str = _f("prompt_safety", "guard task (dsa.data.GUARD_TASKS, not xstest: eval only)")
+    task: str = _f("prompt_safety", "guard task (dsa.data.GUARD_TASKS, not xstest: eval only); with `data`, "
+                                    "the name of the user's guard (default: the file's stem)")
+    data: str = _f("", "a user's labelled file (CSV/TSV/JSONL/JSON/Parquet) to train on instead of a task")
+    map: dict = field(default_factory=dict, metadata={"help": "with data: Record field -> column, e.g. "
+                                                                 "{text: comment, label: is_toxic}"})
+    positive: str | None = _f(None, "with data: the label column's value that means 1 (class names)")
+    limit: int | None = _f(None, "with data: a seeded sample of this many labelled rows")
     arch: str = _f("plr", "plr | rtb | lst")
     out: str = _f("", "adapter directory to write (empty: do not save)")
     base: str = _f("smollm2-135m-instruct", "base model name or path")
@@ -51,7 +57,12 @@ class GuardTrainConfig:
     def __post_init__(self):
         from dsa.data import GUARD_TASKS
 
-        if self.task not in GUARD_TASKS or self.task == "xstest":
+        if self.data:
+            if not Path(self.data).is_file():
+                raise ValueError(f"data file {self.data!r} does not exist")
+            if self.task == "prompt_safety":  # the default: name the guard after the file
+                self.task = Path(self.data).name.split(".")[0]
+        elif self.task not in GUARD_TASKS or self.task == "xstest":
             raise ValueError(f"task must be a trainable guard task, got {self.task!r}")
         if self.arch not in ("plr", "rtb", "lst"):
             raise ValueError(f"arch must be plr, rtb or lst, got {self.arch!r}")
@@ -78,17 +89,20 @@ class GuardTrainConfig:
         return dataclasses.replace(self, layer_sets=sets, ladder=ladder)
 
     @classmethod
-    def load(cls, path: str | Path, overrides: list[str] | None = None) -> GuardTrainConfig:
-        """Read a YAML file, apply `key=value` overrides (values parsed as YAML), validate."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
+    def load(cls, path: str | Path | None, overrides: list[str] | None = None,
+             extra: dict | None = None) -> GuardTrainConfig:
+        """Read a YAML file (None: the defaults), apply `extra` fields and `key=value` overrides
+        (values parsed as YAML), validate."""
+        data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
+        data.update(extra or {})
         for item in overrides or []:
             if "=" not in item:
                 raise ValueError(f"override {item!r} is not key=value")
             k, v = item.split("=", 1)
             data[k.strip()] = yaml.safe_load(v)
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(data, where=str(path or "config"))
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> GuardTrainConfig:

@@ -32,13 +32,23 @@ def _logits(head, arch, cfg, feats) -> np.ndarray:
 
 
 def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None = None,
-                heads: list[str] | None = None, mode: str | None = None) -> GuardAdapter:
-    """Train one guard adapter as `cfg` says (features from the cache), calibrated on val."""
+                heads: list[str] | None = None, mode: str | None = None, feature_root=None) -> GuardAdapter:
+    """Train one guard adapter as `cfg` says (features from the store, `feature_root` or the
+    default one), calibrated on val."""
     cfg = cfg.resolved(base.n_layers)  # layer indices / fractions of depth -> this model's layers
     if splits is None:
-        heads, mode, splits = task_features(base, cfg.task, max_length=cfg.max_length, window=cfg.window,
+        task = cfg.task
+        if cfg.data:
+            from dsa.guards.user import user_task
+
+            task = user_task(cfg.data, cfg.map, positive=cfg.positive, limit=cfg.limit, seed=cfg.seed, name=cfg.task)
+        t_feat = time.perf_counter()
+        heads, mode, splits = task_features(base, task, max_length=cfg.max_length, window=cfg.window,
                                             tokens=cfg.arch != "plr",  # PLR reads pooled states only
-                                            ladder=cfg.ladder)
+                                            ladder=cfg.ladder, root=feature_root)
+        feature_seconds = time.perf_counter() - t_feat
+    else:
+        feature_seconds = None
     tr, va = splits["train"], splits["val"]
     d = base.d_model
     t0 = time.perf_counter()
@@ -69,6 +79,11 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
     info = {"params": n_params(head), "flops_fraction_64": flops_fraction(head, base.model, 64),
             "flops_fraction_256": flops_fraction(head, base.model, 256),
             "val_auc": mean_auc(va.labels.numpy(), val_logits), "train_seconds": time.perf_counter() - t0}
+    if feature_seconds is not None:
+        info["feature_seconds"] = feature_seconds
+    if cfg.data and "test" in splits:  # a user's guard: its held-out split's AUC, printed and stored
+        info["test_auc"] = mean_auc(splits["test"].labels.numpy(), _logits(head, cfg.arch, hcfg, splits["test"].feats))
+        info["data"] = {"file": Path(cfg.data).name, "rows": {s: len(v.texts) for s, v in splits.items()}}
     return GuardAdapter(cfg.arch, cfg.task, mode, heads, hcfg, head, temps, thresholds, cfg.max_length,
                         cfg.window, cfg.target_fpr, info)
 

@@ -381,16 +381,17 @@ class SplitData:
     feats: TaskFeatures | None = None
 
 
-def task_splits(base: Base, name: str, train_cap: int | None = _CAP) -> tuple[list[str], str, dict[str, SplitData]]:
-    """(heads, mode, {split: SplitData}) of a guard task, rendered as chat text; the training split
-    is capped at `train_cap` records (default: the task's TRAIN_CAP; None = all of it)."""
+def task_splits(base: Base, name, train_cap: int | None = _CAP) -> tuple[list[str], str, dict[str, SplitData]]:
+    """(heads, mode, {split: SplitData}) of a guard task (a name of dsa.data.GUARD_TASKS, or a
+    `GuardTask` such as a user's file from `dsa.guards.user`), rendered as chat text; the training
+    split is capped at `train_cap` records (default: the task's TRAIN_CAP; None = all of it)."""
     from dsa.data import guard_task
 
-    task = guard_task(name)
+    task = guard_task(name) if isinstance(name, str) else name
     splits = {}
     for s in ("train", "val", "test"):
         recs = task.split(s)
-        recs = train_subset(name, recs, train_cap) if s == "train" else eval_subset(name, recs)
+        recs = train_subset(task.name, recs, train_cap) if s == "train" else eval_subset(task.name, recs)
         if recs:
             groups = [r.document if task.mode == "document_summary" else
                       r.prompt if task.mode == "prompt_response" else "" for r in recs]
@@ -409,13 +410,16 @@ def features_cached(base: Base, name: str, *, max_length: int | None = None, win
 
 def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,
                   progress: bool = True, train_cap: int | None = _CAP, tokens: bool = True,
-                  ladder: Sequence[int | float | str] = LADDER_LAYERS) -> tuple[list[str], str, dict[str, SplitData]]:
-    """`task_splits` with cached features attached (one shard directory per task)."""
+                  ladder: Sequence[int | float | str] = LADDER_LAYERS,
+                  root: Path | None = None) -> tuple[list[str], str, dict[str, SplitData]]:
+    """`task_splits` with features from the store attached (`root`: another store than the default)."""
     heads, mode, splits = task_splits(base, name, train_cap)
+    name = name if isinstance(name, str) else name.name
     order = [s for s in ("train", "val", "test") if s in splits]
     texts = [t for s in order for t in splits[s].texts]
     groups = [g for s in order for g in splits[s].groups]
-    feats = extract_task_features(base, texts, name, groups=groups, max_length=max_length or TASK_MAX_LENGTH.get(name, 256),
+    feats = extract_task_features(base, texts, name, groups=groups, root=root,
+                                  max_length=max_length or TASK_MAX_LENGTH.get(name, 256),
                                   window=window, progress=progress, tokens=tokens, ladder_layers=ladder)
     start = 0
     for s in order:
