@@ -378,9 +378,7 @@ class SafetyModel:
         return record_taps(self.base.model, taps, spec=self.base.spec, reduce=reduce) if taps else _null_cache()
 
     def _eos_ids(self, device: torch.device) -> torch.Tensor:
-        tok = self.base.tokenizer
-        eos = {tok.eos_token_id} | ({tok.convert_tokens_to_ids("<|im_end|>")} - {None, tok.unk_token_id})
-        return torch.tensor(sorted(eos), device=device)
+        return torch.tensor(end_of_turn_ids(self.base), device=device)
 
     @property
     def context_length(self) -> int | None:
@@ -463,6 +461,21 @@ class patch_strength:
     def __exit__(self, *exc) -> None:
         if self.patch is not None:
             self.patch.set_strength(0.0)
+
+
+def end_of_turn_ids(base: Base) -> list[int]:
+    """Token ids that end an answer: the tokenizer's eos, every id of the model's generation config
+    `eos_token_id` (an int or a list: Llama 3's <|eot_id|>, Gemma's <end_of_turn>, …) and ChatML's
+    <|im_end|> where the vocabulary has it."""
+    tok = base.tokenizer
+    ids = {tok.eos_token_id}
+    gen = getattr(base.model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None)
+    ids |= set(extra) if isinstance(extra, list | tuple) else {extra}
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if im_end != tok.unk_token_id:
+        ids.add(im_end)
+    return sorted(int(i) for i in ids if i is not None and i >= 0)
 
 
 def _adapter_kind(path) -> str | None:

@@ -1,0 +1,16 @@
+"""Answers stop on the model's own end-of-turn tokens (its generation config), not only on eos."""
+
+from dsa.runtime import end_of_turn_ids
+
+
+def test_generation_config_eos_list_is_used():
+    from dsa.base import from_model
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    base = from_model(tiny_model("llama"), tiny_tokenizer(), name="tiny-llama")
+    plain = end_of_turn_ids(base)
+    assert base.tokenizer.eos_token_id in plain
+    base.model.generation_config.eos_token_id = [5, 7]
+    assert set(end_of_turn_ids(base)) == set(plain) | {5, 7}
+    base.model.generation_config.eos_token_id = 9
+    assert 9 in end_of_turn_ids(base)
