@@ -16,14 +16,14 @@ from dsa.bench.workloads import BENIGN, HARMFUL
 from dsa.runtime import SafetyModel
 
 
-def _eos_ids(tok) -> list[int]:
-    ids = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
-    return sorted(i for i in ids if i is not None and i != tok.unk_token_id)
+def _eos_ids(sm: SafetyModel) -> list[int]:
+    """The ids the runtime stops on (masked out so every arm decodes the same number of tokens)."""
+    return sm._eos_ids(sm.base.device).tolist()
 
 
 def generate_exact(sm: SafetyModel, messages: list, n_tokens: int, **kw) -> object:
     """prefill + `n_tokens` decode steps with end of sequence masked (greedy); returns the batch."""
-    eos = _eos_ids(sm.base.tokenizer)
+    eos = _eos_ids(sm)
     batch = sm.prefill(messages, max_new_tokens=n_tokens, **kw)
     while not batch.finished:
         batch.logits[:, eos] = float("-inf")
@@ -49,7 +49,7 @@ def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, windo
 
     def lockstep(message, n):
         steps: dict[str, list[float]] = {"plain": [], "guarded": []}
-        eos = _eos_ids(plain.base.tokenizer)
+        eos = _eos_ids(plain)
         batches = {"plain": plain.prefill([message], alignment=0, max_new_tokens=n),
                    "guarded": guarded.prefill([message], alignment=0, max_new_tokens=n)}
         models = {"plain": plain, "guarded": guarded}
