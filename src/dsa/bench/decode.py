@@ -113,7 +113,7 @@ def runtime_vs_generate(plain: SafetyModel, batches, n_tokens: int, reps: int) -
     """Tokens/s of the runtime's prefill + decode loop over `model.generate` on the same prompts."""
     tok, model = plain.base.tokenizer, plain.base.model
     out = {}
-    for b in batches:
+    for k, b in enumerate(batches):  # one untimed warm-up round, for the first batch size only
         msgs = [BENIGN[i % len(BENIGN)] for i in range(b)]
         enc = plain.encode(msgs)
 
@@ -124,7 +124,7 @@ def runtime_vs_generate(plain: SafetyModel, batches, n_tokens: int, reps: int) -
         arms = {"runtime": lambda msgs=msgs: generate_exact(plain, msgs, n_tokens, alignment=0) and None,
                 "generate": hf}
         with torch.inference_mode():
-            runs = interleave(arms, reps, device=plain.base.device)
+            runs = interleave(arms, reps, warmup=int(k == 0), device=plain.base.device)
         rt, hf_t = column(runs["runtime"]), column(runs["generate"])
         out[str(b)] = {"ratio": spread(ratios(hf_t, rt)),  # tokens/s runtime ÷ tokens/s generate
                        "runtime_tok_s": spread([b * n_tokens / t for t in rt], 2),

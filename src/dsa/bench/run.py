@@ -35,10 +35,10 @@ class BenchConfig:
     stream_prefill: bool = field(default=True, metadata={"help": "prefill each transcript up to its last 32 "
                                                                  "tokens, decode those (else decode every token)"})
     request_tokens: int = field(default=32, metadata={"help": "tokens per benign/flagged request"})
-    request_reps: int = field(default=5, metadata={"help": "repetitions of the request arms"})
+    request_reps: int = field(default=4, metadata={"help": "repetitions of the request arms"})
     decode_batches: tuple[int, ...] = field(default=(1, 8, 32), metadata={"help": "runtime vs generate"})
     decode_tokens: int = field(default=32, metadata={"help": "tokens per row, runtime vs generate"})
-    decode_reps: int = field(default=3, metadata={"help": "repetitions, runtime vs generate"})
+    decode_reps: int = field(default=2, metadata={"help": "repetitions, runtime vs generate"})
     clients: tuple[int, ...] = field(default=(1, 4, 16), metadata={"help": "server client counts"})
     sections: tuple[str, ...] = field(default=("guard", "streaming", "requests", "decode", "memory", "server"),
                                       metadata={"help": "what to run"})
