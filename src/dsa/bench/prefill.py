@@ -130,8 +130,9 @@ def guard_overhead_cell(base, variants: dict[str, dict], length: int, batch: int
 
 
 def guard_overhead(base, variants: dict[str, dict], cells, reps: int, minilm: bool = True,
-                   generative_tokens: int = 4, budget_s: float | None = None, log=print) -> list[dict]:
-    """One result per (batch, length) in `cells`."""
+                   generative_tokens: int = 4, budget_s: float | None = None, log=print,
+                   on_cell=None) -> list[dict]:
+    """One result per (batch, length) in `cells`; `on_cell(results so far)` after each."""
     guard = None
     if minilm:
         try:
@@ -146,4 +147,6 @@ def guard_overhead(base, variants: dict[str, dict], cells, reps: int, minilm: bo
         log(f"bench: guard overhead batch {batch} length {length}: "
             + ", ".join(f"{k} {v['ratio']['median']:.3f}" for k, v in out[-1]["ratios"].items())
             + f" ({time.perf_counter() - t0:.0f} s)")
+        if on_cell is not None:
+            on_cell(out)
     return out

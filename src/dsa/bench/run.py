@@ -82,8 +82,15 @@ def _aligned_flops_note(base, adapter) -> str:
             f"multiply-adds per token by count")
 
 
+def _save(res: dict, out: str | None) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out), json.dumps(res, indent=2) + "\n")
+
+
 def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench") -> dict:
-    """Run the configured sections; returns the results dict (also written to `cfg.out`)."""
+    """Run the configured sections; returns the results dict, written to `cfg.out` after every
+    section (`"complete": false` until the last one is done)."""
     from dsa.base import load_base
     from dsa.bench import decode, prefill, system, workloads
     from dsa.runtime import SafetyModel
@@ -91,18 +98,23 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
     t_start = time.perf_counter()
     base = base or load_base(cfg.base, dtype=cfg.dtype, device=cfg.device)
     res: dict = {"command": command, "config": asdict(cfg), "machine": system.machine(cfg.device, base.dtype),
-                 "targets": TARGETS}
+                 "targets": TARGETS, "complete": False}
     variants = workloads.head_variants(base, cfg.guards_dir)
     res["heads"] = {k: {"what": v["what"], "random_weights": v["random_weights"], "taps": v["bank"].taps,
                         "bytes": sum(workloads.adapter_bytes(a) for a in v["bank"].adapters),
                         "heads": len(v["bank"].heads)} for k, v in variants.items()}
     if "guard" in cfg.sections:
         cells_at = [(b, n) for b in cfg.batches for n in cfg.lengths if b == 1 or n == min(cfg.lengths) or cfg.big_cells]
-        cells = prefill.guard_overhead(base, variants, cells_at, cfg.reps, generative_tokens=cfg.generative_tokens,
-                                       budget_s=cfg.cell_budget_s, log=log)
         ref = (1, 256) if (1, 256) in cells_at else cells_at[0]
-        res["guard_overhead"], res["guard_overhead_reference"] = _headline(cells, ref)
-        res["guard_overhead_cells"] = cells
+
+        def keep(cells):
+            res["guard_overhead"], res["guard_overhead_reference"] = _headline(cells, ref)
+            res["guard_overhead_cells"] = cells
+            _save(res, cfg.out)
+
+        prefill.guard_overhead(base, variants, cells_at, cfg.reps, generative_tokens=cfg.generative_tokens,
+                               budget_s=cfg.cell_budget_s, log=log, on_cell=keep)
+        _save(res, cfg.out)
     shipped = Path(cfg.guards_dir or "")
     has_shipped = not any(v["random_weights"] for k, v in variants.items() if k in ("plr", "all_shipped"))
     prompt_bank = variants["plr"]["bank"]
@@ -117,6 +129,7 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
                                                                prefill_context=cfg.stream_prefill)
         res["streaming_per_token"] = {k: v["ratio"]["median"] for k, v in res["streaming_detail"].items()}
         log(f"bench: streaming guard per token {res['streaming_per_token']}")
+        _save(res, cfg.out)
     if "requests" in cfg.sections:
         from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
 
@@ -128,15 +141,18 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
         res.setdefault("why", {})["flagged_request"] = _aligned_flops_note(base, adapter)
         res["flagged_request"] = res["requests_detail"]["flagged"]["ratio"]["median"]
         log(f"bench: benign request {res['benign_request']}, flagged request {res['flagged_request']}")
+        _save(res, cfg.out)
     if "decode" in cfg.sections:
         res["runtime_detail"] = decode.runtime_vs_generate(plain, cfg.decode_batches, cfg.decode_tokens, cfg.decode_reps)
         res["runtime_vs_generate"] = {k: v["ratio"]["median"] for k, v in res["runtime_detail"].items()}
         log(f"bench: runtime vs generate {res['runtime_vs_generate']}")
+        _save(res, cfg.out)
     if "memory" in cfg.sections:
         res["memory"] = system.peak_memory(cfg.device, str(base.dtype).replace("torch.", ""))
         res["memory"]["bytes_per_head"] = {a.task: workloads.adapter_bytes(a) // len(a.heads)
                                            for a in variants["all_shipped"]["bank"].adapters}
         log(f"bench: memory {res['memory'].get('ratio')}")
+        _save(res, cfg.out)
     if "server" in cfg.sections:
         res["server"] = system.server_throughput(cfg.clients, device=cfg.device)
         log(f"bench: server {res['server']}")
@@ -151,7 +167,6 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
     res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     res["seconds"] = round(time.perf_counter() - t_start, 1)
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(cfg.out), json.dumps(res, indent=2) + "\n")
+    res["complete"] = True
+    _save(res, cfg.out)
     return res
