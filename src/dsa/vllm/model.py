@@ -181,10 +181,10 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
 
     def _mix(self, hidden_states: torch.Tensor, head) -> torch.Tensor | None:
         logits = head(hidden_states)
-        step = self._step
+        step, self._step = self._step, None  # once per step: a later call (prompt logprobs) gets the base
         if (logits is None or step is None or step["aligned_last"] is None
                 or step["lam"].shape[0] != hidden_states.shape[0]):
-            return logits  # no aligned rows (or prompt logprobs, which stay the base's)
+            return logits  # no aligned rows this step
         lam = step["lam"]
         sel = (lam > 0).nonzero().flatten()
         if sel.numel() == 0:
