@@ -7,11 +7,9 @@ End of sequence is masked out of the logits, so every arm decodes exactly the re
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from dsa.bench.timing import column, interleave, ratios, spread, synchronize
+from dsa.bench.timing import column, interleave, now, ratios, spread, synchronize
 from dsa.bench.workloads import BENIGN, HARMFUL
 from dsa.runtime import SafetyModel
 
@@ -58,10 +56,10 @@ def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, windo
                 b = batches[name]
                 b.logits[:, eos] = float("-inf")
                 synchronize(device)
-                t0 = time.perf_counter()
+                t0 = now()
                 models[name].decode_step(b)
                 synchronize(device)
-                steps[name].append(time.perf_counter() - t0)
+                steps[name].append(now() - t0)
         return steps, batches["plain"].mask.shape[1]
 
     out = {}

@@ -177,7 +177,10 @@ def write_bench_doc(results: Path = RESULTS, path: Path = DOC, img: Path = IMG) 
              "(a shared machine). Every number below is in that file.", "",
              "Every figure is a ratio of two things measured in the same run, interleaved: each repetition runs "
              "every arm once, in an order rotated every repetition, and a ratio is taken within a repetition; "
-             "tables give the median and [min–max] over repetitions.", "",
+             "tables give the median and [min–max] over repetitions. "
+             + ("Times are the process's CPU time (the machine is shared: wall-clock time would count the "
+                "slices the scheduler gives to other jobs; with one torch thread, CPU time is the work done)."
+                if res.get("clock", "wall") == "process" else "Times are wall-clock (GPU work synchronised)."), "",
              "## Targets", "", *targets_table(res), ""]
     if not res.get("complete", True):
         missing = [k for k in ("guard_overhead", "streaming_per_token", "benign_request", "runtime_vs_generate",

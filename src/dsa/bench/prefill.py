@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from dsa.bench.timing import column, interleave, ratios, spread
+from dsa.bench.timing import column, interleave, now, ratios, spread
 from dsa.bench.workloads import prompt_batch
 from dsa.taps import record_taps
 
@@ -39,9 +39,9 @@ def guarded_prefill(base, banks: dict, enc: dict) -> dict[str, float]:
         def run(h):
             out = {}
             for name, fn in entries:
-                t0 = time.perf_counter()
+                t0 = now()
                 out[name] = h if fn is None else fn(h)
-                clock[name] += time.perf_counter() - t0
+                clock[name] += now() - t0
             return out
         return run
 
@@ -51,10 +51,10 @@ def guarded_prefill(base, banks: dict, enc: dict) -> dict[str, float]:
     out = {}
     for name, bank in banks.items():
         view = {tap: cache[tap][name] for tap in bank.taps}
-        t0 = time.perf_counter()
+        t0 = now()
         scores = bank.score(view, mask)
         next(iter(scores.values())).sum().item()  # scores are used: wait for them
-        out[f"guard:{name}"] = clock[name] + time.perf_counter() - t0
+        out[f"guard:{name}"] = clock[name] + now() - t0
         out[f"tap_bytes:{name}"] = float(tap_bytes(view))
     return out
 

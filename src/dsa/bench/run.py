@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dsa.adapter_io import atomic_write_text
+from dsa.bench.timing import use_clock
 
 TARGETS = {  # ratio ≤ target on this machine (issue #11 / DESIGN.md)
     "guard_overhead": {"plr": 1.01, "mlp": 1.01, "rtb": 1.05, "lst": 1.05, "all_shipped": 1.03},
@@ -97,8 +98,9 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
 
     t_start = time.perf_counter()
     base = base or load_base(cfg.base, dtype=cfg.dtype, device=cfg.device)
+    clock = use_clock(cfg.device)
     res: dict = {"command": command, "config": asdict(cfg), "machine": system.machine(cfg.device, base.dtype),
-                 "targets": TARGETS, "complete": False}
+                 "targets": TARGETS, "complete": False, "clock": clock}
     variants = workloads.head_variants(base, cfg.guards_dir)
     res["heads"] = {k: {"what": v["what"], "random_weights": v["random_weights"], "taps": v["bank"].taps,
                         "bytes": sum(workloads.adapter_bytes(a) for a in v["bank"].adapters),
