@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides
 
 Messages = str | list[dict]
+_STOP = {"stop": "eos", "length": "length"}  # vLLM's finish reasons as SafetyModel names them
 
 
 @dataclass
@@ -100,7 +101,8 @@ class VllmSafetyModel:
             if logprobs is not None and c.logprobs is not None:
                 lp = [{t: float(v.logprob) for t, v in step.items()} for step in c.logprobs]
             results.append(VllmResult(c.text.strip(), info.get("guard_scores", {}), float(info.get("lam") or 0.0),
-                                      c.finish_reason or "length", list(c.token_ids), list(x), lp))
+                                      _STOP.get(c.finish_reason, c.finish_reason or "length"), list(c.token_ids),
+                                      list(x), lp))
         return results
 
     def close(self) -> None:
