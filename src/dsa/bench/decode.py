@@ -85,6 +85,7 @@ def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, windo
 def alignment_requests(plain: SafetyModel, full: SafetyModel, n_tokens: int, reps: int) -> dict:
     """Benign request (guards on, policy λ = 0) and flagged request (λ = 1) vs plain greedy generation."""
     lam = {}
+    full.response_debounce = 10**9  # the response guard scores every token but never stops a row: equal lengths
     benign = next((p for p in BENIGN if float(full.prefill([p], alignment="auto").lam[0]) == 0), BENIGN[0])
 
     def guarded(prompt, **kw):

@@ -260,6 +260,9 @@ def write_bench_doc(results: Path = RESULTS, path: Path = DOC, img: Path = IMG) 
                   "| clients | requests | requests/s | p50 (s) | p95 (s) | errors |", "|---|---|---|---|---|---|"]
         lines += [f"| {c} | {d['requests']} | {d['rps']} | {d['p50_s']} | {d['p95_s']} | {d['errors']} |"
                   for c, d in srv.items()] + [""]
+    for sections, u in res.get("updated", {}).items():
+        lines += [f"Re-measured afterwards in the same file: `{sections}` by `{u['command']}` "
+                  f"(load average {u['machine']['load_average']} at its start).", ""]
     for note in res.get("notes", []):
         lines += [f"Note: {note}", ""]
     path.parent.mkdir(parents=True, exist_ok=True)

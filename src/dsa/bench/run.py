@@ -45,6 +45,7 @@ class BenchConfig:
                                       metadata={"help": "what to run"})
     guards_dir: str | None = "adapters/guards"  # None: random heads only (tests)
     adapter: str = "adapters/align/dsa_adapter"
+    update: bool = field(default=False, metadata={"help": "keep the other sections of an existing `out`"})
     out: str = "results/bench.json"
     doc: str = "docs/results-bench.md"
 
@@ -78,9 +79,12 @@ def _aligned_flops_note(base, adapter) -> str:
     layer = d * d * 2 + d * kv * 2 + 3 * d * cfg.intermediate_size
     head = d * cfg.vocab_size
     ratio = (n * layer + head + k * layer + head) / (n * layer + head)
-    return (f"per decoded token the aligned path adds the adapter's {k} tail layers and a second LM head "
-            f"({head / 1e6:.0f} M multiply-adds, vocabulary {cfg.vocab_size}): {ratio:.2f}× the base's "
-            f"multiply-adds per token by count")
+    now = (n * layer + k * layer + head) / (n * layer + head)
+    return (f"per decoded token the aligned path adds the adapter's {k} tail layers and reads its logits "
+            f"through the LM head ({head / 1e6:.0f} M multiply-adds, vocabulary {cfg.vocab_size}); the base's own "
+            f"LM head is skipped when every row is at λ = 1: {now:.2f}× the base's multiply-adds per token by "
+            f"count ({ratio:.2f}× with both LM heads); the rest is the tail's own per-call work (a second decoder "
+            f"call, its masks and KV cache) and the prefill's adapter pass")
 
 
 def _save(res: dict, out: str | None) -> None:
@@ -99,8 +103,13 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
     t_start = time.perf_counter()
     base = base or load_base(cfg.base, dtype=cfg.dtype, device=cfg.device)
     clock = use_clock(cfg.device)
+    old = json.loads(Path(cfg.out).read_text()) if cfg.update and cfg.out and Path(cfg.out).exists() else None
     res: dict = {"command": command, "config": asdict(cfg), "machine": system.machine(cfg.device, base.dtype),
                  "targets": TARGETS, "complete": False, "clock": clock}
+    if old is not None:  # re-measure the configured sections only; keep the file's others
+        res = {**old, "complete": False,
+               "updated": {**old.get("updated", {}), ",".join(cfg.sections): {"command": command,
+                                                                           "machine": res["machine"]}}}
     variants = workloads.head_variants(base, cfg.guards_dir)
     res["heads"] = {k: {"what": v["what"], "random_weights": v["random_weights"], "taps": v["bank"].taps,
                         "bytes": sum(workloads.adapter_bytes(a) for a in v["bank"].adapters),
@@ -166,9 +175,13 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
             f"truncated to its last {limit} tokens as the guard was trained (so one prompt gets one score on every "
             f"path): at {max(cfg.lengths)} tokens the runtime adds about a {limit}-token forward to the guard's cost "
             "(not timed here).")
-    res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    res["seconds"] = round(time.perf_counter() - t_start, 1)
+    if old is None:
+        res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if old is None:
+        res["seconds"] = round(time.perf_counter() - t_start, 1)
+    else:
+        res["updated"][",".join(cfg.sections)]["seconds"] = round(time.perf_counter() - t_start, 1)
     res["complete"] = True
     _save(res, cfg.out)
     return res

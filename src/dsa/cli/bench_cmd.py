@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "up to its last 32 tokens and decode those)")
     p.add_argument("--sections", default=None,
                    help="comma-separated subset of guard,streaming,requests,decode,memory,server")
+    p.add_argument("--update", action="store_true",
+                   help="re-measure --sections only, keeping the other sections of --out")
     p.add_argument("--out", default="results/bench.json")
     p.add_argument("--doc", default="docs/results-bench.md")
     p.add_argument("--doc-only", action="store_true", help="rewrite the doc and plots from --out")
@@ -44,6 +46,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["sections"] = tuple(s.strip() for s in args.sections.split(",") if s.strip())
         if args.big_cells:
             kw["big_cells"] = True
+        if args.update:
+            kw["update"] = True
         if args.stream_decode_all:
             kw["stream_prefill"] = False
         cfg = (BenchConfig.quick(**kw) if args.quick else BenchConfig(**kw)).for_device()
@@ -55,7 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     out = []
-    for flag in ("quick", "big_cells", "stream_decode_all"):
+    for flag in ("quick", "big_cells", "stream_decode_all", "update"):
         if getattr(args, flag):
             out.append("--" + flag.replace("_", "-"))
     for flag in ("device", "reps", "sections"):
