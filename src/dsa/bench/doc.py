@@ -28,7 +28,7 @@ def _verdict(value: float | None, target: float, at_least: bool = False) -> str:
     ok = value >= target if at_least else value <= target
     if ok:
         return "met"
-    return f"**missed** by {abs(value - target):.3f} ({abs(value - target) / target * 100:.1f} %)"
+    return f"**missed** by {abs(value - target):.4f} ({abs(value - target) / target * 100:.2f} %)"
 
 
 def _cell_name(c: dict) -> str:
@@ -202,7 +202,8 @@ def write_bench_doc(results: Path = RESULTS, path: Path = DOC, img: Path = IMG) 
             lines.append(f"- `{k}`: {h['what']}; {len(h['taps'])} taps, {h['heads']} head(s), {_bytes(h['bytes'])}"
                          + (" (random weights, timing only)" if h["random_weights"] else ""))
         lines += ["", *overhead_tables(res), ""]
-        lines += [f"![cost vs prompt length](img/{p.name})" for p in pngs if p.name != "bench-streaming.png"] + [""]
+        alt = {"bench-length.png": "cost vs prompt length", "bench-batch.png": "cost vs batch size"}
+        lines += [f"![{alt[p.name]}](img/{p.name})" for p in pngs if p.name in alt] + [""]
     if "streaming_detail" in res:
         lines += ["## Streaming response guard", "",
                   "One conversation decoded twice in lockstep, with and without the response guard "
@@ -248,7 +249,10 @@ def write_bench_doc(results: Path = RESULTS, path: Path = DOC, img: Path = IMG) 
                   f"Peak RSS, each in a fresh process that generates 16 tokens for a ~300-token prompt: base alone "
                   f"{_bytes(mem['base']['peak_rss_bytes'])}, `SafetyModel` with every shipped guard, the response "
                   f"guard and the alignment adapter at λ = 1 {_bytes(mem['safety_model']['peak_rss_bytes'])} "
-                  f"(ratio {mem['ratio']:.3f}).", "", "| guard | bytes per head |", "|---|---|"]
+                  f"(ratio {mem['ratio']:.3f})."
+                  + (" Equal peaks: both are set while the base loads, before any guard or adapter runs; what the "
+                     "guards hold during a prefill is the tap table above." if mem["ratio"] < 1.005 else ""),
+                  "", "| guard | bytes per head |", "|---|---|"]
         lines += [f"| {k} | {v:,} ({_bytes(v)}) |" for k, v in mem["bytes_per_head"].items()] + [""]
     elif mem:
         lines += ["## Memory", "", f"Not measured: {mem['error']}", ""]
