@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="one small cell per section (< 60 s), no server/memory")
     p.add_argument("--big-cells", action="store_true", help="also batch 16 at 256 and 1024 tokens (slow on CPU)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per prefill cell")
+    p.add_argument("--request-reps", type=int, default=None, help="repetitions of the benign/flagged request arms")
     p.add_argument("--stream-decode-all", action="store_true",
                    help="streaming guard: decode every token up to 1024 (default: prefill each transcript "
                         "up to its last 32 tokens and decode those)")
@@ -48,6 +49,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             kw["big_cells"] = True
         if args.update:
             kw["update"] = True
+        if args.request_reps is not None:
+            kw["request_reps"] = args.request_reps
         if args.stream_decode_all:
             kw["stream_prefill"] = False
         cfg = (BenchConfig.quick(**kw) if args.quick else BenchConfig(**kw)).for_device()
@@ -62,8 +65,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
     for flag in ("quick", "big_cells", "stream_decode_all", "update"):
         if getattr(args, flag):
             out.append("--" + flag.replace("_", "-"))
-    for flag in ("device", "reps", "sections"):
+    for flag in ("device", "reps", "request_reps", "sections"):
         v = getattr(args, flag)
         if v is not None and not (flag == "device" and v == "cpu"):
-            out.append(f"--{flag} {v}")
+            out.append(f"--{flag.replace('_', '-')} {v}")
     return out
