@@ -84,6 +84,9 @@ class VllmSafetyModel:
         align = list(alignment) if isinstance(alignment, list | tuple) else [alignment] * len(prompts)
         if len(align) != len(prompts):
             raise ValueError(f"got {len(align)} alignment values for {len(prompts)} prompts")
+        from dsa.vllm.rows import parse_alignment
+
+        align = [parse_alignment(a) for a in align]  # a bad value is the caller's error, before the engine
         ids = [p if isinstance(p, list) and (not p or isinstance(p[0], int)) else self.chat_ids(p)
                for p in prompts]
         keys = [uuid.uuid4().hex for _ in prompts]
