@@ -59,7 +59,8 @@ def targets_table(res: dict) -> list[str]:
         if val > t["streaming_per_token"]:
             extra = d["guarded_ms"]["median"] - d["plain_ms"]["median"]
             why = (f"{extra:.2f} ms more per step than the {d['plain_ms']['median']:.1f} ms plain step "
-                   f"(hooks on {len(res.get('response_guard', {}).get('taps', []))} taps and the head's update)")
+                   f"(hooks on {len(res.get('response_guard', {}).get('taps', []))} taps and the head's update); "
+                   f"per-step ratios spread {d['ratio']['min']:.3f}–{d['ratio']['max']:.3f} over {d['steps']} steps")
         lines.append(f"| streaming guard per token at {k} tokens | {val:.3f} | ≤ {t['streaming_per_token']} | "
                      f"{_verdict(val, t['streaming_per_token'])} | {why} |")
     rq = res.get("requests_detail", {})
