@@ -71,5 +71,8 @@ def test_mixed_batch_equals_single_lambda_runs(runs):
 
 
 def test_bad_alignment_is_refused(sm):
-    with pytest.raises(ValueError):
+    # vLLM re-raises the row-state processor's ValueError as this (a 400 over HTTP)
+    from vllm.exceptions import VLLMValidationError
+
+    with pytest.raises((ValueError, VLLMValidationError), match="dsa_alignment must be in"):
         sm.generate(["hello"], alignment=1.5, max_new_tokens=2)
