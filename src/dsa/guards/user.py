@@ -34,8 +34,7 @@ def user_task(path: str | Path, mapping: dict[str, str] | None = None, *, positi
     label_col = mapping.pop("label", "label") if positive is not None else None
     recs = load_user_file(path, mapping or None, source=name)
     if positive is not None:
-        missing = [r for r in recs[:1] if label_col not in r.meta]
-        if missing:
+        if label_col not in recs[0].meta:  # load_user_file raises on an empty file
             raise DataError(f"{Path(path).name}: no label column {label_col!r} (map it with --map label=COLUMN)")
         recs = [r.model_copy(update={"label": None if _empty(r.meta[label_col]) else
                                      int(str(r.meta[label_col]).strip() == str(positive))}) for r in recs]
