@@ -88,6 +88,28 @@ def batches(encoded, batch_size: int, pad_id: int):
         yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def train_update(model, encoded, batch_size: int, lr: float, pad_id: int, autocast: bool = True) -> list[float]:
+    """One epoch of AdamW in the given order (warmup 4 steps, linear decay); returns the losses."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    n_steps = (len(encoded) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 4) * (1 - s / n_steps))
+    t0, n_tok, losses = time.perf_counter(), 0, []
+    for step, batch in enumerate(batches(encoded, batch_size, pad_id)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        n_tok += int(batch["attention_mask"].sum())
+        losses.append(loss.item())
+        print(f"step {step + 1}/{n_steps} loss {loss.item():.4f} "
+              f"({n_tok / (time.perf_counter() - t0):.0f} tok/s)", flush=True)
+    return losses
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", required=True, choices=["refusal", "mmlu_dev"])
@@ -117,27 +139,11 @@ def main() -> None:
         model.requires_grad_(True)
         lr = args.lr or 3e-5
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-
     pairs = examples(args.task, args.n, args.seed)
     encoded = encode(base, pairs)
-    pad = base.tokenizer.pad_token_id
-    n_steps = (len(encoded) + args.batch_size - 1) // args.batch_size
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 4) * (1 - s / n_steps))
-    t0, n_tok, losses = time.perf_counter(), 0, []
-    for step, batch in enumerate(batches(encoded, args.batch_size, pad)):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.no_autocast):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        n_tok += int(batch["attention_mask"].sum())
-        losses.append(loss.item())
-        print(f"step {step + 1}/{n_steps} loss {loss.item():.4f} "
-              f"({n_tok / (time.perf_counter() - t0):.0f} tok/s)", flush=True)
+    t0 = time.perf_counter()
+    losses = train_update(model, encoded, args.batch_size, lr, base.tokenizer.pad_token_id,
+                          autocast=not args.no_autocast)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
