@@ -4,20 +4,27 @@ Tap names are stable dotted strings:
 
     embed                     the residual stream entering layer 0 (embeddings, scaled/positioned as the model does)
     layers.{i}.resid_post     output of decoder layer i (the residual stream after it)
-    layers.{i}.attn_out       output of layer i's attention block (before the residual add)
-    layers.{i}.mlp_out        output of layer i's MLP block (before the residual add)
+    layers.{i}.attn_out       what layer i's attention block adds to the residual stream
+    layers.{i}.mlp_out        what layer i's MLP block adds to the residual stream
     final_norm                output of the final norm (what the LM head reads)
 
+So `embed + Σ_{j≤i} (attn_out_j + mlp_out_j) = resid_post_i` on every architecture of the table
+(`check_identity` measures it): on Gemma 2/3 and OLMo 2 the block outputs are read after their
+post-norms, on Granite they are scaled by `residual_multiplier`, as the model adds them.
+
 `resolve_taps` expands shorthand ("18", "-1", "12:18", "all", "resid_post:18", "layers.*.mlp_out").
-Every architecture difference lives in `ARCHITECTURES`; pass an `ArchSpec` to override.
+Every architecture difference lives in `ARCHITECTURES`; pass an `ArchSpec` to override, or
+describe it in YAML (`load_arch_spec`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,7 +35,13 @@ GLOBAL_TAPS = ("embed", "final_norm")
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Where the parts of a decoder live, as dotted attribute paths from the causal-LM module."""
+    """Where the parts of a decoder live, as dotted attribute paths from the causal-LM module.
+
+    `attn` and `mlp` (relative to one layer) name the modules whose outputs the layer adds to
+    its residual stream: the attention / MLP block itself on Llama-style layers, the post-norm
+    after it on Gemma 2/3 and OLMo 2. `residual_scale`, when set, names a config attribute that
+    multiplies both before the add (Granite's `residual_multiplier`).
+    """
 
     layers: str = "model.layers"
     embed: str = "model.embed_tokens"
@@ -36,9 +49,12 @@ class ArchSpec:
     attn: str = "self_attn"  # relative to one layer
     mlp: str = "mlp"  # relative to one layer
     lm_head: str = "lm_head"
+    residual_scale: str | None = None  # config attribute, e.g. "residual_multiplier"
 
 
 _LLAMA_LIKE = ArchSpec()
+# Attention and MLP outputs normed before the residual add (Gemma 2/3, OLMo 2).
+_POST_NORMED = ArchSpec(attn="post_attention_layernorm", mlp="post_feedforward_layernorm")
 ARCHITECTURES: dict[str, ArchSpec] = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
@@ -46,10 +62,16 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "qwen2": _LLAMA_LIKE,
     "qwen3": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
-    "phi3": _LLAMA_LIKE,
-    "olmo2": _LLAMA_LIKE,
-    "granite": _LLAMA_LIKE,
+    "gemma2": _POST_NORMED,
+    "gemma3_text": _POST_NORMED,
+    # Gemma 3 with its vision tower: the same text decoder one level down.
+    "gemma3": dataclasses.replace(_POST_NORMED, layers="model.language_model.layers",
+                                  embed="model.language_model.embed_tokens",
+                                  final_norm="model.language_model.norm"),
+    # Phi-3 adds its blocks' outputs through a residual dropout (identity in eval).
+    "phi3": ArchSpec(attn="resid_attn_dropout", mlp="resid_mlp_dropout"),
+    "olmo2": _POST_NORMED,
+    "granite": ArchSpec(residual_scale="residual_multiplier"),
     "gpt2": ArchSpec(
         layers="transformer.h", embed="transformer.wte", final_norm="transformer.ln_f", attn="attn"
     ),
@@ -64,16 +86,103 @@ def arch_spec(model: nn.Module, override: ArchSpec | None = None) -> ArchSpec:
     if model_type not in ARCHITECTURES:
         raise ValueError(
             f"unknown architecture {model_type!r}: known are {sorted(ARCHITECTURES)}; "
-            "pass an ArchSpec(layers=..., embed=..., final_norm=..., attn=..., mlp=...) to describe it"
+            "describe it with an ArchSpec(layers=..., embed=..., final_norm=..., attn=..., mlp=...) "
+            "or a YAML file of those fields (CLI: --arch FILE.yaml)"
         )
     return ARCHITECTURES[model_type]
+
+
+ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(ArchSpec))
+
+
+def arch_spec_from_mapping(data: Mapping, source: str = "arch spec") -> tuple[ArchSpec, str | None]:
+    """An `ArchSpec` from a mapping of its fields plus an optional `model_type` (the models it is
+    for); unknown fields and non-string paths are errors. Returns `(spec, model_type)`."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{source}: expected a mapping of ArchSpec fields, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(ARCH_FIELDS) - {"model_type"})
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {unknown}; an arch spec has "
+                         f"{['model_type', *ARCH_FIELDS]}")
+    for key, value in data.items():
+        if not (isinstance(value, str) and value.strip()) and not (key == "residual_scale" and value is None):
+            raise ValueError(f"{source}: {key} must be a dotted module path (a non-empty string), got {value!r}")
+    fields = {k: v.strip() if isinstance(v, str) else v for k, v in data.items() if k != "model_type"}
+    return ArchSpec(**fields), data.get("model_type")
+
+
+def load_arch_spec(path: str | Path) -> tuple[ArchSpec, str | None]:
+    """Read an `ArchSpec` from a YAML file, e.g.
+
+        model_type: gpt_neox            # optional: the config.model_type it describes
+        layers: gpt_neox.layers
+        embed: gpt_neox.embed_in
+        final_norm: gpt_neox.final_layer_norm
+        attn: post_attention_dropout    # what each layer adds to the residual after attention
+        mlp: post_mlp_dropout
+        lm_head: embed_out
+
+    Fields left out take `ArchSpec`'s Llama-style defaults. Returns `(spec, model_type)`.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"arch spec file {str(path)!r} not found")
+    return arch_spec_from_mapping(yaml.safe_load(path.read_text()) or {}, source=str(path))
+
+
+def _missing_path_error(root: nn.Module, path: str, what: str) -> ValueError:
+    """Name the first part of `path` that is missing and what exists at that point."""
+    module, walked = root, []
+    for part in path.split("."):
+        child = module._modules.get(part) if hasattr(module, "_modules") else None
+        if child is None:
+            children = sorted(module._modules) if hasattr(module, "_modules") else []
+            at = ".".join(walked) or type(root).__name__
+            return ValueError(f"{what} {path!r} not found in {type(root).__name__}: {at!r} has no "
+                              f"{part!r}; its submodules are {children}")
+        module, walked = child, [*walked, part]
+    return ValueError(f"{what} {path!r} not found in {type(root).__name__}")
 
 
 def get_submodule(model: nn.Module, path: str) -> nn.Module:
     try:
         return model.get_submodule(path)
     except AttributeError as err:
-        raise ValueError(f"module path {path!r} not found in {type(model).__name__}") from err
+        raise _missing_path_error(model, path, "module path") from err
+
+
+def validate_arch_spec(model: nn.Module, spec: ArchSpec) -> ArchSpec:
+    """Check that every path of `spec` exists in `model` (the per-layer ones in layer 0), so a
+    wrong spec fails at load with the path and the names that do exist, not at the first tap."""
+    for name in ("layers", "embed", "final_norm", "lm_head"):
+        get_submodule(model, getattr(spec, name))
+    layers = get_submodule(model, spec.layers)
+    if not isinstance(layers, nn.ModuleList | nn.Sequential) or len(layers) == 0:
+        raise ValueError(f"layers path {spec.layers!r} is a {type(layers).__name__}, "
+                         "not a non-empty list of decoder layers")
+    for name in ("attn", "mlp"):
+        path = getattr(spec, name)
+        try:
+            layers[0].get_submodule(path)
+        except AttributeError as err:
+            raise _missing_path_error(layers[0], path, f"{name} path (in {spec.layers}.0)") from err
+    if spec.residual_scale is not None:
+        _residual_scale(model, spec)
+    return spec
+
+
+def _residual_scale(model: nn.Module, spec: ArchSpec) -> float | None:
+    if spec.residual_scale is None:
+        return None
+    cfg = getattr(model, "config", None)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    value = getattr(cfg, spec.residual_scale, None)
+    if not isinstance(value, int | float):
+        raise ValueError(f"residual_scale {spec.residual_scale!r} is not a number in the model's config "
+                         f"(got {value!r})")
+    return float(value)
 
 
 def decoder_layers(model: nn.Module, spec: ArchSpec | None = None) -> nn.ModuleList:
@@ -262,12 +371,15 @@ def record_taps(
     spec = arch_spec(model, spec)
     layers = get_submodule(model, spec.layers)
     names, last = _resolved(taps, len(layers))
+    scale = _residual_scale(model, spec)
     cache: dict[str, torch.Tensor] = {}
     handles = []
     reduce = reduce or {}
 
     def store(name: str, t: torch.Tensor) -> None:
         t = t.detach() if detach else t
+        if scale is not None and name.endswith(("attn_out", "mlp_out")):
+            t = t * scale  # what the layer adds to its residual stream
         cache[name] = reduce[name](t) if name in reduce else t
         if stop_after_last and name == last:
             raise StopForward
@@ -321,3 +433,62 @@ def hook_count(model: nn.Module) -> int:
     """Forward (pre-)hooks on all modules of `model`; transformers installs a few of its own, so
     compare counts before and after rather than expecting zero."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def identity_errors(
+    model: nn.Module, inputs: dict[str, torch.Tensor], *, spec: ArchSpec | None = None
+) -> list[float]:
+    """How far the taps are from adding up, per layer: the relative error
+    ‖embed + Σ_{j≤i}(attn_out_j + mlp_out_j) − resid_post_i‖ / ‖resid_post_i‖ for each layer i
+    (over the positions `inputs["attention_mask"]` keeps, when given)."""
+    n = num_layers(model, spec)
+    with torch.no_grad():
+        _, cache = run_with_taps(model, inputs, ["embed", "layers.*.attn_out", "layers.*.mlp_out", "all"],
+                                 spec=spec, need_output=False)
+    keep = inputs.get("attention_mask")
+    keep = torch.ones(cache["embed"].shape[:2], dtype=torch.bool) if keep is None else keep.bool()
+    keep = keep.to(cache["embed"].device)
+    running = cache["embed"].double()  # [batch, seq, d_model]
+    errors = []
+    for i in range(n):
+        running = running + cache[f"layers.{i}.attn_out"].double() + cache[f"layers.{i}.mlp_out"].double()
+        target = cache[f"layers.{i}.resid_post"].double()
+        errors.append(float((running - target)[keep].norm() / target[keep].norm().clamp_min(1e-30)))
+    return errors
+
+
+def check_identity(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor] | None = None,
+    *,
+    spec: ArchSpec | None = None,
+    rtol: float = 1e-4,
+) -> float:
+    """Assert that the taps add up (`identity_errors` ≤ `rtol` at every layer) and that
+    `final_norm` is the final norm of the last `resid_post`; return the largest relative error.
+
+    Run it in fp32: bf16 rounding alone is ~1e-2. `inputs` default to two rows of random token
+    ids (one with padding) below the model's vocabulary size.
+    """
+    if inputs is None:
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        g = torch.Generator().manual_seed(0)
+        device = next(model.parameters()).device
+        ids = torch.randint(min(5, cfg.vocab_size - 1), cfg.vocab_size, (2, 9), generator=g).to(device)
+        mask = torch.ones_like(ids)
+        mask[1, :3] = 0
+        inputs = {"input_ids": ids, "attention_mask": mask}
+    errors = identity_errors(model, inputs, spec=spec)
+    worst = max(range(len(errors)), key=errors.__getitem__)
+    if not errors[worst] <= rtol:
+        raise AssertionError(f"{getattr(model.config, 'model_type', type(model).__name__)}: "
+                             f"embed + Σ(attn_out + mlp_out) differs from layers.{worst}.resid_post by "
+                             f"{errors[worst]:.3g} (relative; allowed {rtol:g})")
+    spec = arch_spec(model, spec)
+    last = f"layers.{len(errors) - 1}.resid_post"
+    with torch.no_grad():
+        _, cache = run_with_taps(model, inputs, [last, "final_norm"], spec=spec, need_output=False)
+        normed = get_submodule(model, spec.final_norm)(cache[last])
+    if not torch.allclose(normed, cache["final_norm"], rtol=rtol, atol=rtol):
+        raise AssertionError("final_norm is not the final norm of the last layer's resid_post")
+    return errors[worst]

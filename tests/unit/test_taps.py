@@ -2,17 +2,19 @@ import pytest
 import torch
 
 from dsa.taps import (
+    ARCHITECTURES,
     ArchSpec,
     all_tap_names,
     arch_spec,
     hook_count,
+    num_layers,
     record_taps,
     resolve_taps,
     run_with_taps,
 )
 from tests.tiny import tiny_model
 
-ARCHS = ["llama", "qwen2", "mistral", "gemma", "gpt2"]
+ARCHS = sorted(ARCHITECTURES)
 
 
 def _inputs(seed=1, batch=2, seq=7):
@@ -59,7 +61,7 @@ def test_resolve_rejects_bad_taps(bad):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_taps_equal_hf_hidden_states(arch):
     model = tiny_model(arch)
-    n = model.config.num_hidden_layers
+    n = num_layers(model)
     inputs = _inputs()
     taps = ["embed", *[f"layers.{i}.resid_post" for i in range(n)], "final_norm"]
     with torch.no_grad():
