@@ -15,13 +15,21 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dsa.taps import ArchSpec, arch_spec, num_layers
+from dsa.taps import (
+    ArchSpec,
+    arch_spec,
+    arch_spec_from_mapping,
+    load_arch_spec,
+    num_layers,
+    validate_arch_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,9 @@ def default_dtype(device: str = "cpu") -> torch.dtype:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
+CHAT_TEMPLATES = ("auto", "plain")
+
+
 def parse_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> torch.dtype:
     if dtype is None or dtype == "auto":
         return default_dtype(device)
@@ -71,6 +82,7 @@ class Base:
     spec: ArchSpec
     load_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    chat_template: str = "auto"  # "auto": the tokenizer's; "plain": messages as plain text
 
     @property
     def n_layers(self) -> int:
@@ -78,7 +90,9 @@ class Base:
 
     @property
     def d_model(self) -> int:
-        return int(self.model.config.hidden_size)
+        cfg = self.model.config
+        # A multimodal config (Gemma 3) keeps the decoder's sizes in its text config.
+        return int((cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg).hidden_size)
 
     @property
     def device(self) -> torch.device:
@@ -89,9 +103,14 @@ class Base:
         return next(self.model.parameters()).dtype
 
     def chat_text(self, messages: list[dict] | str, add_generation_prompt: bool = True) -> str:
-        """Render a conversation (or one user message) with the tokenizer's chat template."""
+        """Render a conversation (or one user message) with the tokenizer's chat template, or, in
+        plain-text mode, as the messages' contents joined by blank lines (no role markers, nothing
+        added for the generation prompt)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
+        if self.chat_template == "plain":
+            return "\n\n".join(m["content"] for m in messages)
+        check_chat_template(self.tokenizer, self.name)
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt
         )
@@ -102,6 +121,44 @@ class Base:
             [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
             add_generation_prompt=False,
         )
+
+
+def check_chat_template(tokenizer: object, name: str) -> None:
+    """Raise a clear error when an HF tokenizer has no chat template (a pre-trained model)."""
+    if hasattr(tokenizer, "chat_template") and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"{name} has no chat template; pass --plain-text (Python: chat_template='plain') to render "
+            "prompts as plain text"
+        )
+
+
+def _chat_template_mode(chat_template: str | None) -> str:
+    mode = chat_template or os.environ.get("DSA_CHAT_TEMPLATE") or "auto"
+    if mode not in CHAT_TEMPLATES:
+        raise ValueError(f"chat_template {mode!r}: expected one of {CHAT_TEMPLATES}")
+    return mode
+
+
+def resolve_spec(model: nn.Module, spec: ArchSpec | str | Path | Mapping | None = None) -> ArchSpec:
+    """The `ArchSpec` a base uses, checked against the model (every path must exist).
+
+    `spec` is an `ArchSpec`, a YAML file of its fields, a mapping of them, or None: then the file
+    in `$DSA_ARCH` (set by the CLI's `--arch`) if it names no `model_type` or the model's, else
+    the table entry for the model's `config.model_type`.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for_type = None
+    if isinstance(spec, str | Path):
+        spec, for_type = load_arch_spec(spec)
+    elif isinstance(spec, Mapping):
+        spec, for_type = arch_spec_from_mapping(spec)
+    elif spec is None and os.environ.get("DSA_ARCH"):
+        env_spec, env_type = load_arch_spec(os.environ["DSA_ARCH"])
+        if env_type in (None, model_type):
+            spec = env_spec
+    if for_type is not None and for_type != model_type:
+        raise ValueError(f"the arch spec is for model_type {for_type!r}, but the model is {model_type!r}")
+    return validate_arch_spec(model, arch_spec(model, spec))
 
 
 def fingerprint(model: nn.Module, n_samples: int = 64) -> str:
@@ -181,7 +238,8 @@ def load_base(
     *,
     dtype: str | torch.dtype | None = None,
     device: str = "cpu",
-    spec: ArchSpec | None = None,
+    spec: ArchSpec | str | Path | Mapping | None = None,
+    chat_template: str | None = None,
 ) -> Base:
     """Load a base chat LM, frozen and in eval mode.
 
@@ -189,31 +247,41 @@ def load_base(
         name_or_path: "smollm2-135m-instruct" (embedded default), a Hugging Face id or a local dir.
         dtype: "bf16", "fp32", a torch dtype, or None/"auto" (bf16 where the hardware has it).
         device: torch device string.
-        spec: override the architecture table entry (see `dsa.taps.ARCHITECTURES`).
+        spec: override the architecture table entry (see `dsa.taps.ARCHITECTURES`): an `ArchSpec`,
+            a YAML file or a mapping of its fields (`resolve_spec`; default: `$DSA_ARCH`, the table).
+        chat_template: "auto" (the tokenizer's; a tokenizer without one is an error here) or
+            "plain" (prompts rendered as plain text); default `$DSA_CHAT_TEMPLATE`, else "auto".
     Returns:
         A `Base` with model, tokenizer, fingerprint and the seconds the load took.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
+    mode = _chat_template_mode(chat_template)
     path = resolve_base_path(name_or_path)
     torch_dtype = parse_dtype(dtype, device)
     tok = AutoTokenizer.from_pretrained(path)
+    if mode == "auto":
+        check_chat_template(tok, name_or_path)  # before the (slow) weights
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     model.eval().requires_grad_(False)
-    spec = arch_spec(model, spec)
+    spec = resolve_spec(model, spec)
     fp = fingerprint(model)
     return Base(model=model, tokenizer=tok, name=name_or_path, fingerprint=fp, spec=spec,
-                load_seconds=time.perf_counter() - t0, info={"path": path, "dtype": str(torch_dtype)})
+                load_seconds=time.perf_counter() - t0, info={"path": path, "dtype": str(torch_dtype)},
+                chat_template=mode)
 
 
 def from_model(model: nn.Module, tokenizer: object, name: str = "custom",
-               spec: ArchSpec | None = None) -> Base:
+               spec: ArchSpec | str | Path | Mapping | None = None, chat_template: str | None = None) -> Base:
     """Wrap an already-built model (e.g. a tiny random test model) as a `Base`."""
+    mode = _chat_template_mode(chat_template)
+    if mode == "auto":
+        check_chat_template(tokenizer, name)
     model.eval().requires_grad_(False)
     if getattr(tokenizer, "pad_token", 1) is None:
         tokenizer.pad_token = tokenizer.eos_token
     return Base(model=model, tokenizer=tokenizer, name=name, fingerprint=fingerprint(model),
-                spec=arch_spec(model, spec))
+                spec=resolve_spec(model, spec), chat_template=mode)

@@ -76,5 +76,5 @@ def test_a_model_outside_the_table_with_its_own_spec():
     model = tiny_model("gpt_neox")
     assert "gpt_neox" not in ARCHITECTURES
     spec = ArchSpec(layers="gpt_neox.layers", embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm",
-                    attn="post_attention_dropout", mlp="post_mlp_dropout", lm_head="embed_out")
+                    attn="post_attention_dropout", mlp="post_mlp_dropout")
     assert check_identity(model, spec=spec) < 1e-5
