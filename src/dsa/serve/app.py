@@ -10,6 +10,12 @@ Operator policy (fail closed): λ = max(client λ, guard policy λ) unless the c
 the "override" permission; raw guard scores go only to keys with "scores" (or every client with
 `expose_scores`), since they are an oracle for tuning attacks. Every error is OpenAI's
 `{"error": {...}}`; a streaming error is an error event followed by `data: [DONE]`.
+
+Engines: the app serves a `SafetyModel` through `ModelWorker` (the HF engine: its own batching
+decode loop in a thread), or any model with a `make_worker(config)` method — the vLLM engine's
+`dsa.vllm.serve.VllmServedModel`, whose worker runs requests on vLLM's `AsyncLLM`. Both answer the
+same attributes (`base`, `guards`, `adapter`, `policy_head`, `response_guards`, `context_length`,
+`check_alignment`) and take the same jobs, so routes, policy and limits are shared.
 """
 
 from __future__ import annotations
@@ -50,15 +56,22 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         raise ValueError(f"refusing to serve without {missing}: pass --allow-unguarded "
                          "(ServerConfig(allow_unguarded=True)) to serve unaligned answers")
     name = config.model_name or model_name or sm.base.name
-    worker = ModelWorker(sm, config)
+    make_worker = getattr(sm, "make_worker", None)
+    worker = make_worker(config) if make_worker is not None else ModelWorker(sm, config)
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        worker.start()
+        if hasattr(worker, "astart"):  # an engine built inside the server's event loop (vLLM)
+            await worker.astart()
+        else:
+            worker.start()
         yield
         # uvicorn has already waited its grace period for open connections
-        await run_in_threadpool(worker.stop, 1.0)
+        if hasattr(worker, "astop"):
+            await worker.astop(1.0)
+        else:
+            await run_in_threadpool(worker.stop, 1.0)
 
     app = FastAPI(title="dsa", description=__doc__, lifespan=lifespan)
     app.state.worker, app.state.config = worker, config
@@ -106,10 +119,10 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         status = ("error" if not worker.alive or worker.error else "draining" if worker.draining
                   else "ok" if is_guarded(sm) else "unguarded")
         body = {"status": status, "ready": worker.ready, "guarded": is_guarded(sm), "base": sm.base.name,
-                "fingerprint": sm.base.fingerprint, "model": name,
+                "fingerprint": sm.base.fingerprint, "model": name, "engine": getattr(sm, "engine", "hf"),
                 "guard_heads": list(sm.guards.heads) if sm.guards is not None else [],
                 "policy_head": sm.policy_head, "alignment_adapter": sm.adapter is not None,
-                "response_guard": sm.response_guards is not None, "queue": len(worker.queue),
+                "response_guard": sm.response_guards is not None, "queue": worker.queued(),
                 "active_rows": worker.active_rows(), "tap_hooks": worker.extra_hooks()}
         if not is_guarded(sm):
             body["warning"] = UNGUARDED

@@ -187,6 +187,9 @@ class ModelWorker:
         if self._thread is not None:
             self._thread.join(1.0)
 
+    def queued(self) -> int:
+        return len(self.queue)
+
     def active_rows(self) -> int:
         return sum(len(b) for b in self.batches)
 

@@ -30,6 +30,9 @@ class DSAEngineConfig:
     policy_head: the qualified head driving the policy (default as `SafetyModel`).
     policy_kwargs: extra keyword arguments of the policy (e.g. width).
     verify_base: check each adapter's base fingerprint against the served weights directory.
+    allow_exact_alignment: honour `extra_args["dsa_alignment_exact"]` (λ set exactly, below the
+        policy too). Off by default, so a client of a bare engine (`vllm serve`) can only raise λ;
+        `dsa serve --engine vllm` turns it on and lets only API keys with "override" use it.
     """
 
     guards: list[str] = field(default_factory=list)
@@ -38,6 +41,7 @@ class DSAEngineConfig:
     policy_head: str | None = None
     policy_kwargs: dict = field(default_factory=dict)
     verify_base: bool = True
+    allow_exact_alignment: bool = False
 
     @classmethod
     def from_hf_config(cls, hf_config) -> DSAEngineConfig:
@@ -52,12 +56,12 @@ class DSAEngineConfig:
 
 
 def dsa_overrides(guards=(), adapter=None, policy: str = "step", policy_head: str | None = None,
-                  verify_base: bool = True, **policy_kwargs) -> dict:
+                  verify_base: bool = True, allow_exact_alignment: bool = False, **policy_kwargs) -> dict:
     """`hf_overrides` selecting the dsa model with these adapters (paths made absolute, since the
     engine's worker processes may run elsewhere)."""
     cfg = DSAEngineConfig([str(Path(g).resolve()) for g in guards],
                           str(Path(adapter).resolve()) if adapter else None, policy, policy_head,
-                          dict(policy_kwargs), verify_base)
+                          dict(policy_kwargs), verify_base, allow_exact_alignment)
     return {"architectures": [ARCHITECTURE], "dsa": asdict(cfg)}
 
 

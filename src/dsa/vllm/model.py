@@ -8,7 +8,8 @@ One step of the engine:
     → per request: running sum / last token of each guard tap over the prompt's tokens
         (split by `query_start_loc`; chunked prefill is fine, prefix caching is refused because
         cached prompt tokens never reach the model)
-    → when a prompt is complete: PLR guard heads, λ = max(policy(score), requested floor)
+    → when a prompt is complete: PLR guard heads, λ = max(policy(score), requested floor) (or the
+        requested λ exactly, for `dsa_alignment_exact` requests on an engine that allows them)
     → the adapter tail (k extra decoder layers named `dsa_tail.layers.{L+i}`, so they get their
         own paged KV cache) when some row needs it
     → compute_logits: (1 − λ)·base + λ·aligned per row; λ = 0 rows are the base logits bit for bit.
@@ -167,7 +168,11 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
             lam = torch.zeros(len(rows))
         for i, row in enumerate(rows):
             floor = 0.0 if row.alignment == "auto" else float(row.alignment)
-            row.lam = max(float(lam[i]), floor) if self.k else 0.0
+            if row.exact and not self.dsa_config.allow_exact_alignment:
+                log.warning("%s asked for an exact λ, which this engine does not allow "
+                            "(allow_exact_alignment=False): served as a floor", row.key or "a request")
+            exact = row.exact and self.dsa_config.allow_exact_alignment
+            row.lam = (floor if exact else max(float(lam[i]), floor)) if self.k else 0.0
             row.scores = {q: float(s[i]) for q, s in scores.items()}
             row.sums, row.last = {}, {}
             ROWS.store(row)

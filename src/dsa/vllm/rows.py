@@ -23,6 +23,7 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 ALIGNMENT_KEY = "dsa_alignment"
+EXACT_KEY = "dsa_alignment_exact"  # true: the number is λ itself, if the engine allows it (else a floor)
 REQUEST_KEY = "dsa_request_key"
 MAX_RESULTS = 65536  # results never fetched are dropped oldest first beyond this
 
@@ -50,6 +51,7 @@ class Row:
     key: str | None
     alignment: str | float
     prompt_len: int
+    exact: bool = False  # λ = alignment exactly (an operator override), not max(policy, alignment)
     done: int = 0  # tokens of this request the model has read since it (re-)entered the batch
     sums: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [d] running sum over the prompt
     last: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [d] the prompt's last token
@@ -77,7 +79,7 @@ class BatchRows:
         for i, params, prompt_ids, _outputs in update.added:
             extra = (params.extra_args or {}) if params is not None else {}
             row = Row(extra.get(REQUEST_KEY), parse_alignment(extra.get(ALIGNMENT_KEY)),
-                      len(prompt_ids) if prompt_ids is not None else 0)
+                      len(prompt_ids) if prompt_ids is not None else 0, extra.get(EXACT_KEY) is True)
             self._put(i, row)
         for a, b, how in update.moved:
             ra, rb = self._get(a), self._get(b)
@@ -119,7 +121,12 @@ class DSARowState(LogitsProcessor):
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         extra = sampling_params.extra_args or {}
-        parse_alignment(extra.get(ALIGNMENT_KEY))
+        alignment = parse_alignment(extra.get(ALIGNMENT_KEY))
+        exact = extra.get(EXACT_KEY, False)
+        if not isinstance(exact, bool):
+            raise ValueError(f"{EXACT_KEY} must be a boolean, got {type(exact).__name__}")
+        if exact and alignment == "auto":
+            raise ValueError(f"{EXACT_KEY} needs a numeric {ALIGNMENT_KEY}")
         key = extra.get(REQUEST_KEY)
         if key is not None and not isinstance(key, str):
             raise ValueError(f"{REQUEST_KEY} must be a string, got {type(key).__name__}")
