@@ -90,24 +90,28 @@ def batches(encoded, batch_size: int, pad_id: int):
 
 def train_update(model, encoded, batch_size: int, lr: float, pad_id: int, autocast: bool = True) -> list[float]:
     """One epoch of AdamW in the given order (warmup 4 steps, linear decay); returns the losses."""
+    from dsa.train import TrainSpec, fit
+
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    n_steps = (len(encoded) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 4) * (1 - s / n_steps))
-    t0, n_tok, losses = time.perf_counter(), 0, []
-    for step, batch in enumerate(batches(encoded, batch_size, pad_id)):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        n_tok += int(batch["attention_mask"].sum())
-        losses.append(loss.item())
-        print(f"step {step + 1}/{n_steps} loss {loss.item():.4f} "
+    device = params[0].device
+    t0, n_tok = time.perf_counter(), 0
+
+    def loss_fn(rows):
+        batch = next(batches(rows, len(rows), pad_id))
+        return model(**{k: v.to(device) for k, v in batch.items()}).loss, {"tokens": int(batch["attention_mask"].sum())}
+
+    def report(step, entry):
+        nonlocal n_tok
+        n_tok += entry["tokens"]
+        print(f"step {step}/{n_steps} loss {entry['loss']:.4f} "
               f"({n_tok / (time.perf_counter() - t0):.0f} tok/s)", flush=True)
-    return losses
+
+    n_steps = (len(encoded) + batch_size - 1) // batch_size
+    spec = TrainSpec(batch_size=batch_size, lr=lr, clip_norm=1.0, mixed_precision="bf16" if autocast else "auto",
+                     desc="subspace")
+    history = fit(loss_fn, encoded, params, spec, modules=[model], order=lambda _ep: range(len(encoded)),
+                  schedule=lambda s, total: min(1.0, (s + 1) / 4) * (1 - s / total), on_step=report)
+    return [h["loss"] for h in history]
 
 
 def main() -> None:

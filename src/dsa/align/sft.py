@@ -10,10 +10,8 @@ model's logits there and, when it has one for free, the frozen reference's (the 
 
 from __future__ import annotations
 
-import logging
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,8 +21,7 @@ from torch import nn
 
 from dsa.base import Base
 from dsa.taps import get_submodule, record_taps
-
-log = logging.getLogger(__name__)
+from dsa.train import TrainSpec, fit
 
 
 @dataclass
@@ -44,6 +41,9 @@ class Batch:
     mask: torch.Tensor  # [batch, seq]
     sel: torch.Tensor  # [batch, seq] bool: position predicts an answer token
     labels: torch.Tensor  # [batch, seq] next token
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.ids.to(device), self.mask.to(device), self.sel.to(device), self.labels.to(device))
 
 
 def encode_pairs(base: Base, prompts: Sequence[str], responses: Sequence[str], max_len: int = 160) -> Batch:
@@ -79,6 +79,10 @@ class Student:
     def parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
+    def modules(self) -> list[nn.Module]:
+        """The models `logits` runs (a trainer puts them on its device)."""
+        return []
+
     def logits(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
@@ -99,6 +103,9 @@ class ModelStudent(Student):
     def parameters(self) -> list[nn.Parameter]:
         return self._params
 
+    def modules(self) -> list[nn.Module]:
+        return [self.model]
+
     def logits(self, b: Batch) -> tuple[torch.Tensor, None]:
         return _head_logits(self.model, self.base, b), None
 
@@ -111,6 +118,9 @@ class AdapterStudent(Student):
 
     def parameters(self) -> list[nn.Parameter]:
         return self.adapter.trainable_parameters()
+
+    def modules(self) -> list[nn.Module]:
+        return [self.base.model, self.adapter]
 
     def logits(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad(), record_taps(self.base.model, [self.adapter.input_tap], spec=self.base.spec) as cache:
@@ -132,13 +142,15 @@ def batch_loss(student: Student, base: Base, examples: Sequence[Example], beta: 
                kl_weight: float = 1.0, max_len: int = 160) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean loss over the objectives present in `examples` (each weighted by its rows)."""
     parts, stats = [], {}
+    params = student.parameters()
+    device = params[0].device if params else torch.device("cpu")
     groups = {k: [e for e in examples if e.kind == k] for k in ("sft", "distill", "dpo")}
     n = len(examples)
     for kind in ("sft", "distill"):
         ex = groups[kind]
         if not ex:
             continue
-        b = encode_pairs(base, [e.prompt for e in ex], [e.response for e in ex], max_len)
+        b = encode_pairs(base, [e.prompt for e in ex], [e.response for e in ex], max_len).to(device)
         logits, ref = student.logits(b)
         if kind == "sft":
             loss = F.cross_entropy(logits.float(), b.labels[b.sel])
@@ -152,8 +164,8 @@ def batch_loss(student: Student, base: Base, examples: Sequence[Example], beta: 
         stats[kind] = loss.item()
     if groups["dpo"]:
         ex = groups["dpo"]
-        bc = encode_pairs(base, [e.prompt for e in ex], [e.response for e in ex], max_len)
-        br = encode_pairs(base, [e.prompt for e in ex], [e.rejected or "" for e in ex], max_len)
+        bc = encode_pairs(base, [e.prompt for e in ex], [e.response for e in ex], max_len).to(device)
+        br = encode_pairs(base, [e.prompt for e in ex], [e.rejected or "" for e in ex], max_len).to(device)
         (pc, rc), (pr, rr) = student.logits(bc), student.logits(br)
         if rc is None or rr is None:
             raise ValueError("DPO needs a student with reference logits (the DSA adapter)")
@@ -168,37 +180,29 @@ def batch_loss(student: Student, base: Base, examples: Sequence[Example], beta: 
 def train(student: Student, base: Base, examples: Sequence[Example], *, epochs: int = 1, batch_size: int = 8,
           lr: float = 2e-4, weight_decay: float = 0.0, warmup: float = 0.1, seed: int = 0, beta: float = 0.1,
           kl_weight: float = 1.0, max_len: int = 160, log_every: int = 2, bf16_autocast: bool = False,
+          mixed_precision: str | None = None, grad_accum: int = 1,
           on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """AdamW with linear warmup + cosine decay; returns the per-step log.
+    """AdamW with linear warmup + cosine decay on `dsa.train.fit`; returns the per-step log.
 
-    fp32 by default: on the project's AVX-512-bf16 CPU, bf16 autocast over fp32 weights made a
-    full fine-tuning step 12x slower (forward 17 s vs 2.7 s, backward 95 s vs 5 s; SmolLM2-135M,
-    8 x 71 tokens, one thread), although bf16 inference is 2x faster there."""
-    params = student.parameters()
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    fp32 on the CPU by default: on the project's AVX-512-bf16 CPU, bf16 autocast over fp32 weights
+    made a full fine-tuning step 12x slower (forward 17 s vs 2.7 s, backward 95 s vs 5 s;
+    SmolLM2-135M, 8 x 71 tokens, one thread), although bf16 inference is 2x faster there.
+    `mixed_precision` ("auto", "no", "bf16", "fp16") overrides `bf16_autocast`; its default, "auto"
+    unless `bf16_autocast`, is fp32 on the CPU and bf16 (or fp16) on a GPU. Under `accelerate
+    launch` every process takes its share of each batch of `batch_size` rows."""
     rng = random.Random(seed)
-    order = list(examples)
-    steps = epochs * math.ceil(len(order) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup * steps)) *
-                                              0.5 * (1 + math.cos(math.pi * s / steps)))
-    history, step, t0 = [], 0, time.perf_counter()
-    for _epoch in range(epochs):
-        rng.shuffle(order)
-        for i in range(0, len(order), batch_size):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast):
-                loss, stats = batch_loss(student, base, order[i:i + batch_size], beta, kl_weight, max_len)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            step += 1
-            stats = {"step": step, "loss": loss.item(), "seconds": round(time.perf_counter() - t0, 1), **stats}
-            history.append(stats)
-            if step % log_every == 0 or step == steps:
-                log.warning("step %d/%d %s", step, steps, {k: round(v, 4) for k, v in stats.items()})
-            if on_step:
-                on_step(step, stats)
-    return history
+    order = list(range(len(examples)))
+
+    def shuffled(_epoch: int) -> list[int]:
+        rng.shuffle(order)  # the permutation depends only on the length: same as shuffling rows
+        return order
+
+    def cosine(s: int, steps: int) -> float:
+        return min(1.0, (s + 1) / max(1, warmup * steps)) * 0.5 * (1 + math.cos(math.pi * s / steps))
+
+    spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, clip_norm=1.0,
+                     grad_accum=grad_accum, mixed_precision=mixed_precision or ("bf16" if bf16_autocast else "auto"),
+                     seed=seed, log_every=log_every, desc="align")
+    return fit(lambda rows: batch_loss(student, base, rows, beta, kl_weight, max_len), examples,
+               student.parameters(), spec, modules=student.modules(), order=shuffled, schedule=cosine,
+               on_step=on_step)

@@ -79,6 +79,7 @@ def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, lis
     from transformers import AutoTokenizer
 
     from dsa.eval.metrics import roc_auc
+    from dsa.train import TrainSpec, fit
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -92,11 +93,10 @@ def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, lis
     pos = torch.nansum(y, 0)
     neg = known.sum(0) - pos
     pos_weight = (neg / pos.clamp_min(1)).clamp(0.1, 50)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    steps = epochs * ((len(idx) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) *
-                                              max(0.0, (steps - s) / steps))
     val_y = eval_sets.pop("val_y", None)
+
+    def device():
+        return model.head.weight.device
 
     def predict(pairs):
         model.eval()
@@ -104,37 +104,45 @@ def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, lis
         with torch.inference_mode():
             order = np.argsort([len(p[0]) + len(p[1] or "") for p in pairs])
             for b in _batches(len(pairs), 64, order):
-                enc = _encode(tok, [pairs[i] for i in b], max_length)
-                out.append((b, model(**enc).float()))
+                enc = _encode(tok, [pairs[i] for i in b], max_length).to(device())
+                out.append((b, model(**enc).float().cpu()))
         res = torch.zeros(len(pairs), train_y.shape[1])
         for b, logit in out:
             res[torch.as_tensor(b)] = logit
         return res.numpy()
 
-    best, best_auc = None, -1.0
-    for ep in range(epochs):
-        model.train()
-        t0 = time.perf_counter()
-        for b in _batches(len(idx), batch_size, rng.permutation(len(idx))):
-            enc = _encode(tok, [train_pairs[idx[i]] for i in b], max_length)
-            logits = model(**enc)
-            yb, kb = y[b], known[b]
-            loss = nn.functional.binary_cross_entropy_with_logits(
-                logits[kb], torch.nan_to_num(yb)[kb], pos_weight=pos_weight.expand_as(yb)[kb])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+    def loss_fn(b: list[int]) -> tuple[torch.Tensor, dict]:
+        enc = _encode(tok, [train_pairs[idx[i]] for i in b], max_length).to(device())
+        logits = model(**enc)
+        yb, kb = y[b].to(device()), known[b].to(device())
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            logits[kb], torch.nan_to_num(yb)[kb], pos_weight=pos_weight.to(device()).expand_as(yb)[kb])
+        return loss, {}
+
+    state = {"best": None, "auc": -1.0, "t0": time.perf_counter()}
+
+    def end_of_epoch(ep: int) -> None:
         res = {k: predict(v) for k, v in eval_sets.items()}
+        model.train()
         auc = -ep
         if val_y is not None:
             aucs = [roc_auc(val_y[:, j], res["val"][:, j]) for j in range(val_y.shape[1])
                     if len(np.unique(val_y[~np.isnan(val_y[:, j]), j])) == 2]
             auc = float(np.mean(aucs))
-        log(f"minilm epoch {ep + 1}/{epochs}: val auc {auc:.4f} ({time.perf_counter() - t0:.0f}s)")
-        if auc > best_auc:
-            best, best_auc = res, auc
-    return best
+        log(f"minilm epoch {ep + 1}/{epochs}: val auc {auc:.4f} ({time.perf_counter() - state['t0']:.0f}s)")
+        state["t0"] = time.perf_counter()
+        if auc > state["auc"]:
+            state.update(best=res, auc=auc)
+
+    steps = epochs * ((len(idx) + batch_size - 1) // batch_size)
+    model.train()
+    spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, mixed_precision="no",
+                     progress=True, desc="minilm")
+    fit(loss_fn, range(len(idx)), list(model.parameters()), spec, modules=[model],
+        order=lambda _ep: rng.permutation(len(idx)).tolist(),
+        schedule=lambda s, _total: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, (steps - s) / steps),
+        on_epoch=end_of_epoch)
+    return state["best"]
 
 
 def tfidf_lr(train_texts, train_y: np.ndarray, eval_texts: dict[str, list[str]], val_y: np.ndarray,

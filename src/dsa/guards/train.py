@@ -19,6 +19,7 @@ from dsa.eval.metrics import roc_auc
 from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
 from dsa.guards.featurize import TaskFeatures
 from dsa.guards.heads import GuardInput, PLRHead, build_head
+from dsa.train import TrainSpec, fit
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,17 @@ def guard_input(feats: TaskFeatures, idx: Sequence[int], arch: str, cfg: dict) -
     tokens, mask = feats.padded_tokens(idx)
     keep = [feats.ladder_layers.index(li) for li in cfg["ladder"]]
     return GuardInput(tokens=tokens[:, keep], mask=mask)
+
+
+def _device(head: nn.Module) -> torch.device:
+    return next(head.parameters()).device
+
+
+def _to(x: GuardInput, device: torch.device) -> GuardInput:
+    """The batch on the head's device (a no-op on the CPU)."""
+    if x.pooled is not None:
+        return GuardInput(pooled={k: v.to(device) for k, v in x.pooled.items()})
+    return GuardInput(tokens=x.tokens.to(device), mask=x.mask.to(device))
 
 
 def mean_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -63,7 +75,8 @@ def predict(head: nn.Module, feats: TaskFeatures, arch: str, cfg: dict, batch_si
     out = []
     with torch.no_grad():
         for k in range(0, n, batch_size):
-            out.append(head(guard_input(feats, range(k, min(n, k + batch_size)), arch, cfg)).float())
+            x = _to(guard_input(feats, range(k, min(n, k + batch_size)), arch, cfg), _device(head))
+            out.append(head(x).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -123,29 +136,34 @@ def fit_torch(arch: str, train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatu
         head.sd.copy_(x.std(0).clamp_min(1e-4))
     else:
         _fit_token_norm(head, train, cfg)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     pw = _pos_weight(y_tr)
-    g = torch.Generator().manual_seed(seed)
-    n = y_tr.shape[0]
-    best, best_auc, bad = None, -1.0, 0
-    for ep in range(epochs):
-        head.train()
-        t0 = time.perf_counter()
-        for batch in torch.randperm(n, generator=g).split(batch_size):
-            loss = balanced_bce(head(guard_input(train, batch.tolist(), arch, cfg)), y_tr[batch], pw)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    state = {"best": None, "auc": -1.0, "bad": 0, "t0": time.perf_counter()}
+
+    def loss_fn(rows: list[int]) -> tuple[torch.Tensor, dict]:
+        dev = _device(head)
+        x = _to(guard_input(train, rows, arch, cfg), dev)
+        return balanced_bce(head(x), y_tr[rows].to(dev), pw.to(dev)), {}
+
+    def end_of_epoch(ep: int) -> bool:
         auc = mean_auc(y_va.numpy(), predict(head, val, arch, cfg))
-        log.info("%s epoch %d: val auc %.4f (%.0fs)", arch, ep + 1, auc, time.perf_counter() - t0)
-        if auc > best_auc + 1e-4:
-            best, best_auc, bad = copy.deepcopy(head.state_dict()), auc, 0
-        else:
-            bad += 1
-            if bad > patience:
-                break
+        head.train()
+        log.info("%s epoch %d: val auc %.4f (%.0fs)", arch, ep + 1, auc, time.perf_counter() - state["t0"])
+        state["t0"] = time.perf_counter()
+        if auc > state["auc"] + 1e-4:
+            state.update(best=copy.deepcopy(head.state_dict()), auc=auc, bad=0)
+            return False
+        state["bad"] += 1
+        return state["bad"] > patience
+
+    head.train()
+    spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                     mixed_precision="no", desc=f"guard {arch}")
+    g = torch.Generator().manual_seed(seed)
+    fit(loss_fn, range(y_tr.shape[0]), list(head.parameters()), spec, modules=[head],
+        order=lambda _ep: torch.randperm(y_tr.shape[0], generator=g).tolist(), on_epoch=end_of_epoch)
+    best = state["best"]
     head.load_state_dict(best)
-    head.eval()
+    head.cpu().eval()
     return head
 
 

@@ -1,0 +1,63 @@
+"""A tiny guard-head training job, run alone or under `accelerate launch` (dsa.train.check_processes).
+
+    python -m accelerate.commands.launch --multi_gpu --num_processes 2 -m dsa.train.smoke --out DIR
+
+Trains an RTB guard head (`dsa.guards.train.fit_torch`, no dropout) on seeded synthetic features,
+every process on its share of each batch, and writes DIR/rank{i}.json with the trained
+parameters, so that ranks can be compared with each other and with one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+N_ROWS, LAYERS, D_MODEL, WINDOW = 40, 2, 16, 4
+CFG = {"ladder": [0, 1], "width": 8}
+
+
+def features(n: int, seed: int):
+    """Synthetic cached features and labels that depend on them (so the head learns something)."""
+    from dsa.guards.featurize import TaskFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    ntok = torch.randint(1, WINDOW + 1, (n,), generator=g)
+    tokens = torch.randn(int(ntok.sum()), LAYERS, D_MODEL, generator=g)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), ntok.cumsum(0)])
+    last = tokens[offsets[1:] - 1]  # [n, layers, d]
+    y = torch.stack([(last[:, 0, 0] > 0), (last[:, 1, :2].sum(-1) > 0)], 1).float()
+    feats = TaskFeatures(last, last, tokens.to(torch.bfloat16), ntok, offsets, tuple(range(LAYERS)))
+    return feats, y
+
+
+def run(epochs: int = 3, batch_size: int = 8) -> dict:
+    """Train the head (one process, or this process's share under a launch); its parameters and ranks."""
+    from dsa.guards.train import fit_torch
+    from dsa.train.accel import make_accelerator
+
+    tr, y_tr = features(N_ROWS, 0)
+    va, y_va = features(16, 1)
+    head = fit_torch("rtb", tr, y_tr, va, y_va, CFG, D_MODEL, seed=0, epochs=epochs, patience=epochs,
+                     lr=1e-2, batch_size=batch_size)
+    acc = make_accelerator("no")
+    params = torch.cat([p.detach().flatten().float().cpu() for p in head.parameters()])
+    return {"rank": acc.process_index, "world": acc.num_processes, "distributed_type": str(acc.distributed_type),
+            "params": params.tolist()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="folder for rank{i}.json")
+    ap.add_argument("--epochs", type=int, default=3)
+    args = ap.parse_args()
+    res = run(args.epochs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{res['rank']}.json").write_text(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
