@@ -1,11 +1,17 @@
 """Bring your own data: a guard from a user's labelled CSV, timed on a fresh feature store and
-again on the cached one -> results/byo.json.
+again on the cached one, and the architectures whose taps add up -> results/byo.json.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/byo.py [--limit 2000]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/byo.py --archs-only   # only "architectures_tested"
 
 The file is ToxiGen's human-annotated CSV read as a user would: `text` column, `label` column of
 class names (`--positive hate`), nothing cleaned. The first run extracts every text's features
 (one base forward each) into a new store under runs/; the second run reads them all from it.
+
+"architectures_tested" lists the entries of `dsa.taps.ARCHITECTURES` for which
+`dsa.taps.check_identity` passed just now on a tiny random fp32 model of that architecture
+(tests/tiny.py): embed + Σ(attn_out + mlp_out) = resid_post at every layer.
+Each run updates only its own keys of the file and keeps the others.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -23,8 +30,33 @@ from dsa.base import load_base
 from dsa.data.sources import data_dir
 from dsa.guards.config import GuardTrainConfig
 from dsa.guards.evaluate import train_guard
+from dsa.taps import ARCHITECTURES, check_identity
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def architectures_tested() -> list[str]:
+    """The table's architectures whose taps add up on a tiny random fp32 model (failures are printed)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny import tiny_model
+
+    passed = []
+    for name in sorted(ARCHITECTURES):
+        try:
+            error = check_identity(tiny_model(name))
+        except (AssertionError, ValueError) as err:
+            print(f"{name:12s} FAILED: {err}")
+            continue
+        print(f"{name:12s} ok (largest relative error {error:.1e})")
+        passed.append(name)
+    return passed
+
+
+def update(path: Path, entries: dict) -> dict:
+    """Merge `entries` into the JSON object at `path` (other keys kept), written atomically."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    atomic_write_text(path, json.dumps(old | entries, indent=1) + "\n")
+    return old | entries
 
 
 def main() -> int:
@@ -33,8 +65,15 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "byo.json")
     ap.add_argument("--cached-only", action="store_true",
                     help="keep the store of an earlier run and time the cached run again (first_run_s kept)")
+    ap.add_argument("--archs-only", action="store_true",
+                    help="only run the taps identity on every architecture and update architectures_tested")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    archs = {"architectures_tested": architectures_tested()}
+    if args.archs_only:
+        update(args.out, archs)
+        print(json.dumps(archs))
+        return 0
     csv = data_dir() / "toxigen" / "annotated" / "toxigen_annotated_train.csv"
     store = ROOT / "runs" / "byo_store"
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -64,8 +103,8 @@ def main() -> int:
                               "arch": cfg.arch, "base": base.name},
            "command": f"OMP_NUM_THREADS=1 .venv/bin/python scripts/byo.py --limit {args.limit}"
                       + (" (then --cached-only)" if args.cached_only else "")}
-    atomic_write_text(args.out, json.dumps(old | res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
+    update(args.out, res | archs)
+    print(json.dumps(res | archs, indent=1))
     return 0
 
 
