@@ -124,6 +124,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
                 "policy_head": sm.policy_head, "alignment_adapter": sm.adapter is not None,
                 "response_guard": sm.response_guards is not None, "queue": worker.queued(),
                 "active_rows": worker.active_rows(), "tap_hooks": worker.extra_hooks()}
+        if hasattr(worker, "health"):
+            body |= worker.health()
         if not is_guarded(sm):
             body["warning"] = UNGUARDED
         if worker.error:

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 import uuid
+from collections import deque
 
 from dsa.serve.config import ServerConfig
 from dsa.serve.worker import FINISH_REASON, ChatJob, ModerationJob, QueueFull, Unavailable, _error
 
 log = logging.getLogger(__name__)
 REAP_INTERVAL_S = 0.1  # how often cancelled jobs and the drain deadline are checked
+GREEDY_BELOW = 1e-5  # vLLM's own greedy cut-off (sampling_params._SAMPLING_EPS)
 
 
 class VllmWorker:
@@ -39,6 +42,7 @@ class VllmWorker:
         self._stopped = False
         self._drain_deadline: float | None = None
         self._reaper: asyncio.Task | None = None
+        self.fetch_s: deque[float] = deque(maxlen=256)  # seconds of the last guard-result fetches
 
     # ---- control ------------------------------------------------------------------------------
     async def astart(self) -> None:
@@ -105,6 +109,13 @@ class VllmWorker:
     def extra_hooks(self) -> int:
         return 0  # no hooks: the taps are aux hidden states of vLLM's forward
 
+    def health(self) -> dict:
+        """Engine-specific /health fields: the guard-result fetch's latency (the cost of the
+        per-request `collective_rpc`), median and max over the last fetches."""
+        f = list(self.fetch_s)
+        return {"guard_fetch_ms": {"n": len(f), "median": round(1000 * statistics.median(f), 2) if f else None,
+                                   "max": round(1000 * max(f), 2) if f else None}}
+
     # ---- jobs ---------------------------------------------------------------------------------
     async def _chat(self, job: ChatJob) -> None:
         from vllm import SamplingParams
@@ -112,7 +123,9 @@ class VllmWorker:
         from vllm.sampling_params import RequestOutputKind
 
         key = uuid.uuid4().hex
-        params = SamplingParams(max_tokens=job.max_tokens, temperature=job.temperature, seed=job.seed,
+        # vLLM raises temperatures in (0, 0.01) to 0.01 and samples; the HF engine's tiny temperatures are greedy
+        temperature = job.temperature if job.temperature >= GREEDY_BELOW else 0.0
+        params = SamplingParams(max_tokens=job.max_tokens, temperature=temperature, seed=job.seed,
                                 stop=job.stop or None, stop_token_ids=self.served.stop_token_ids,
                                 output_kind=RequestOutputKind.DELTA, extra_args=_extra_args(job, key))
         prompt = TokensPrompt(prompt_token_ids=self.served.prompt_ids(job.messages))
@@ -180,7 +193,10 @@ class VllmWorker:
     # ---- helpers ------------------------------------------------------------------------------
     async def _pop(self, keys: list[str]) -> dict:
         """The model's guard scores and λ for these requests (rank 0's worker answers)."""
-        return (await self.engine.collective_rpc("dsa_pop_results", args=(keys,)))[0]
+        t0 = time.monotonic()
+        out = (await self.engine.collective_rpc("dsa_pop_results", args=(keys,)))[0]
+        self.fetch_s.append(time.monotonic() - t0)
+        return out
 
     def _forget(self, keys: list[str]) -> None:
         """Drop the results of requests that will never be read (best effort, in the background)."""
@@ -189,7 +205,7 @@ class VllmWorker:
 
         async def pop() -> None:
             try:
-                await self._pop(keys)
+                await self.engine.collective_rpc("dsa_pop_results", args=(keys,))
             except Exception:
                 pass
 
