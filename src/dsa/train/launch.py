@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def check_processes(n: int = 2, timeout: float = 300.0) -> dict:
 
     Returns:
         {"accelerate_processes": ranks that reported, "params_equal_across_ranks": bool,
-         "max_abs_diff_vs_one_process": float, "seconds": wall time of the launch, ...}
+         "max_abs_diff_vs_one_process": float, "seconds": wall time of the launch,
+         "cpu_seconds": CPU time of every launched process together, ...}
     Raises:
         RuntimeError: the launch failed (its output is in the message).
     """
@@ -45,10 +47,11 @@ def check_processes(n: int = 2, timeout: float = 300.0) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="dsa-ddp-") as out:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(launch_command(n, "dsa.train.smoke", "--out", out), env=env, timeout=timeout,
                               capture_output=True, text=True)
         seconds = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise RuntimeError(f"accelerate launch failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
                                f"\n{proc.stderr[-3000:]}")
@@ -64,4 +67,5 @@ def check_processes(n: int = 2, timeout: float = 300.0) -> dict:
         "params_equal_across_ranks": all(r["params"] == first for r in ranks),
         "max_abs_diff_vs_one_process": max(abs(a - b) for a, b in zip(first, one["params"], strict=True)),
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
     }
