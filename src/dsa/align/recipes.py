@@ -27,6 +27,7 @@ from dsa.align.train_data import (
 )
 from dsa.base import Base, load_base
 from dsa.data.tasks import SENSITIVE_WORDS
+from dsa.train import process_state
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ def run(cfg: AlignTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     base = load_base(cfg.base)
-    examples = build_examples(cfg, base)
+    state = process_state()  # under `accelerate launch`: the main process writes caches and adapters
+    with state.main_process_first():
+        examples = build_examples(cfg, base)
     out = Path(cfg.out)
     kw = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, beta=cfg.beta,
               kl_weight=cfg.kl_weight, max_len=cfg.max_len, bf16_autocast=cfg.bf16_autocast)
@@ -92,6 +95,8 @@ def run(cfg: AlignTrainConfig) -> Path:
         base.model.train()
         history = train(ModelStudent(base.model, base, patch.parameters()), base, examples, **kw)
         base.model.eval()
+        if not state.is_main_process:
+            return out
         patch.save(out, base.fingerprint, base.name, extra | {"history": history})
         hub = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}.get(base.name, base.name)
         patch.export_peft(out / "peft", base_model_name_or_path=hub)
@@ -102,6 +107,8 @@ def run(cfg: AlignTrainConfig) -> Path:
         adapter.tail.float().train()
         history = train(AdapterStudent(adapter, base), base, examples, **kw)
         adapter.tail.to(base.dtype).eval()
+        if not state.is_main_process:
+            return out
         adapter.save(out, base, extra | {"history": history})
     else:
         student_base = load_base(cfg.base, dtype="fp32")
@@ -111,6 +118,8 @@ def run(cfg: AlignTrainConfig) -> Path:
         history = train(ModelStudent(model, student_base, params), student_base,
                         [Example(e.prompt, e.response, "sft") for e in examples if e.kind != "dpo"], **kw)
         model.eval().to(torch.bfloat16)
+        if not state.is_main_process:
+            return out
         model.save_pretrained(out)
         base.tokenizer.save_pretrained(out)
         atomic_write_text(out / "dsa_train.json", json.dumps(extra | {"history": history}, indent=1) + "\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, PartialState
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
@@ -30,6 +30,12 @@ def resolve_precision(want: str, device_type: str) -> str:
     if want == "fp16":
         raise ValueError("fp16 mixed precision needs a GPU; use bf16 (or no) on the CPU")
     return "bf16" if want == "bf16" else "no"
+
+
+def process_state() -> PartialState:
+    """This process's place in a launch (index, count, `is_main_process`, `main_process_first()`),
+    with the same CPU fallback as `make_accelerator`."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def make_accelerator(mixed_precision: str = "auto") -> Accelerator:
