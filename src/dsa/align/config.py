@@ -39,6 +39,9 @@ class AlignTrainConfig(_Config):
     contrast_share: float = Field(0.0, description="share of the benign prompts drawn from edgy-but-safe "
                                   "contrast data (CoCoNot preference prompts, PHTest harmless; training split)",
                                   ge=0, le=1)
+    hard_negatives: str = Field("", description="guard adapter dir: this share of the benign prompts are the "
+                                "benign training prompts it scores highest ('' = none)")
+    hard_share: float = Field(0.0, description="share of the benign prompts mined by `hard_negatives`", ge=0, le=1)
     dpo: bool = Field(False, description="add DPO pairs: refusal vs the base's compliance, and hh_rlhf harmless pairs")
     n_hh: int = Field(128, description="hh_rlhf harmless pairs used when dpo is on", ge=0)
     beta: float = Field(0.1, description="DPO inverse temperature", gt=0)

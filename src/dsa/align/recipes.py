@@ -22,6 +22,7 @@ from dsa.align.sft import AdapterStudent, Example, ModelStudent, train
 from dsa.align.train_data import (
     TRAIN_MAX_NEW_TOKENS,
     contrast_prompts,
+    guard_hard_negatives,
     refusal_for,
     training_prompts,
 )
@@ -59,6 +60,13 @@ def advbench_targets() -> dict[str, str]:
 def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
     harmful, benign = training_prompts(cfg.n_harmful, max(cfg.n_benign, 1), cfg.contrast_share)
     benign = benign[: cfg.n_benign]
+    if cfg.hard_negatives and cfg.hard_share > 0 and benign:
+        # the guard's own false positives first: under context-dependent alignment the adapter only
+        # ever sees prompts the guard flags, so that is where it must still answer safe requests
+        n_hard = round(cfg.n_benign * cfg.hard_share)
+        hard = guard_hard_negatives(base, cfg.hard_negatives, n_hard)
+        seen = set(hard)
+        benign = hard + [p for p in benign if p not in seen][: cfg.n_benign - len(hard)]
     ex = [Example(p, refusal_for(p), "sft") for p in harmful]
     if benign:
         answers = base_answers(base, benign, "train_benign", TRAIN_MAX_NEW_TOKENS)

@@ -63,6 +63,28 @@ def contrast_prompts(split: str = "train") -> list[str]:
     return concern + rest
 
 
+def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe") -> list[str]:
+    """The `n` benign prompt_safety training prompts (unframed, ≤ 400 characters) that the guard
+    at `guard_dir` scores highest on `head`: the prompts context-dependent alignment would switch
+    the adapter on for although they are safe. Scored from the guard feature store (every
+    prompt_safety text is in it; a missing one costs one base forward)."""
+    from dsa.guards.bank import GuardAdapter
+    from dsa.guards.featurize import extract_task_features, render
+    from dsa.guards.train import predict
+
+    guard = GuardAdapter.load(guard_dir, base.fingerprint, base.d_model)
+    if head not in guard.heads:
+        raise ValueError(f"guard {guard_dir} has no head {head!r}: its heads are {guard.heads}")
+    recs = [r for r in guard_task("prompt_safety").train
+            if r.label == 0 and r.meta.get("frame") is None and len(r.main_text) <= 400]
+    feats = extract_task_features(base, [render(base, r, "prompt") for r in recs], "align-hard-negatives",
+                                  max_length=guard.max_length, window=guard.window, tokens=guard.arch != "plr")
+    scores = predict(guard.head, feats, "plr" if guard.arch.startswith("plr") else guard.arch,
+                     guard.cfg)[:, guard.heads.index(head)]
+    order = sorted(range(len(recs)), key=lambda i: (-scores[i], _h(recs[i].main_text, "hard")))
+    return [recs[i].main_text for i in order[:n]]
+
+
 def training_prompts(n_harmful: int = 256, n_benign: int = 256,
                      contrast_share: float = 0.0) -> tuple[list[str], list[str]]:
     """(harmful, benign) training prompts: a fixed hashed-order subset of the training splits,
