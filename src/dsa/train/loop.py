@@ -123,7 +123,7 @@ def fit(loss_fn: LossFn, data: Sequence, params: Sequence[nn.Parameter], spec: T
         for i in range(0, len(idx), spec.batch_size):
             batch = idx[i:i + spec.batch_size]
             loss, stats = _step(acc, model, opt, data, batch, world, rank, spec, params)
-            if sched:
+            if sched and not opt.step_was_skipped:  # fp16: a step with inf gradients is skipped
                 sched.step()
             step += 1
             entry = {"step": step, "loss": loss, "seconds": round(time.perf_counter() - t0, 1), **stats}
