@@ -148,6 +148,10 @@ def main() -> None:
     t0 = time.perf_counter()
     losses = train_update(model, encoded, args.batch_size, lr, base.tokenizer.pad_token_id,
                           autocast=not args.no_autocast)
+    from dsa.train import process_state
+
+    if not process_state().is_main_process:  # under `accelerate launch`: one writer
+        return
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
