@@ -43,6 +43,7 @@ class VllmWorker:
         self._drain_deadline: float | None = None
         self._reaper: asyncio.Task | None = None
         self.fetch_s: deque[float] = deque(maxlen=256)  # seconds of the last guard-result fetches
+        self.aborted = 0  # requests aborted in vLLM because their client left or the drain deadline passed
 
     # ---- control ------------------------------------------------------------------------------
     async def astart(self) -> None:
@@ -110,10 +111,12 @@ class VllmWorker:
         return 0  # no hooks: the taps are aux hidden states of vLLM's forward
 
     def health(self) -> dict:
-        """Engine-specific /health fields: the guard-result fetch's latency (the cost of the
-        per-request `collective_rpc`), median and max over the last fetches."""
+        """Engine-specific /health fields: chat requests aborted in vLLM so far, and the guard-result
+        fetch's latency (the cost of the per-request `collective_rpc`), median and max over the last
+        fetches."""
         f = list(self.fetch_s)
-        return {"guard_fetch_ms": {"n": len(f), "median": round(1000 * statistics.median(f), 2) if f else None,
+        return {"aborted": self.aborted,
+                "guard_fetch_ms": {"n": len(f), "median": round(1000 * statistics.median(f), 2) if f else None,
                                    "max": round(1000 * max(f), 2) if f else None}}
 
     # ---- jobs ---------------------------------------------------------------------------------
@@ -140,6 +143,7 @@ class VllmWorker:
                     finish, why = c.finish_reason, c.stop_reason
             info = await self._pop([key])
         except asyncio.CancelledError:  # the client left or the drain deadline passed: vLLM aborted it
+            self.aborted += 1
             self._forget([key])
             raise
         except Exception as err:
