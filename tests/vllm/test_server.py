@@ -87,6 +87,17 @@ def test_exact_alignment_needs_a_number():
             DSARowState.validate_params(SamplingParams(extra_args=bad))
 
 
+def test_exact_lambda_only_where_the_engine_allows_it():
+    from dsa.vllm.model import row_lambda
+    from dsa.vllm.rows import Row
+
+    override, floor, auto = Row("a", 0.0, 5, exact=True), Row("b", 0.5, 5), Row("c", "auto", 5)
+    assert row_lambda(1.0, override, allow_exact=True, can_align=True) == 0.0  # an override key lowers λ
+    assert row_lambda(1.0, override, allow_exact=False, can_align=True) == 1.0  # a bare engine: only a floor
+    assert [row_lambda(p, floor, True, True) for p in (0.0, 1.0)] == [0.5, 1.0]
+    assert row_lambda(0.7, auto, True, True) == 0.7 and row_lambda(0.7, auto, True, can_align=False) == 0.0
+
+
 # ---- the live server ----------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:

@@ -167,12 +167,7 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         else:
             lam = torch.zeros(len(rows))
         for i, row in enumerate(rows):
-            floor = 0.0 if row.alignment == "auto" else float(row.alignment)
-            if row.exact and not self.dsa_config.allow_exact_alignment:
-                log.warning("%s asked for an exact λ, which this engine does not allow "
-                            "(allow_exact_alignment=False): served as a floor", row.key or "a request")
-            exact = row.exact and self.dsa_config.allow_exact_alignment
-            row.lam = (floor if exact else max(float(lam[i]), floor)) if self.k else 0.0
+            row.lam = row_lambda(float(lam[i]), row, self.dsa_config.allow_exact_alignment, bool(self.k))
             row.scores = {q: float(s[i]) for q, s in scores.items()}
             row.sums, row.last = {}, {}
             ROWS.store(row)
@@ -216,6 +211,19 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         if missing:
             raise ValueError(f"dsa adapter weights missing for {sorted(missing)}")
         return loaded
+
+
+def row_lambda(policy_lam: float, row, allow_exact: bool, can_align: bool) -> float:
+    """λ of a request whose prompt has been scored: max(policy λ, the requested floor); the
+    requested value exactly for a `dsa_alignment_exact` request on an engine that allows it (an
+    engine that does not serves it as a floor, so its clients can only raise λ); 0 without an adapter."""
+    if not can_align:
+        return 0.0
+    floor = 0.0 if row.alignment == "auto" else float(row.alignment)
+    if row.exact and not allow_exact:
+        log.warning("%s asked for an exact λ, which this engine does not allow (allow_exact_alignment=False): "
+                    "served as a floor", row.key or "a request")
+    return floor if row.exact and allow_exact else max(policy_lam, floor)
 
 
 class _default_dtype:
