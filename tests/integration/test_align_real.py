@@ -56,3 +56,25 @@ def test_shipped_adapters_load(base, kind):
         from dsa.align.logit_adapter import LogitAdapter
 
         assert LogitAdapter.load(path, base).spec.k >= 1
+
+
+def test_hard_negatives_are_the_benign_prompts_the_guard_scores_highest(base):
+    """Mined rows are benign training prompts, ordered by the shipped guard's score, and the
+    public classify() agrees that they score above the rest of the pool."""
+    from dsa.align.train_data import guard_hard_negatives
+    from dsa.data import guard_task
+    from dsa.runtime import SafetyModel
+
+    guard = ROOT / "adapters" / "guards" / "prompt_safety"
+    if not guard.is_dir():
+        pytest.skip("no shipped prompt guard")
+    pool = guard_hard_negatives(base, str(guard), 40, pool=40)  # the whole pool, ranked
+    hard = pool[:8]
+    benign = {r.main_text for r in guard_task("prompt_safety").train if r.label == 0}
+    assert len(set(pool)) == 40 and set(pool) <= benign
+    sm = SafetyModel.load(base, guards=[str(guard)])
+    scores = [r["scores"]["prompt_safety/unsafe"] for r in sm.classify(pool)]
+    rest = sorted(scores[len(hard):])
+    # features from the store (shared-prefix forward) vs the runtime's forward: equal up to bf16 noise
+    assert min(scores[:len(hard)]) >= rest[len(rest) // 2]
+    assert sum(scores[:len(hard)]) / len(hard) > sum(rest) / len(rest)

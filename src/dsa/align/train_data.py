@@ -63,11 +63,12 @@ def contrast_prompts(split: str = "train") -> list[str]:
     return concern + rest
 
 
-def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe") -> list[str]:
+def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe", pool: int = 0) -> list[str]:
     """The `n` benign prompt_safety training prompts (unframed, ≤ 400 characters) that the guard
     at `guard_dir` scores highest on `head`: the prompts context-dependent alignment would switch
     the adapter on for although they are safe. Scored from the guard feature store (every
-    prompt_safety text is in it; a missing one costs one base forward)."""
+    prompt_safety text is in it; a missing one costs one base forward). `pool` > 0 scores only a
+    fixed hashed-order subset of that many prompts."""
     from dsa.guards.bank import GuardAdapter
     from dsa.guards.featurize import extract_task_features, render
     from dsa.guards.train import predict
@@ -77,6 +78,8 @@ def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe") -> 
         raise ValueError(f"guard {guard_dir} has no head {head!r}: its heads are {guard.heads}")
     recs = [r for r in guard_task("prompt_safety").train
             if r.label == 0 and r.meta.get("frame") is None and len(r.main_text) <= 400]
+    if pool:
+        recs = sorted(recs, key=lambda r: _h(r.main_text, "pool"))[:pool]
     feats = extract_task_features(base, [render(base, r, "prompt") for r in recs], "align-hard-negatives",
                                   max_length=guard.max_length, window=guard.window, tokens=guard.arch != "plr")
     scores = predict(guard.head, feats, "plr" if guard.arch.startswith("plr") else guard.arch,
