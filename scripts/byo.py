@@ -2,7 +2,7 @@
 again on the cached one, and the architectures whose taps add up -> results/byo.json.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/byo.py [--limit 2000]
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/byo.py --archs-only   # only "architectures_tested"
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/byo.py --archs-only   # only the two checks below
 
 The file is ToxiGen's human-annotated CSV read as a user would: `text` column, `label` column of
 class names (`--positive hate`), nothing cleaned. The first run extracts every text's features
@@ -11,6 +11,10 @@ class names (`--positive hate`), nothing cleaned. The first run extracts every t
 "architectures_tested" lists the entries of `dsa.taps.ARCHITECTURES` for which
 `dsa.taps.check_identity` passed just now on a tiny random fp32 model of that architecture
 (tests/tiny.py): embed + Σ(attn_out + mlp_out) = resid_post at every layer.
+"accelerate_processes" is the number of processes that took part in a tiny guard-head training
+launched just now by `accelerate launch --multi_gpu --num_processes 2` on the CPU (gloo), counted
+only when every rank ended with the same parameters as one process (`dsa.train.check_processes`;
+details under "accelerate").
 Each run updates only its own keys of the file and keeps the others.
 """
 
@@ -52,6 +56,16 @@ def architectures_tested() -> list[str]:
     return passed
 
 
+def accelerate_check(n: int = 2) -> dict:
+    """Launch the n-process smoke training; the process count only if the ranks agreed."""
+    from dsa.train import check_processes
+
+    r = check_processes(n)
+    ok = r.get("params_equal_across_ranks") and r.get("world_sizes") == [n] * len(r.get("world_sizes") or [0])
+    print(f"accelerate launch: {r}")
+    return {"accelerate_processes": r["accelerate_processes"] if ok else 0, "accelerate": r}
+
+
 def update(path: Path, entries: dict) -> dict:
     """Merge `entries` into the JSON object at `path` (other keys kept), written atomically."""
     old = json.loads(path.read_text()) if path.exists() else {}
@@ -66,10 +80,11 @@ def main() -> int:
     ap.add_argument("--cached-only", action="store_true",
                     help="keep the store of an earlier run and time the cached run again (first_run_s kept)")
     ap.add_argument("--archs-only", action="store_true",
-                    help="only run the taps identity on every architecture and update architectures_tested")
+                    help="only run the taps identity on every architecture and the accelerate launch "
+                         "(architectures_tested, accelerate_processes)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    archs = {"architectures_tested": architectures_tested()}
+    archs = {"architectures_tested": architectures_tested(), **accelerate_check(2)}
     if args.archs_only:
         update(args.out, archs)
         print(json.dumps(archs))
