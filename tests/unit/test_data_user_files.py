@@ -92,3 +92,24 @@ def test_aegis2_and_wildguardmix_presets(tmp_path):
 def test_unknown_preset(tmp_path):
     with pytest.raises(DataError, match="unknown preset"):
         load_user_file(write(tmp_path / "d.csv", "text\nx\n"), preset="nope")
+
+
+def test_several_label_columns_fill_labels_with_none_for_empty_cells(tmp_path):
+    p = write(tmp_path / "data.csv", "text,toxic,insult,extra\nhello,0,0,a\nyou idiot,1,,b\n")
+    recs = load_user_file(p, mapping={"text": "text", "label": "toxic, insult"})
+    assert [(r.label, r.labels, r.meta) for r in recs] == [(None, {"toxic": 0, "insult": 0}, {"extra": "a"}),
+                                                            (None, {"toxic": 1, "insult": None}, {"extra": "b"})]
+    with pytest.raises(DataError, match=r"data\.csv: line 1: missing column 'threat' for field 'label'"):
+        load_user_file(p, mapping={"text": "text", "label": "toxic,threat"})
+    bad = write(tmp_path / "bad.csv", "text,toxic,insult\nhello,0,0\nyou idiot,1,maybe\n")
+    with pytest.raises(DataError, match=r"bad\.csv: line 3: field 'insult'.*maybe"):
+        load_user_file(bad, mapping={"text": "text", "label": "toxic,insult"})
+
+
+def test_parquet_without_pyarrow_says_so(tmp_path, monkeypatch):
+    import sys
+
+    p = write(tmp_path / "data.parquet", "not really parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if not installed
+    with pytest.raises(DataError, match=r"data\.parquet: reading Parquet needs pyarrow.*CSV / JSONL"):
+        load_user_file(p)

@@ -2,6 +2,7 @@
 extracts nothing), clear errors, and the adapter loads like a shipped guard."""
 
 import csv
+import json
 
 import pytest
 
@@ -78,3 +79,101 @@ def test_train_from_file_second_run_extracts_nothing_and_adapter_loads(user_csv,
     assert bank.heads == ["comments/unsafe"]
     (res,) = classify(base, bank, ["hello there"])
     assert 0.0 <= res["scores"]["comments/unsafe"] <= 1.0
+
+
+# --- several label columns -> one head per column ------------------------------------------------
+
+def _multi_rows(n=40):
+    """toxic / insult labels; every 7th row has no insult label (unlabelled for that head only)."""
+    rows = []
+    for i in range(n):
+        rows.append({"comment": f"{BAD[i % 4]} #{i}", "toxic": 1, "insult": "" if i % 7 == 0 else i % 2, "kind": "hate"})
+        rows.append({"comment": f"{GOOD[i % 4]} #{i}", "toxic": 0, "insult": 0, "kind": "neutral"})
+    return rows
+
+
+def _write(rows, path):
+    if path.suffix == ".csv":
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps({k: (None if v == "" else v) for k, v in r.items()}) + "\n" for r in rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist([{k: (None if v == "" else v) for k, v in r.items()} for r in rows]), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_multi_label_task_one_head_per_column(tmp_path, suffix):
+    path = _write(_multi_rows(), tmp_path / f"mine{suffix}")
+    t = user_task(path, {"text": "comment", "label": "toxic,insult"})
+    rows = t.train + t.val + t.test
+    assert t.heads == ["toxic", "insult"] and len(rows) == 80 and all(r.label is None for r in rows)
+    assert sum(r.labels["insult"] is None for r in rows) == 6  # empty cells: unlabelled for that head only
+    assert all(r.labels["toxic"] in (0, 1) for r in rows)
+    assert sum(r.labels["toxic"] for r in rows) == 40
+
+
+def test_multi_label_with_positive_reads_class_names(tmp_path):
+    rows = [r | {"kind2": r["kind"] if i % 3 else "hate"} for i, r in enumerate(_multi_rows())]
+    t = user_task(_write(rows, tmp_path / "mine.csv"), {"text": "comment", "label": "kind,kind2"}, positive="hate")
+    recs = t.train + t.val + t.test
+    assert t.heads == ["kind", "kind2"] and sum(r.labels["kind"] for r in recs) == 40
+    assert sum(r.labels["kind2"] for r in recs) > 40
+
+
+def test_multi_label_errors_are_specific(tmp_path):
+    rows = [r | {"never": 0, "bad name": r["toxic"]} for r in _multi_rows()]
+    path = _write(rows, tmp_path / "mine.csv")
+    with pytest.raises(DataError, match="missing column 'threat'"):
+        user_task(path, {"text": "comment", "label": "toxic,threat"})
+    with pytest.raises(DataError, match=r"column 'never': a guard head needs both classes.*label 1: 0 rows"):
+        user_task(path, {"text": "comment", "label": "toxic,never"})
+    with pytest.raises(DataError, match=r"field 'kind': cannot read label 'hate'.*give --positive CLASS"):
+        user_task(path, {"text": "comment", "label": "toxic,kind"})
+    with pytest.raises(DataError, match="'bad name' cannot name a guard head"):
+        user_task(path, {"text": "comment", "label": "toxic,bad name"})
+    with pytest.raises(DataError, match="named twice"):
+        user_task(path, {"text": "comment", "label": "toxic,toxic"})
+
+
+def test_multi_label_cli_round_trip_score_and_safety_model(tmp_path, monkeypatch, capsys):
+    from dsa.cli import main
+    from dsa.runtime import SafetyModel
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    monkeypatch.setenv("DSA_CACHE", str(tmp_path / "cache"))
+    mdir = tmp_path / "m"
+    tiny_model("llama").save_pretrained(mdir)
+    tiny_tokenizer().save_pretrained(mdir)
+    data = _write(_multi_rows(), tmp_path / "mine.csv")
+    out = tmp_path / "guard"
+    assert main(["guard", "train", "layer_sets=[[-1]]", "C_grid=[0.1]", "--data", str(data), "--map", "text=comment",
+                 "--map", "label=toxic,insult", "--base", str(mdir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mine/toxic: test AUC" in printed and "mine/insult: test AUC" in printed and "TPR at 1% FPR" in printed
+    assert (out / "plots" / "roc.png").stat().st_size > 0 and (out / "plots" / "pr.png").stat().st_size > 0
+    info = json.loads((out / "adapter.json").read_text())["info"]
+    assert set(info["heads"]) == {"toxic", "insult"}
+    for r in info["heads"].values():
+        assert 0 <= r["test_auc"] <= 1 and 0 <= r["tpr_at_1pct_fpr"] <= 1 and r["n_test"] > 0
+    assert info["heads"]["insult"]["n_test"] <= info["heads"]["toxic"]["n_test"]  # its empty cells left out
+
+    assert main(["guard", "score", str(out), "--base", str(mdir), "--text", "hello there", "--text", "you idiot"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and all(set(r["scores"]) == {"mine/toxic", "mine/insult"} for r in lines)
+    assert all(set(r["flags"]) == {"mine/toxic", "mine/insult"} for r in lines)
+
+    sm = SafetyModel.load(str(mdir), guards=[str(out)], policy_head="mine/toxic")  # several heads: name one
+    res = sm.classify(["hello there", "you idiot"])
+    assert [r["scores"] for r in res] == [r["scores"] for r in lines]  # the same adapter, the same numbers
+    assert all(set(r["flags"]) == {"mine/toxic", "mine/insult"} for r in res)
+
+    main(["guard", "train", "layer_sets=[[-1]]", "C_grid=[0.1]", "--data", str(data), "--map", "text=comment",
+          "--map", "label=toxic,insult", "--base", str(mdir), "--out", str(tmp_path / "g2"), "--no-plots"])
+    assert not (tmp_path / "g2" / "plots").exists()

@@ -24,16 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one guard adapter from a YAML config or from your own labelled file",
                        epilog="examples:\n  dsa guard train configs/guard-prompt_safety.yaml\n"
                               "  dsa guard train --data mine.csv --map text=comment --map label=is_toxic "
-                              "--out adapters/guards/mine\n\nconfig keys:\n" + _config_help(),
+                              "--out adapters/guards/mine\n"
+                              "  dsa guard train --data mine.csv --map text=comment --map label=toxic,insult,threat "
+                              "--out adapters/guards/mine   # one head per column\n\nconfig keys:\n" + _config_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", default=None, help="YAML file (see configs/guard-*.yaml); optional with --data")
     p.add_argument("overrides", nargs="*", help="key=value overrides of config fields")
     p.add_argument("--data", default=None, help="your labelled file (CSV, TSV, JSONL, JSON list, Parquet)")
     p.add_argument("--map", action="append", default=None, metavar="FIELD=COLUMN",
-                   help="which column is text / prompt / response / label / id / split (repeatable)")
+                   help="which column is text / prompt / response / label / id / split (repeatable); "
+                        "label=COL1,COL2,... trains one head per label column, named after it")
     p.add_argument("--positive", default=None,
-                   help="the label column's value meaning 1 when it holds class names (e.g. --positive hate)")
+                   help="the label columns' value meaning 1 when they hold class names (e.g. --positive hate)")
     p.add_argument("--limit", type=int, default=None, help="a seeded sample of this many labelled rows")
+    p.add_argument("--no-plots", dest="plots", action="store_const", const=False, default=None,
+                   help="with --data: do not write the ROC / PR plots (OUT/plots/roc.png, pr.png)")
     p.add_argument("--out", default=None, help="adapter directory to write")
     p.add_argument("--base", default=None, help="base model (default: the config's, else the embedded one)")
     p.set_defaults(func=cmd_train)
@@ -96,10 +101,13 @@ def cmd_train(args) -> int:
     if args.config is None and not args.data:
         raise ValueError("give a YAML config (configs/guard-*.yaml) or --data FILE")
     flags = {k: v for k, v in (("data", args.data), ("map", parse_mapping(args.map)), ("positive", args.positive),
-                               ("limit", args.limit), ("out", args.out), ("base", args.base)) if v is not None}
+                               ("limit", args.limit), ("plots", args.plots), ("out", args.out), ("base", args.base))
+             if v is not None}
     cfg = GuardTrainConfig.load(args.config, args.overrides, extra=flags)
     t0 = time.perf_counter()
     base = load_base(cfg.base)
+    if cfg.data:
+        return _train_from_file(base, cfg, t0)
     adapter = train_guard(base, cfg)
     info = adapter.info or {}
     print(f"{cfg.task} {cfg.arch}: val AUC {info.get('val_auc', float('nan')):.4f}, test AUC "
@@ -109,6 +117,29 @@ def cmd_train(args) -> int:
     if cfg.out:
         path = adapter.save(cfg.out, base.fingerprint, base.name)
         print(f"wrote {path}")
+    return 0
+
+
+def _train_from_file(base, cfg, t0: float) -> int:
+    """`dsa guard train --data`: train, print every head's test numbers, save, plot."""
+    import time
+
+    from dsa.guards.user import train_user_guard
+    from dsa.guards.user_report import format_head, plot_heads
+
+    adapter, test = train_user_guard(base, cfg)
+    info = adapter.info
+    print(f"{cfg.task} {cfg.arch} from {info['data']['file']} (rows {info['data']['rows']}): val AUC "
+          f"{info['val_auc']:.4f}, {info['params']:,} params; {time.perf_counter() - t0:.1f} s (features "
+          f"{info['feature_seconds']:.1f} s, head {info['train_seconds']:.1f} s)")
+    for j, h in enumerate(adapter.heads):
+        print(format_head(f"{cfg.task}/{h}", info["heads"][h]) if h in info.get("heads", {}) else f"  {cfg.task}/{h}: "
+              f"no test split", f"threshold {adapter.thresholds[j]:.4f}", sep="; ")
+    if cfg.out:
+        path = adapter.save(cfg.out, base.fingerprint, base.name)
+        print(f"wrote {path}")
+        if cfg.plots and test:
+            print("wrote " + ", ".join(map(str, plot_heads(test, Path(path) / "plots", cfg.task))))
     return 0
 
 

@@ -95,7 +95,11 @@ def read_table(path: str | Path) -> Table:
         rows = [(where(path, i, "item"), x) for i, x in enumerate(data, 1)]
         return Table(path, _union_keys(rows), rows[0][0] if rows else where(path), rows)
     if kind == "parquet":
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataError(f"{path.name}: reading Parquet needs pyarrow, which is not installed here "
+                            "(pip install pyarrow), or save the file as CSV / JSONL") from None
 
         tab = pq.read_table(path)
         rows = [(where(path, i, "row"), x) for i, x in enumerate(tab.to_pylist(), 1)]
@@ -168,6 +172,8 @@ def load_user_file(path: str | Path, mapping: dict[str, str] | None = None, sour
         path: the file; its extension picks the reader.
         mapping: Record field -> column name (fields: text, prompt, response, document, summary,
             label, id, split). Default: columns with those names. Mapped columns must exist.
+            `label` may name several comma-separated columns: each row's `labels` then holds
+            one binary label per column (None where the cell is empty).
         source: the Records' `source` (default: the file's stem).
         preset: "beavertails" (label = not is_safe), "aegis2" (prompt_label / response_label),
             "wildguardmix" (label = prompt_harm_label); detected from the columns when neither
@@ -193,20 +199,25 @@ def load_user_file(path: str | Path, mapping: dict[str, str] | None = None, sour
     if preset:
         fields = {f: c for f, c in fields.items() if f != "label"} | {
             f: f for f in ("prompt", "response") if f in table.columns and f not in fields}
+    # `label` may name several columns ("toxic,insult"): one binary label per column in `labels`
+    label_cols = [c.strip() for c in fields["label"].split(",")] if "label" in fields else []
     for field, column in explicit.items():
-        if column not in table.columns:
-            raise DataError(f"{table.header_loc}: missing column {column!r} for field {field!r} "
-                            f"(columns are: {', '.join(table.columns)})")
+        for col in (label_cols if field == "label" else [column]):
+            if col not in table.columns:
+                raise DataError(f"{table.header_loc}: missing column {col!r} for field {field!r} "
+                                f"(columns are: {', '.join(table.columns)})")
     if not any(f in fields for f in CONTENT_FIELDS):
         raise DataError(f"{table.header_loc}: no content column: expected one of {', '.join(CONTENT_FIELDS)} "
                         f"or a mapping (columns are: {', '.join(table.columns)})")
     source = source or table.path.name.split(".")[0]
-    used = set(fields.values())
+    used = set(fields.values()) | set(label_cols)
     drafts = []
     for loc, row in table.rows:
         d: dict[str, Any] = {f: _text(need(row, c, loc)) for f, c in fields.items() if f in CONTENT_FIELDS}
-        if "label" in fields:
-            d["label"] = _label(need(row, fields["label"], loc), loc, fields["label"])
+        if len(label_cols) == 1:
+            d["label"] = _label(need(row, label_cols[0], loc), loc, label_cols[0])
+        elif label_cols:
+            d["labels"] = {c: _label(need(row, c, loc), loc, c) for c in label_cols}
         if preset:
             d |= PRESETS[preset][1](row, loc)
         if "split" in fields:

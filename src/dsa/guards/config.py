@@ -25,9 +25,12 @@ class GuardTrainConfig:
                                     "the name of the user's guard (default: the file's stem)")
     data: str = _f("", "a user's labelled file (CSV/TSV/JSONL/JSON/Parquet) to train on instead of a task")
     map: dict = field(default_factory=dict, metadata={"help": "with data: Record field -> column, e.g. "
-                                                                 "{text: comment, label: is_toxic}"})
-    positive: str | None = _f(None, "with data: the label column's value that means 1 (class names)")
+                                                                 "{text: comment, label: is_toxic}; several "
+                                                                 "label columns, comma-separated "
+                                                                 "(label: toxic,insult), give one head each"})
+    positive: str | None = _f(None, "with data: the label columns' value that means 1 (class names)")
     limit: int | None = _f(None, "with data: a seeded sample of this many labelled rows")
+    plots: bool = _f(True, "with data and out: ROC / PR plots of the test split per head in OUT/plots/")
     arch: str = _f("plr", "plr | rtb | lst")
     out: str = _f("", "adapter directory to write (empty: do not save)")
     base: str = _f("smollm2-135m-instruct", "base model name or path")
