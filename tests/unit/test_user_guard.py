@@ -177,3 +177,19 @@ def test_multi_label_cli_round_trip_score_and_safety_model(tmp_path, monkeypatch
     main(["guard", "train", "layer_sets=[[-1]]", "C_grid=[0.1]", "--data", str(data), "--map", "text=comment",
           "--map", "label=toxic,insult", "--base", str(mdir), "--out", str(tmp_path / "g2"), "--no-plots"])
     assert not (tmp_path / "g2" / "plots").exists()
+
+
+def test_head_report_reads_its_numbers_from_the_scores():
+    import numpy as np
+
+    from dsa.guards.user_report import head_report, tpr_at_fpr
+
+    # 100 negatives in [-5, 0]; half the positives above all of them, half below; 3 unlabelled rows
+    y = np.r_[np.zeros(100), np.ones(10), np.full(3, np.nan)]
+    s = np.r_[np.linspace(-5, 0, 100), np.full(5, 3.0), np.full(5, -10.0), np.full(3, 9.0)]
+    r = head_report(y, s, temperature=1.0, threshold=0.9)  # sigmoid(3) = 0.95 >= 0.9 > sigmoid(0)
+    assert r["test_auc"] == pytest.approx(0.5) and r["tpr_at_1pct_fpr"] == pytest.approx(0.5)
+    assert r["tpr_at_threshold"] == 0.5 and r["fpr_at_threshold"] == 0.0
+    assert r["n_test"] == 110 and r["positives"] == 10
+    assert tpr_at_fpr(y, -s) == 0.5  # reversed: the low positives come first, before any negative
+    assert np.isnan(tpr_at_fpr(np.zeros(4), np.arange(4.0)))  # one class: no curve
