@@ -86,8 +86,16 @@ def reference_rows(n: int) -> list:
 
 
 def update_part(name: str, metrics: dict, n: dict, extra: dict | None = None) -> None:
+    """Merge metrics into a configuration's part. When `extra` carries `weights_sha256` and the part
+    on disk was measured on other weight files (by content), the old part is dropped: its metrics
+    describe weights that no longer ship."""
     path = PARTS / f"{name.replace('@', '_at_')}.json"
     part = json.loads(path.read_text()) if path.exists() else {"config": name, "n": {}}
+    new = (extra or {}).get("weights_sha256")
+    old = part.get("weights_sha256")
+    if new is not None and old is not None and sorted(old.values()) != sorted(new.values()):
+        log.warning("%s: weights changed since its part was written; earlier metrics dropped", name)
+        part = {"config": name, "n": {}}
     part.update(metrics)
     part["n"].update(n)
     part.update(extra or {})
@@ -399,12 +407,14 @@ class Evaluator:
                 sm = SafetyModel(self.base, self.bank, None, arg, **POLICY_KWARGS[arg])
                 lam = sm.policy(ll["guard"][:, 0])[:, None]
                 a = acc(torch.where(lam == 0, ll["base"], (1 - lam) * ll["base"] + lam * ll["aligned"]))
-                update_part(n, {}, {}, {"mmlu_share_aligned": float((lam > 0).float().mean())})
-            update_part(n, {"mmlu_acc": a}, {"mmlu_acc": len(prompts)})
+                update_part(n, {}, {}, {"mmlu_share_aligned": float((lam > 0).float().mean()),
+                                        "weights_sha256": self.weights_sha256(n)})
+            update_part(n, {"mmlu_acc": a}, {"mmlu_acc": len(prompts)}, {"weights_sha256": self.weights_sha256(n)})
         if need_adapter:
             for lam in cfg.loglik_lambdas:
                 update_part(f"dsa_adapter@{lam:g}", {"mmlu_acc": acc((1 - lam) * ll["base"] + lam * ll["aligned"])},
-                            {"mmlu_acc": len(prompts)}, {"loglik_only": f"dsa_adapter@{lam:g}" not in names})
+                            {"mmlu_acc": len(prompts)}, {"loglik_only": f"dsa_adapter@{lam:g}" not in names,
+                                                         "weights_sha256": self.weights_sha256(f"dsa_adapter@{lam:g}")})
 
     def _dpo_fn(self, lam: float) -> Callable:
         return lambda enc: {"": self._dpo_logits(enc, lam, logits_to_keep=1)[:, -1]}
@@ -477,7 +487,8 @@ class Evaluator:
         base_mean = sums["base"][0] / sums["base"][2]
         for key, (lp, kl, n_tok) in sums.items():
             update_part(key, {"ref_loglik_ratio": math.exp(lp / n_tok - base_mean), "ref_loglik": lp / n_tok,
-                              "kl_to_base": kl / n_tok}, {"ref_loglik_ratio": len(prompts), "ref_tokens": n_tok})
+                              "kl_to_base": kl / n_tok}, {"ref_loglik_ratio": len(prompts), "ref_tokens": n_tok},
+                        {"weights_sha256": self.weights_sha256(key)})
 
 
 def _generator(sm: SafetyModel, alignment, max_new_tokens: int) -> Callable:
