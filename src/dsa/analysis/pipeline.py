@@ -30,8 +30,38 @@ def describe(update: Update) -> str:
     if not f.exists():
         return ""
     t = json.loads(f.read_text())
-    return (f"{t.get('task')} ({t.get('n_examples')} ex., {t.get('epochs')} epoch, lr {t.get('lr')}, "
-            f"loss {t.get('first_loss', 0):.2f}→{t.get('last_loss', 0):.2f}; {t.get('label', '')})")
+    epochs = t.get("epochs")
+    held = t.get("held_out_losses") or []
+    held_text = (f", held-out loss ({t.get('n_held_out')} ex.) {held[0]:.2f}→{held[-1]:.2f}" if len(held) > 1 else "")
+    return (f"{t.get('task')} ({t.get('n_examples')} ex., {epochs} epoch{'s' if epochs != 1 else ''}"
+            f"{f', {s} steps' if (s := t.get('steps')) else ''}, lr {t.get('lr')}, "
+            f"loss {t.get('first_loss', 0):.2f}→{t.get('last_loss', 0):.2f}{held_text}; {t.get('label', '')})")
+
+
+KEPT = "kept from an earlier run of this analysis, not re-analysed"
+
+
+def kept_entries(adapters: dict[str, str | Path], ks: list[int], n_prompts: int) -> dict[str, dict]:
+    """Entries carried unchanged from a stored results JSON: an update given as NAME=FILE.json.
+
+    For updates whose weights are no longer at hand (e.g. an expensive full fine-tune): the row is
+    copied as it was computed, with the ks and prompt count checked against this run, and says so."""
+    out = {}
+    for name, path in adapters.items():
+        if not str(path).endswith(".json"):
+            continue
+        stored = json.loads(Path(path).read_text())
+        if name not in stored:
+            raise ValueError(f"{path} has no entry {name!r} to keep (it has {sorted(stored)})")
+        entry = json.loads(json.dumps(stored[name]))
+        meta = entry.get("meta", {})
+        if meta.get("ks") != ks or meta.get("n_prompts") != n_prompts:
+            raise ValueError(f"kept entry {name!r} was computed with ks {meta.get('ks')} and n_prompts "
+                             f"{meta.get('n_prompts')}, not {ks} / {n_prompts}")
+        if KEPT not in entry.get("description", ""):
+            entry["description"] = f"{entry.get('description', '')} — {KEPT} (`{path}`)"
+        out[name] = entry
+    return out
 
 
 def default_roles(updates: dict[str, Update], first: str) -> dict[str, str]:
@@ -84,7 +114,8 @@ def run_subspace_analysis(
 
     t0 = time.perf_counter()
     reader = WeightReader(resolve_base_path(base))
-    updates = {n: open_update(p, reader) for n, p in adapters.items()}  # validates before heavy work
+    kept = kept_entries(adapters, ks, n_prompts if interference else 0)  # read before out_json is rewritten
+    updates = {n: open_update(p, reader) for n, p in adapters.items() if n not in kept}  # validates first
     moments = None
     if interference:
         modules = sorted({k.removesuffix(".weight") for u in updates.values() for k in u.keys()})
@@ -94,8 +125,10 @@ def run_subspace_analysis(
     r = next(iter(results.values()))["rank"]
     meta = {"base": base, "rank": r, "ks": ks, "k_ref": k_ref, "n_prompts": n_prompts if interference else 0,
             "descriptions": {n: describe(u) for n, u in updates.items()}, "command": command,
+            "kept": sorted(kept),
             "seconds": round(time.perf_counter() - t0, 1)}
-    data = to_json(results, meta)
+    fresh = to_json(results, meta)
+    data = {n: kept[n] if n in kept else fresh[n] for n in adapters}  # the order given on the command line
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out_json), json.dumps(data, indent=1) + "\n")
     if doc:
