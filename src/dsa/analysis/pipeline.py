@@ -32,7 +32,13 @@ def describe(update: Update) -> str:
     t = json.loads(f.read_text())
     epochs = t.get("epochs")
     held = t.get("held_out_losses") or []
-    held_text = (f", held-out loss ({t.get('n_held_out')} ex.) {held[0]:.2f}→{held[-1]:.2f}" if len(held) > 1 else "")
+    held_text = (f", held-out loss ({t.get('n_held_out')} ex.) " + "→".join(f"{x:.2f}" for x in held)
+                 if len(held) > 1 else "")
+    losses = t.get("losses") or []
+    if epochs and epochs > 1 and len(losses) >= epochs:  # where the training loss settles, epoch by epoch
+        per = len(losses) // epochs
+        means = [sum(losses[i * per:(i + 1) * per]) / per for i in range(epochs)]
+        held_text = f", epoch-mean loss {', '.join(f'{m:.2f}' for m in means)}" + held_text
     return (f"{t.get('task')} ({t.get('n_examples')} ex., {epochs} epoch{'s' if epochs != 1 else ''}"
             f"{f', {s} steps' if (s := t.get('steps')) else ''}, lr {t.get('lr')}, "
             f"loss {t.get('first_loss', 0):.2f}→{t.get('last_loss', 0):.2f}{held_text}; {t.get('label', '')})")

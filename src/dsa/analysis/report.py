@@ -332,8 +332,12 @@ METHOD_NOTES = """## Method and choices
 
 CAVEATS = """## Caveats
 
-- **Scale.** One 135M-parameter base (d_model 576, 30 layers), small updates (one epoch of a few hundred
-  short examples). The paper's 7B-scale numbers need not carry over; the tool runs on any base.
+- **Scale.** One 135M-parameter base (d_model 576, 30 layers), small updates (tens of optimiser steps on
+  tens to hundreds of short examples: see "trained on"). The paper's 7B-scale numbers need not carry
+  over; the tool runs on any base.
+- **Kept rows.** An update given as `NAME=results/subspace.json` is copied from the stored results
+  (same ks and prompts, checked) instead of re-analysed — for fine-tunes whose weights are no longer
+  at hand; its "trained on" cell says so.
 - **LoRA's input side is partly its random init.** PEFT starts A with a random (Kaiming) matrix and
   B = 0; the row space of ΔW = B·A — the input side — keeps part of that random start and is pulled
   towards the random baseline by construction (the more so the shorter the run). The output side
