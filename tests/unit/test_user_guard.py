@@ -117,6 +117,8 @@ def test_multi_label_task_one_head_per_column(tmp_path, suffix):
     assert sum(r.labels["insult"] is None for r in rows) == 6  # empty cells: unlabelled for that head only
     assert all(r.labels["toxic"] in (0, 1) for r in rows)
     assert sum(r.labels["toxic"] for r in rows) == 40
+    as_list = user_task(path, {"text": "comment", "label": ["toxic", "insult"]})  # a YAML config's list
+    assert as_list.heads == t.heads and [r.id for r in as_list.test] == [r.id for r in t.test]
 
 
 def test_multi_label_with_positive_reads_class_names(tmp_path):

@@ -44,12 +44,14 @@ def user_task(path: str | Path, mapping: dict[str, str] | None = None, *, positi
 
     Args:
         mapping: Record field -> column (text, prompt, response, label, id, split); default: the
-            columns with those names. `label` may list several columns, comma-separated.
+            columns with those names. `label` may list several columns (comma-separated or a list).
         positive: for label columns of class names: this value is label 1, any other is 0.
         limit: keep a seeded sample of this many labelled rows.
         seed: split (70/10/20 by content hash, unless the file has a split column) and sample seed.
     """
     mapping = dict(mapping or {})
+    if isinstance(mapping.get("label"), list | tuple):  # YAML: map: {label: [toxic, insult]}
+        mapping["label"] = ",".join(map(str, mapping["label"]))
     cols = label_columns(mapping)
     multi = len(cols) > 1
     heads = cols if multi else ["unsafe"]
