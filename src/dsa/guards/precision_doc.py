@@ -12,6 +12,7 @@ from pathlib import Path
 from dsa.adapter_io import atomic_write_text
 
 STUDY, GUARD, DOC = Path("results/guard-precision.json"), Path("results/guard.json"), Path("docs/results-precision.md")
+PROBE = Path("results/guard-pooling-probe.json")
 SETS = ("strongreject", "xstest_unsafe", "coconot_eval_safety", "xstest_safe", "coconot_contrast_eval",
         "alpaca_eval")
 # issue targets for the shipped guard at its threshold: (set, "≥"/"≤", value)
@@ -69,6 +70,32 @@ def shipped_section(op: dict) -> list[str]:
     return lines
 
 
+def pooling_probe_section(probe: dict) -> list[str]:
+    """The user-turn pooling probe (scripts/probe_pooling.py)."""
+    lines = ["## Does the system prompt dilute mean pooling?", "",
+             f"Generated from `{PROBE}` (`{probe['command']}`). Every prompt starts with the same "
+             f"{probe['system_block_tokens']}-token system block, whose states are identical for every prompt "
+             "under causal attention. The probe reads layers " + ", ".join(map(str, probe["layers"])) +
+             " with the shipped head type (standardised, balanced logistic regression, C chosen on validation "
+             f"AUC, threshold at {probe['threshold']}); `turn_mean` averages the cached per-token states of the last "
+             f"{probe['window']} tokens that come after the system block.", "",
+             "| view | val AUC | val TPR@1 %FPR | XSTest AUC | pooled eval AUC | flagged: StrongREJECT | XSTest-safe | "
+             "CoCoNot contrast | AlpacaEval |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in probe["views"].items():
+        e, fr = r["eval_only"], r["eval_only"]["flag_rate"]
+        lines.append(f"| {name} | {_f(r['val_auc'], 4)} | {_f(r['val_tpr_at_1pct_fpr'])} | {_f(e['auc_xstest'])} | "
+                     f"{_f(e['auc_pooled'])} | {_f(fr['strongreject'])} | {_f(fr['xstest_safe'])} | "
+                     f"{_f(fr['coconot_contrast_eval'])} | {_f(fr['alpaca_eval'])} |")
+    shipped, turn = probe["views"].get("mean+last (shipped)"), probe["views"].get("turn_mean+last")
+    if shipped and turn:
+        d = turn["eval_only"]["auc_xstest"] - shipped["eval_only"]["auc_xstest"]
+        lines += ["", f"Leaving the system block out changes XSTest AUC by {d:+.3f} and validation TPR at 1 % FPR by "
+                      f"{turn['val_tpr_at_1pct_fpr'] - shipped['val_tpr_at_1pct_fpr']:+.3f}"
+                      + (": within 0.01, so pooling over the user's turn alone is not where precision is lost."
+                         if abs(d) < 0.01 else ".")]
+    return lines
+
+
 def write_precision_doc(path: Path = DOC) -> Path | None:
     if not STUDY.exists():
         return None
@@ -106,6 +133,8 @@ def write_precision_doc(path: Path = DOC) -> Path | None:
                   "other class's test rows from the remaining sources.", "", *loso_table(study["loso"]), ""]
     if op:
         lines += ["## The shipped prompt guard", "", *shipped_section(op), ""]
+    if PROBE.exists():
+        lines += [*pooling_probe_section(json.loads(PROBE.read_text())), ""]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
