@@ -35,6 +35,20 @@ def render(r: dict) -> str:
         f"dsa-in-vLLM / HF runtime = {t['dsa_vllm_tok_s'] / t['dsa_hf_tok_s']:.2f}. "
         f"Engine start: plain {t['engine_start_s']['vllm_plain']} s, dsa {t['engine_start_s']['dsa_vllm']} s.",
     ]
+    c = r.get("compiled")
+    if c:
+        rows += [
+            "",
+            f"| compiled (`--compiled`), {c['concurrency']} concurrent requests × {c['max_tokens']} tokens, 1 thread | tok/s |",
+            "|---|---|",
+            f"| dsa in vLLM ({c['dsa_vllm_rows_aligned']} of {c['concurrency']} rows aligned) | {c['dsa_vllm_tok_s']:.1f} |",
+            f"| plain vLLM | {c['vllm_plain_tok_s']:.1f} |",
+            "",
+            f"Compiled: dsa-in-vLLM / plain vLLM = {c['dsa_vllm_tok_s'] / c['vllm_plain_tok_s']:.2f}; guard score "
+            f"max abs diff to the HF runtime {c['guard_score_max_abs_diff']:.4f}, λ = 0 rows ({c['lambda0_rows']}) vs plain "
+            f"vLLM {c['lambda0_logits_max_abs_diff']:.4g}. Engine start: plain {c['engine_start_s']['vllm_plain']} s, "
+            f"dsa {c['engine_start_s']['dsa_vllm']} s.",
+        ]
     return "\n".join(rows)
 
 
