@@ -29,6 +29,7 @@ from dsa.decoding import (
     pick_tokens,
     response_state,
 )
+from dsa.features.text import render_input
 from dsa.guards.bank import tap_reducers
 from dsa.taps import record_taps
 
@@ -127,9 +128,11 @@ class SafetyModel:
 
     # ---- pieces -------------------------------------------------------------------------------
     def encode(self, messages: Sequence[Messages]) -> dict[str, torch.Tensor]:
-        """Chat-template and left-pad a batch of conversations."""
+        """Chat-template and left-pad a batch of conversations. Rendered by the guards' own
+        `render_input` (with the generation prompt) but not truncated: generation reads the whole
+        prompt, and `_prompt_scores` rescores a prompt longer than the guard's `max_length`."""
         tok = self.base.tokenizer
-        texts = [self.base.chat_text(m) for m in messages]
+        texts = [render_input(self.base, m, add_generation_prompt=True) for m in messages]
         tok.padding_side = "left"
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         return {k: v.to(self.base.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}

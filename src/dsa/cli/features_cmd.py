@@ -1,4 +1,6 @@
-"""`dsa features extract`: cache pooled or per-token hidden states of a dataset's texts."""
+"""`dsa features extract`: cache pooled or per-token hidden states of a dataset's texts (mean / last
+of `resid_post` taps come from the feature store shared with guard training; see
+`dsa.features.extract_features`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,13 @@ import tempfile
 from dsa.base import load_base
 from dsa.cli.common import add_base_args, parse_mapping, print_table
 from dsa.data import Record, guard_task, load_source, load_user_file
-from dsa.features import POOLINGS, compare_throughput, extract_features, raw_forward_throughput
+from dsa.features import (
+    POOLINGS,
+    compare_throughput,
+    extract_features,
+    raw_forward_throughput,
+    render_input,
+)
 from dsa.taps import resolve_taps
 
 
@@ -28,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--max-length", type=int, default=512)
     ex.add_argument("--batch-tokens", type=int, default=8192)
     ex.add_argument("--chat", action="store_true", help="render prompts through the chat template")
-    ex.add_argument("--cache-root", default=None, help="feature cache root (default $DSA_CACHE/features)")
+    ex.add_argument("--cache-root", default=None, help="feature store root (default $DSA_CACHE/guard_features, shared with guard training)")
     ex.add_argument("--compare-raw", action="store_true",
                     help="benchmark: feature extraction against the raw forward of the base on the same batches")
     ex.add_argument("--end-to-end", action="store_true",
@@ -51,10 +59,11 @@ def record_text(base, r: Record, chat: bool) -> str:
     """How a record is shown to the base: through the chat template when asked."""
     kind = r.input_kind
     if kind == "prompt_response":
-        return base.prompt_response_text(r.prompt, r.response) if chat else f"{r.prompt}\n{r.response}"
+        return (render_input(base, [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.response}])
+                if chat else f"{r.prompt}\n{r.response}")
     if kind == "document_summary":
         return f"Document:\n{r.document}\n\nSummary:\n{r.summary}"
-    return base.chat_text(r.main_text) if chat else r.main_text
+    return render_input(base, r.main_text) if chat else r.main_text
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -69,7 +78,8 @@ def run_extract(args: argparse.Namespace) -> int:
         feats = extract_features(base, texts, args.taps, args.pooling, cache_root=args.cache_root, **kw)
         s = feats.stats
         rate = f"{s['tokens_per_s']:.0f} tokens/s" if s["tokens_per_s"] else "all cached"
-        print(f"computed {s['computed']} of {s['texts']} ({s['tokens']} tokens, {s['seconds']:.1f} s, {rate})")
+        print(f"computed {s['computed']} of {s['texts']} ({s['tokens']} tokens, {s['seconds']:.1f} s, {rate}; "
+              f"{'feature store' if s['source'] == 'store' else 'feature cache'})")
         print_table([{"tap": t, "shape": list(v.shape)} for t, v in feats.values.items()])
         return 0
 

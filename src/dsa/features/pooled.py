@@ -1,19 +1,21 @@
-"""Hidden-state feature extraction with a resumable on-disk cache.
+"""`extract_features`: pooled or per-token hidden states of texts at any taps, cached on disk.
 
-Features are keyed by base fingerprint + pooling + max length (the directory), and by tap and
-text hash (inside the shards), so training many heads on the same texts costs one pass of the
-base. Shards are safetensors files written atomically every `shard_size` texts: a killed run
-resumes from the last complete shard.
+Requests the feature store can answer (pooling "mean" or "last" at `layers.{i}.resid_post` taps)
+are read from and written to the store (`dsa.features.store`, one forward per text for every
+view). Anything else (other taps such as `mlp_out` or `final_norm`, or pooling="tokens" over whole
+texts) is cached beside it, in the same root, keyed by base fingerprint + pooling + max length
+(the directory) and by tap and text hash (inside the shards). Shards are safetensors files written
+atomically every `shard_size` texts: a killed run resumes from the last complete shard.
 
-    root/<fingerprint>/<pooling>-len<max_length>/shard-<first hash>.safetensors
+    root/<fingerprint>/<pooling>-len<max_length>/shard-<first hash>-<n>.safetensors
         tensors  "<tap>" [n, d] (pooled) or [tokens, d] with "offsets" [n+1] (pooling="tokens")
         metadata {"hashes": [...], "taps": [...]}
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,14 +26,12 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from dsa.adapter_io import atomic_save_tensors
-from dsa.base import Base, cache_dir
+from dsa.base import Base
+from dsa.features.store import LADDER_LAYERS, WINDOW, default_root, extract_views
+from dsa.features.text import length_buckets, pad_right, text_hash, tokenize
 from dsa.taps import record_taps, resolve_taps
 
 POOLINGS = ("mean", "last", "tokens")
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -68,41 +68,6 @@ class Features:
     def tokens(self, tap: str, i: int) -> torch.Tensor:
         assert self.offsets is not None, "per-token access needs pooling='tokens'"
         return self.values[tap][self.offsets[i] : self.offsets[i + 1]]
-
-
-def length_buckets(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
-    """Group indices into batches of similar length so padding stays small.
-
-    Sorts by length and cuts a batch when (rows × longest row) would pass `batch_tokens`.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > batch_tokens or len(cur) >= max_batch:
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    return batches
-
-
-def pad_right(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for r, x in enumerate(ids):
-        input_ids[r, : len(x)] = torch.as_tensor(x)
-        mask[r, : len(x)] = 1
-    return input_ids, mask
-
-
-def tokenize(base: Base, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text, truncated from the left so the end of a chat (the part a guard
-    must read) is always kept."""
-    ids = base.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [x[-max_length:] if len(x) > max_length else x for x in ids]
 
 
 class FeatureCache:
@@ -193,6 +158,14 @@ def _forward_batches(base: Base, ids: list[list[int]], batches: list[list[int]],
         yield batch, out, int(mask.sum())
 
 
+def store_layers(taps: Sequence[str], pooling: str) -> list[int] | None:
+    """The layers of `taps` when the feature store can serve them with `pooling`, else None."""
+    if pooling not in ("mean", "last"):
+        return None
+    found = [re.fullmatch(r"layers\.(\d+)\.resid_post", t) for t in taps]
+    return [int(m[1]) for m in found] if found and all(found) else None
+
+
 def extract_features(
     base: Base,
     texts: Sequence[str],
@@ -209,26 +182,47 @@ def extract_features(
 ) -> Features:
     """Hidden states of `texts` at `taps`, pooled, read from / written to the feature cache.
 
+    Served from the feature store (`dsa.features.store`, shared with guard training): pooling
+    "mean" or "last" when every tap is a `layers.{i}.resid_post` (the store keeps both poolings of
+    every layer, from one forward of each text, in the store of `max_length` with the default
+    window and ladder). The store's mean is the same average as here, its prefix shared across
+    texts through the KV cache, so values agree up to float rounding; both are kept in bf16.
+    Not served from the store, cached beside it under the same root: any other tap (`embed`,
+    `attn_out`, `mlp_out`, `final_norm`), a mix of those with `resid_post`, and pooling="tokens"
+    (every token of every text; the store keeps only a last-tokens window of a few layers).
+    Either way the texts are tokenized by `dsa.features.text.tokenize` (the shared truncation).
+
     Args:
         base: the loaded base model.
-        texts: already formatted inputs (apply the chat template before, where wanted).
+        texts: already formatted inputs (apply the chat template before, where wanted:
+            `dsa.features.text.render_input`).
         taps: tap names or shorthand (see `dsa.taps.resolve_taps`).
         pooling: "mean" (attention-masked), "last" (last real token) or "tokens" (per token).
         max_length: longer texts keep their last `max_length` tokens.
         batch_tokens / max_batch: length-bucketed batching budget.
         shard_size: texts per cache shard (the unit of resume after a kill).
-        cache: False computes in memory only.
+        cache: False computes in memory only (neither the store nor the cache is read or written).
+        cache_root: the root of the store and the cache (default `$DSA_CACHE/guard_features`).
     Returns:
         `Features` aligned with `texts`; `stats` holds tokens, seconds and tokens/s of the
-        computed part.
+        computed part, and "source": "store" or "cache" (or "memory").
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}: expected one of {POOLINGS}")
     tap_names = resolve_taps(taps, base.n_layers)
+    layers = store_layers(tap_names, pooling)
+    if cache and layers is not None:
+        views = extract_views(base, texts, f"features {pooling}", max_length=max_length, window=WINDOW,
+                              ladder_layers=LADDER_LAYERS, shard_size=shard_size, batch_tokens=batch_tokens,
+                              max_batch=max_batch, root=Path(cache_root) if cache_root else None,
+                              progress=progress, tokens=False, layers=layers)
+        pooled = views.mean if pooling == "mean" else views.last  # [n, len(layers), d]
+        values = {t: pooled[:, k].contiguous() for k, t in enumerate(tap_names)}
+        return Features(taps=tap_names, pooling=pooling, values=values, stats={**views.stats, "source": "store"})
     texts = list(texts)
     hashes = [text_hash(t) for t in texts]
     unique = dict.fromkeys(hashes)  # duplicates are computed once
-    store = FeatureCache(Path(cache_root) if cache_root else cache_dir() / "features",
+    store = FeatureCache(Path(cache_root) if cache_root else default_root(),
                          base.fingerprint, pooling, max_length) if cache else None
     first_text = {h: t for h, t in zip(reversed(hashes), reversed(texts), strict=True)}
     todo_hashes = list(unique)
@@ -265,7 +259,8 @@ def extract_features(
         bar.close()
     seconds = time.perf_counter() - t0
     stats = {"texts": len(texts), "computed": len(todo_texts), "tokens": n_tokens,
-             "seconds": seconds, "tokens_per_s": n_tokens / seconds if n_tokens else None}
+             "seconds": seconds, "tokens_per_s": n_tokens / seconds if n_tokens else None,
+             "source": "cache" if store is not None else "memory"}
 
     if store is not None:
         values, offsets = store.read(hashes, tap_names)

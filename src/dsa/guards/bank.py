@@ -355,12 +355,10 @@ def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: 
 
     Returns per input {"scores": {head: float}, "flags": {head: bool}}.
     """
-    from dsa.features import pad_right, tokenize
-    from dsa.guards.featurize import render_input
+    from dsa.features.text import encode_inputs, pad_right
     from dsa.taps import run_with_taps
 
-    texts = [render_input(base, x) for x in inputs]
-    ids = tokenize(base, texts, bank.max_length)
+    ids = encode_inputs(base, inputs, bank.max_length)  # the render-and-truncate of guard training
     # length-sorted batches: a batch pads to its longest text, so mixing lengths wastes most of it
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     results: list[dict] = [None] * len(ids)  # type: ignore[list-item]
