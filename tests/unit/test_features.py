@@ -113,3 +113,23 @@ def test_compare_throughput_counts_the_same_tokens(tiny_base):
     r = compare_throughput(tiny_base, TEXTS, TAPS, progress=False)
     assert r["tokens"] == raw_forward_throughput(tiny_base, TEXTS, progress=False)["tokens"]
     assert r["ratio"] == pytest.approx(r["features_tokens_per_s"] / r["raw_tokens_per_s"])
+
+
+def test_cli_extract_serves_resid_post_from_the_store_and_other_taps_from_the_cache(tiny_base, tmp_path,
+                                                                                     monkeypatch, capsys):
+    import argparse
+
+    from dsa.cli import features_cmd
+
+    monkeypatch.setattr(features_cmd, "load_base", lambda *a, **k: tiny_base)
+    data = tmp_path / "mine.csv"
+    data.write_text("comment,is_toxic\nhello world,0\nyou are an idiot,1\nwrite a poem,0\n")
+    parser = argparse.ArgumentParser()
+    features_cmd.register(parser.add_subparsers())
+    common = ["features", "extract", "--file", str(data), "--map", "text=comment", "--map", "label=is_toxic",
+              "--chat", "--cache-root", str(tmp_path / "store")]
+    for taps, where in [("1,2", "feature store"), ("mlp_out:1", "feature cache")]:
+        args = parser.parse_args([*common, "--taps", taps])
+        assert args.func(args) == 0
+        out = capsys.readouterr().out
+        assert "computed 3 of 3" in out and where in out
