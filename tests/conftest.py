@@ -38,4 +38,12 @@ def _isolated_cache(tmp_path, monkeypatch, request):
     if "integration" not in request.keywords:
         monkeypatch.setenv("DSA_CACHE", str(tmp_path / "dsa-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # CLI options that export settings to every later load_base (--arch, --plain-text) must not
+    # leak from one in-process CLI test into the next
+    saved = {var: os.environ.get(var) for var in ("DSA_ARCH", "DSA_CHAT_TEMPLATE")}
     yield
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
