@@ -91,7 +91,9 @@ class SafetyModel:
             raise ValueError("give one alignment route: a DSA adapter or a LoRA patch, not both")
         self.base, self.guards, self.adapter, self.patch = base, guards, adapter, patch
         self.response_guards = response_guards
-        self.policy_head = resolve_policy_head(guards, policy_head)
+        # a bank of several heads without the default one needs policy_head= only when there is
+        # something for the policy to switch on (classify-only use needs no policy)
+        self.policy_head = resolve_policy_head(guards, policy_head, required=adapter is not None or patch is not None)
         if isinstance(policy, str):
             if self.policy_head is not None and "threshold" not in policy_kwargs:
                 policy_kwargs["threshold"] = policy_threshold(guards, self.policy_head)
@@ -140,6 +142,9 @@ class SafetyModel:
     def policy_score(self, scores: dict[str, torch.Tensor]) -> torch.Tensor:
         """The policy head's scores [batch] out of a bank's scores."""
         if self.policy_head is None:
+            if self.guards is not None:
+                raise ValueError(f"several guard heads loaded and none is {DEFAULT_POLICY_HEAD!r}: pass "
+                                 f"policy_head= one of {list(self.guards.heads)}")
             raise ValueError("no guard heads loaded: there is no policy score")
         return scores[self.policy_head]
 
@@ -487,9 +492,10 @@ def _adapter_kind(path) -> str | None:
     return read_adapter_meta(path).get("kind")
 
 
-def resolve_policy_head(guards, name: str | None) -> str | None:
+def resolve_policy_head(guards, name: str | None, required: bool = True) -> str | None:
     """The qualified guard head that drives the policy: `name` (a qualified head, or a task whose
-    bank has one head), else "prompt_safety/unsafe", else the only head of a one-head bank."""
+    bank has one head), else "prompt_safety/unsafe", else the only head of a one-head bank; with
+    several other heads it is an error, or None when not `required` (nothing to switch on)."""
     if guards is None:
         if name is not None:
             raise ValueError(f"policy_head={name!r} given but no guard heads are loaded")
@@ -500,6 +506,8 @@ def resolve_policy_head(guards, name: str | None) -> str | None:
             return DEFAULT_POLICY_HEAD
         if len(heads) == 1:
             return heads[0]
+        if not required:
+            return None
         raise ValueError(f"several guard heads loaded and none is {DEFAULT_POLICY_HEAD!r}: pass "
                          f"policy_head= one of {heads}")
     if name in heads:

@@ -135,6 +135,20 @@ def test_policy_uses_the_named_head_and_its_calibrated_threshold():
         SafetyModel(base, bank, sm.adapter, "step", policy_head="nope")
 
 
+def test_several_heads_without_the_default_need_a_policy_head_only_to_align():
+    base = _model().base
+    bank = _TwoHeadBank("layers.1.resid_post", base.d_model, bias=-50.0)
+    bank.heads = ["mine/toxic", "mine/insult"]
+    bank.thresholds = {"mine/toxic": 0.5, "mine/insult": 0.5}
+    adapter = LogitAdapter(base, LogitAdapterSpec(k=2))
+    with pytest.raises(ValueError, match="policy_head= one of"):
+        SafetyModel(base, bank, adapter, "step")
+    guard_only = SafetyModel(base, bank)  # scoring only: nothing for a policy to switch on
+    assert guard_only.policy_head is None
+    with pytest.raises(ValueError, match="policy_head= one of"):
+        guard_only.policy_score({"mine/toxic": torch.zeros(1)})
+
+
 def _patched_model(tmp_path=None):
     from dsa.align.lora import LoRASpec, patch_lora
 

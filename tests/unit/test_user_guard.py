@@ -171,7 +171,8 @@ def test_multi_label_cli_round_trip_score_and_safety_model(tmp_path, monkeypatch
     assert len(lines) == 2 and all(set(r["scores"]) == {"mine/toxic", "mine/insult"} for r in lines)
     assert all(set(r["flags"]) == {"mine/toxic", "mine/insult"} for r in lines)
 
-    sm = SafetyModel.load(str(mdir), guards=[str(out)], policy_head="mine/toxic")  # several heads: name one
+    sm = SafetyModel.load(str(mdir), guards=[str(out)])  # classify only: no policy head needed
+    assert sm.policy_head is None
     res = sm.classify(["hello there", "you idiot"])
     assert [r["scores"] for r in res] == [r["scores"] for r in lines]  # the same adapter, the same numbers
     assert all(set(r["flags"]) == {"mine/toxic", "mine/insult"} for r in res)
