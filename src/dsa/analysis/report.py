@@ -182,10 +182,19 @@ def _ratio(o: dict, k: int, side: str = "") -> float:
     return e / b if e is not None and b else float("nan")
 
 
-def _fmt(x: float, pct: bool = False) -> str:
+def _fmt(x: float, pct: bool = False, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
-    return f"{100 * x:.3g}%" if pct else f"{x:.3g}"
+    return f"{100 * x:.{digits}g}%" if pct else f"{x:.{digits}g}"
+
+
+def random_scatter(res: dict, k: int) -> float:
+    """How far one random draw per module, averaged over modules, lands from k/d (max over updates):
+    the size of an E/random difference that a random subspace alone would produce."""
+    gaps = [abs(_ratio({"proj_energy_k": r["overall"]["random_energy_k"],
+                        "random_baseline_k": r["overall"]["random_baseline_k"]}, k) - 1)
+            for r in res.values() if "random_energy_k" in r["overall"]]
+    return max(gaps) if gaps else float("nan")
 
 
 def claims(data: dict, roles: dict[str, str], k_ref: int) -> list[str]:
@@ -201,18 +210,20 @@ def claims(data: dict, roles: dict[str, str], k_ref: int) -> list[str]:
     if safety in res:
         r = ratio_of(safety)
         below = [k for k in ks if _ratio(res[safety]["overall"], int(k)) < 1]
-        lines.append(f"**Safety LoRA below the random baseline** ({safety}): E(k={k_ref}) is {_fmt(r)}× the "
+        lines.append(f"**Safety LoRA below the random baseline** ({safety}): E(k={k_ref}) is {_fmt(r, digits=4)}× the "
                      f"random k/d share — {'holds' if r < 1 else 'does not hold'} at k={k_ref}; below random at "
                      f"{len(below)}/{len(ks)} of k ∈ {{{', '.join(ks)}}}.")
     if safety in res and full in res:
         a, b, c = ratio_of(safety), ratio_of(full), ratio_of(full, full=True)
+        noise = random_scatter(res, k_ref)
         so, fo, ff = res[safety]["overall"], res[full]["overall"], res[full]["overall_full_delta"]
         wins = sum(_ratio(so, int(k)) < min(_ratio(fo, int(k)), _ratio(ff, int(k))) for k in ks)
         wins_r = sum(_ratio(so, int(k), "_right") < min(_ratio(fo, int(k), "_right"), _ratio(ff, int(k), "_right"))
                      for k in ks)
         lines.append(f"**LoRA more orthogonal than full fine-tuning** ({safety} vs {full}): E/random at k={k_ref} "
-                     f"is {_fmt(a)} for the LoRA vs {_fmt(b)} for the full fine-tune's top-r ΔW and {_fmt(c)} for "
-                     f"its whole ΔW — output side: {'holds' if a < min(b, c) else 'does not hold'} "
+                     f"is {_fmt(a, digits=4)} for the LoRA vs {_fmt(b, digits=4)} for the full fine-tune's top-r ΔW and {_fmt(c, digits=4)} for "
+                     f"its whole ΔW — output side: {'holds' if a < min(b, c) else 'does not hold'}"
+                     f"{' (within the ' + _fmt(noise, True, 2) + ' a random subspace scatters at this k)' if abs(a - min(b, c)) < noise else ''} "
                      f"(LoRA lower than both at {wins}/{len(ks)} k); input side: right E({k_ref})/random "
                      f"{_fmt(_ratio(so, k_ref, '_right'))} vs {_fmt(_ratio(fo, k_ref, '_right'))} / "
                      f"{_fmt(_ratio(ff, k_ref, '_right'))} — LoRA lower at {wins_r}/{len(ks)} k.")
@@ -221,9 +232,14 @@ def claims(data: dict, roles: dict[str, str], k_ref: int) -> list[str]:
         so, to = res[safety]["overall"], res[task]["overall"]
         wins = sum(_ratio(so, int(k)) < _ratio(to, int(k)) for k in ks)
         wins_r = sum(_ratio(so, int(k), "_right") < _ratio(to, int(k), "_right") for k in ks)
+        noise = random_scatter(res, k_ref)
+        small = [k for k in ks if int(k) <= 8]
         lines.append(f"**Safety update more orthogonal than a non-safety task** ({safety} vs {task}): E/random at "
-                     f"k={k_ref} is {_fmt(a)} vs {_fmt(b)} — {'holds' if a < b else 'does not hold'} "
-                     f"(safety lower at {wins}/{len(ks)} k on the output side, {wins_r}/{len(ks)} on the input side).")
+                     f"k={k_ref} is {_fmt(a, digits=4)} vs {_fmt(b, digits=4)} — {'holds' if a < b else 'does not hold'}"
+                     f"{' but within the ' + _fmt(noise, True, 2) + ' a random subspace scatters at this k' if abs(a - b) < noise else ''} "
+                     f"(safety lower at {wins}/{len(ks)} k on the output side, {wins_r}/{len(ks)} on the input side); "
+                     f"at k ≤ 8: " + ", ".join(f"{_fmt(_ratio(so, int(k)))} vs {_fmt(_ratio(to, int(k)))}" for k in small) +
+                     " — both above random there.")
     if safety in res and res[safety].get("interference"):
         i = res[safety]["interference"]
         if "benign" in i and "harmful" in i:
