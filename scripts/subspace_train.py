@@ -112,9 +112,12 @@ def held_out_loss(model, encoded, pad_id: int, batch_size: int = 8) -> float:
 
 
 def train_update(model, encoded, batch_size: int, lr: float, pad_id: int, autocast: bool = True,
-                 epochs: int = 1, seed: int = 0, held_out=(), max_steps: int = 0) -> tuple[list[float], list[float]]:
+                 epochs: int = 1, seed: int = 0, held_out=(), max_steps: int = 0,
+                 shuffle: bool = True) -> tuple[list[float], list[float]]:
     """AdamW over `epochs` (warmup 4 steps, linear decay over all of them); returns the step losses and
-    the held-out loss before training and after every epoch (empty without held-out rows)."""
+    the held-out loss before training and after every epoch (empty without held-out rows).
+    `shuffle`: a fresh seeded order per epoch; False keeps the given order (as the loop did before
+    epochs existed)."""
     from dsa.train import TrainSpec, fit
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -154,6 +157,7 @@ def train_update(model, encoded, batch_size: int, lr: float, pad_id: int, autoca
                      mixed_precision="bf16" if autocast else "auto", desc="subspace")
     try:
         fit(loss_fn, encoded, params, spec, modules=[model],
+            order=None if shuffle else (lambda _ep: range(len(encoded))),
             schedule=lambda s, total: min(1.0, (s + 1) / 4) * (1 - s / total), on_step=report, on_epoch=after_epoch)
     except _Stop:
         if held_out:

@@ -149,8 +149,8 @@ def subspace_run() -> dict:
     base.model.requires_grad_(True)
     base.model.train()
     encoded = mod.encode(base, [(p, r) for p, r, _, _ in ROWS])
-    losses = mod.train_update(base.model, encoded, batch_size=3, lr=1e-3,
-                              pad_id=base.tokenizer.pad_token_id, autocast=False)
+    losses, _held = mod.train_update(base.model, encoded, batch_size=3, lr=1e-3,
+                                     pad_id=base.tokenizer.pad_token_id, autocast=False, shuffle=False)
     return {"losses": losses, "param_sum": _param_sum(base.model.parameters())}
 
 
