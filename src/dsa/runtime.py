@@ -160,18 +160,8 @@ class SafetyModel:
 
     def check_alignment(self, alignment, min_alignment=None) -> None:
         """Raise ValueError unless `alignment` / `min_alignment` can be served by this model."""
-        if isinstance(alignment, str):
-            if alignment != "auto":
-                raise ValueError(f"alignment must be 'auto', a number or one number per row, got {alignment!r}")
-            if self.guards is None:
-                raise ValueError("alignment='auto' needs a prompt guard (none loaded)")
-            if not self.can_align:
-                raise ValueError("alignment='auto' needs an alignment adapter (none loaded): without one "
-                                 "no λ can be applied; pass alignment=0 to generate unaligned")
-        else:
-            _lambda_values(alignment, "alignment")
-        if not self.can_align and _may_align(alignment, min_alignment):
-            raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
+        check_alignment_request(alignment, min_alignment, guarded=self.guards is not None,
+                                can_align=self.can_align)
 
     def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int,
                 min_alignment=None) -> torch.Tensor:
@@ -490,6 +480,23 @@ def _adapter_kind(path) -> str | None:
     from dsa.adapter_io import read_adapter_meta
 
     return read_adapter_meta(path).get("kind")
+
+
+def check_alignment_request(alignment, min_alignment, *, guarded: bool, can_align: bool) -> None:
+    """Raise ValueError unless a model with (`guarded`, `can_align`) can serve this alignment
+    request (shared by the HF runtime and the vLLM engine)."""
+    if isinstance(alignment, str):
+        if alignment != "auto":
+            raise ValueError(f"alignment must be 'auto', a number or one number per row, got {alignment!r}")
+        if not guarded:
+            raise ValueError("alignment='auto' needs a prompt guard (none loaded)")
+        if not can_align:
+            raise ValueError("alignment='auto' needs an alignment adapter (none loaded): without one "
+                             "no λ can be applied; pass alignment=0 to generate unaligned")
+    else:
+        _lambda_values(alignment, "alignment")
+    if not can_align and _may_align(alignment, min_alignment):
+        raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
 
 
 def resolve_policy_head(guards, name: str | None, required: bool = True) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsa.adapter_io import load_adapter, read_adapter_meta
-from dsa.runtime import _lambda_values, _may_align, resolve_policy_head
+from dsa.runtime import check_alignment_request, resolve_policy_head
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides, fingerprint_dir
 
 NEEDS_VENV = ("--engine vllm needs the vLLM venv: scripts/setup-vllm.sh, then "
@@ -149,17 +149,8 @@ class VllmServedModel:
 
     def check_alignment(self, alignment, min_alignment=None) -> None:
         """As `SafetyModel.check_alignment`: ValueError unless this model can serve the request."""
-        if isinstance(alignment, str):
-            if alignment != "auto":
-                raise ValueError(f"alignment must be 'auto' or a number, got {alignment!r}")
-            if self.guards is None:
-                raise ValueError("alignment='auto' needs a prompt guard (none loaded)")
-            if not self.can_align:
-                raise ValueError("alignment='auto' needs an alignment adapter (none loaded)")
-        else:
-            _lambda_values(alignment, "alignment")
-        if not self.can_align and _may_align(alignment, min_alignment):
-            raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
+        check_alignment_request(alignment, min_alignment, guarded=self.guards is not None,
+                                can_align=self.can_align)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The chat prompt's token ids (what the app counted against the limits)."""
