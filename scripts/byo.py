@@ -61,7 +61,7 @@ def accelerate_check(n: int = 2) -> dict:
     from dsa.train import check_processes
 
     r = check_processes(n)
-    ok = r.get("params_equal_across_ranks") and r.get("world_sizes") == [n] * len(r.get("world_sizes") or [0])
+    ok = r.get("params_equal_across_ranks") and set(r.get("world_sizes") or []) == {n}
     print(f"accelerate launch: {r}")
     return {"accelerate_processes": r["accelerate_processes"] if ok else 0, "accelerate": r}
 

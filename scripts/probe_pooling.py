@@ -46,7 +46,7 @@ def stream_views(index, hashes: list[str], n_tokens: list[int], sys_len: int, la
     for pos, h in enumerate(hashes):
         shard, row = index[h]
         by_shard.setdefault(shard, []).append((pos, row))
-    n, f = len(hashes), None
+    n = len(hashes)
     mean = last = turn = None
     for shard, wanted in by_shard.items():
         with safe_open(str(shard), "pt") as fh:
