@@ -9,6 +9,11 @@ measured here), bf16, one thread. Parity: 20 prompts (10 StrongREJECT, 10 XSTest
 (ignore_eos), best of --reps runs after a short warm-up, plain and dsa runs interleaved (both engines
 alive) so that load from other jobs on the machine hits both alike; the HF runtime generates the
 same 16 prompts as one batch (it stops rows at EOS, so its token count is what it generated).
+Two prompt mixes: `flagged` (the parity prompts: half StrongREJECT, half XSTest safe, most of them
+aligned) and `benign` (the first AlpacaEval instructions: ordinary traffic). `compute_bound` is
+the ratio the extra matrix work alone allows, from the weights' shapes: per token the base costs
+its decoder layers plus the LM head; a step with an aligned row also runs the adapter's tail
+layers for every row, and the LM head again for each aligned row.
 """
 
 from __future__ import annotations
@@ -37,10 +42,10 @@ def main() -> None:
     a = ap.parse_args()
     engine = dict(parity.ENGINE, enforce_eager=not a.compiled)
 
-    ref = parity.reference("prompts")
+    ref = parity.reference("prompts", "--n-benign", str(a.concurrency))
     ids, hf_scores, hf_lam = ref["prompt_ids"], ref["guard_scores"], ref["lam"]
     head = ref["policy_head"]
-    bench_ids = ids[:a.concurrency]
+    mixes = {"flagged": ids[:a.concurrency], "benign": ref["benign_prompt_ids"][:a.concurrency]}
     from dsa.base import resolve_base_path
 
     base_dir = resolve_base_path("smollm2-135m-instruct")
@@ -63,20 +68,7 @@ def main() -> None:
                            logprobs=parity.TOP_K)
         full = sm.generate(ids, alignment=1.0, max_new_tokens=a.parity_tokens, ignore_eos=True,
                            logprobs=parity.TOP_K)
-        prompts = [TokensPrompt(prompt_token_ids=x) for x in bench_ids]
-        n_aligned = []
-
-        def plain_generate(max_tokens: int) -> int:
-            res = llm.generate(prompts, parity.sampling(max_tokens), use_tqdm=False)
-            return sum(len(o.outputs[0].token_ids) for o in res)
-
-        def dsa_generate(max_tokens: int) -> int:
-            res = sm.generate(bench_ids, alignment="auto", max_new_tokens=max_tokens, ignore_eos=True)
-            n_aligned.append(sum(r.lam > 0 for r in res))
-            return sum(len(r.token_ids) for r in res)
-
-        plain_tp, dsa_tp = parity.interleaved_throughput({"plain": plain_generate, "dsa": dsa_generate},
-                                                         a.max_tokens, a.reps).values()
+        tp = {mix: _throughput(llm, sm, bench_ids, a.max_tokens, a.reps) for mix, bench_ids in mixes.items()}
     finally:
         parity.shutdown(llm)
         sm.close()
@@ -85,14 +77,17 @@ def main() -> None:
     guard_diff = max(abs(r.guard_scores[head] - s[head]) for r, s in zip(auto, hf_scores, strict=True))
     zero = [i for i, r in enumerate(auto) if r.lam == 0]
     lam0 = parity.max_abs_diff([_as_row(auto[i]) for i in zero], [plain_rows[i] for i in zero])
+    bound = {mix: parity.compute_bound(base_dir, parity.REPO / "adapters" / "align" / "dsa_adapter",
+                                tp[mix]["rows_aligned"], a.concurrency) for mix in tp}
     if a.compiled:
         result = json.loads(a.out.read_text())
         result["compiled"] = {
             "guard_score_max_abs_diff": guard_diff, "lambda0_logits_max_abs_diff": lam0,
-            "lambda0_rows": len(zero), "dsa_vllm_tok_s": dsa_tp["tok_s"], "vllm_plain_tok_s": plain_tp["tok_s"],
+            "lambda0_rows": len(zero), "dsa_vllm_tok_s": tp["flagged"]["dsa"], "vllm_plain_tok_s": tp["flagged"]["plain"],
             "concurrency": a.concurrency, "max_tokens": a.max_tokens, "reps": a.reps,
-            "dsa_vllm_rows_aligned": n_aligned[-1] if n_aligned else None,
-            "runs": {"dsa_vllm": dsa_tp["runs"], "vllm_plain": plain_tp["runs"]},
+            "dsa_vllm_rows_aligned": tp["flagged"]["rows_aligned"],
+            "runs": tp["flagged"]["runs"],
+            "benign": {k: v for k, v in tp["benign"].items()}, "compute_bound": bound,
             "engine_start_s": {"vllm_plain": round(plain_start, 1), "dsa_vllm": round(dsa_start, 1)},
             "command": "OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind .venv-vllm/bin/python "
                        + " ".join(["scripts/bench_vllm.py", *sys.argv[1:]]),
@@ -104,8 +99,8 @@ def main() -> None:
     lam1 = parity.max_abs_diff([_as_row(r) for r in full], hf_full)
     hf_base = parity.max_abs_diff(plain_rows, [{"logits": h["base_logits"]} for h in
                                                parity.hf_logits(ids, plain_rows, [0.0] * len(ids))])
-    hf_tp = parity.reference("throughput", "--concurrency", str(a.concurrency),
-                             "--max-new-tokens", str(a.max_tokens), "--reps", str(a.reps))
+    hf_tp = {mix: parity.reference("throughput", "--concurrency", str(a.concurrency), "--max-new-tokens",
+                                   str(a.max_tokens), "--reps", str(a.reps), "--mix", mix) for mix in tp}
     result = {
         "parity": {
             "guard_score_max_abs_diff": guard_diff,
@@ -118,12 +113,16 @@ def main() -> None:
             "tokens_per_row": a.parity_tokens, "top_k": parity.TOP_K, "policy_head": head,
         },
         "throughput": {
-            "dsa_vllm_tok_s": dsa_tp["tok_s"], "vllm_plain_tok_s": plain_tp["tok_s"],
-            "dsa_hf_tok_s": round(max(r["tok_s"] for r in hf_tp["runs"]), 2),
+            **_tp_entry(tp["flagged"], hf_tp["flagged"]),
             "concurrency": a.concurrency, "max_tokens": a.max_tokens, "mode": "eager", "reps": a.reps,
-            "dsa_vllm_rows_aligned": n_aligned[-1] if n_aligned else None,
-            "runs": {"dsa_vllm": dsa_tp["runs"], "vllm_plain": plain_tp["runs"], "dsa_hf": hf_tp["runs"]},
+            "prompts": "the parity prompts: StrongREJECT and XSTest safe, interleaved",
+            "compute_bound": bound["flagged"],
             "engine_start_s": {"vllm_plain": round(plain_start, 1), "dsa_vllm": round(dsa_start, 1)},
+        },
+        "throughput_benign": {
+            **_tp_entry(tp["benign"], hf_tp["benign"]),
+            "concurrency": a.concurrency, "max_tokens": a.max_tokens, "mode": "eager", "reps": a.reps,
+            "prompts": f"the first {a.concurrency} AlpacaEval instructions", "compute_bound": bound["benign"],
         },
         "setup": {"vllm": _version("vllm-cpu"), "machine": platform.machine(), "threads": 1,
                   "command": "OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind .venv-vllm/bin/python "
@@ -133,6 +132,34 @@ def main() -> None:
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["parity"], indent=2), json.dumps({k: v for k, v in result["throughput"].items()
                                                               if k != "runs"}, indent=2))
+
+
+def _throughput(llm, sm, bench_ids: list[list[int]], max_tokens: int, reps: int) -> dict:
+    """Interleaved plain-vLLM and dsa-in-vLLM runs on one prompt mix (both engines alive)."""
+    from vllm.inputs import TokensPrompt
+
+    prompts = [TokensPrompt(prompt_token_ids=x) for x in bench_ids]
+    n_aligned = []
+
+    def plain_generate(n: int) -> int:
+        res = llm.generate(prompts, parity.sampling(n), use_tqdm=False)
+        return sum(len(o.outputs[0].token_ids) for o in res)
+
+    def dsa_generate(n: int) -> int:
+        res = sm.generate(bench_ids, alignment="auto", max_new_tokens=n, ignore_eos=True)
+        n_aligned.append(sum(r.lam > 0 for r in res))
+        return sum(len(r.token_ids) for r in res)
+
+    plain, dsa = parity.interleaved_throughput({"plain": plain_generate, "dsa": dsa_generate}, max_tokens, reps).values()
+    return {"dsa": dsa["tok_s"], "plain": plain["tok_s"], "rows_aligned": int(n_aligned[-1]),
+            "runs": {"dsa_vllm": dsa["runs"], "vllm_plain": plain["runs"]}}
+
+
+def _tp_entry(tp: dict, hf: dict) -> dict:
+    return {"dsa_vllm_tok_s": tp["dsa"], "vllm_plain_tok_s": tp["plain"],
+            "dsa_hf_tok_s": round(max(r["tok_s"] for r in hf["runs"]), 2),
+            "dsa_vllm_rows_aligned": tp["rows_aligned"], "dsa_hf_rows_aligned": hf["runs"][-1]["n_aligned"],
+            "runs": {**tp["runs"], "dsa_hf": hf["runs"]}}
 
 
 def _as_row(r) -> dict:

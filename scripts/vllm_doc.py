@@ -35,6 +35,21 @@ def render(r: dict) -> str:
         f"dsa-in-vLLM / HF runtime = {t['dsa_vllm_tok_s'] / t['dsa_hf_tok_s']:.2f}. "
         f"Engine start: plain {t['engine_start_s']['vllm_plain']} s, dsa {t['engine_start_s']['dsa_vllm']} s.",
     ]
+    b = r.get("throughput_benign")
+    if b:
+        rows += [
+            "",
+            "| prompt mix, same engines and settings | aligned rows (vLLM / HF) | dsa in vLLM | plain vLLM | "
+            "dsa HF runtime | dsa / plain | compute bound | dsa vLLM / HF |",
+            "|---|---|---|---|---|---|---|---|",
+            *(_mix_row(name, x) for name, x in ((t.get("prompts", "flagged"), t), (b["prompts"], b))),
+            "",
+            "*Compute bound*: the dsa/plain ratio the extra matrix work alone allows, from the weights' shapes "
+            f"(base {t['compute_bound']['plain_macs_per_token'] / 1e6:.1f} M multiply-adds per token with its LM "
+            f"head; the adapter tail {t['compute_bound']['tail_macs_per_token'] / 1e6:.1f} M for every row of a "
+            f"step that has an aligned row; the LM head {t['compute_bound']['lm_head_macs_per_token'] / 1e6:.1f} M "
+            "again per aligned row).",
+        ]
     c = r.get("compiled")
     if c:
         rows += [
@@ -50,6 +65,13 @@ def render(r: dict) -> str:
             f"dsa {c['engine_start_s']['dsa_vllm']} s.",
         ]
     return "\n".join(rows)
+
+
+def _mix_row(name: str, x: dict) -> str:
+    return (f"| {name} | {x['dsa_vllm_rows_aligned']} / {x.get('dsa_hf_rows_aligned', '–')} of {x['concurrency']} | "
+            f"{x['dsa_vllm_tok_s']:.1f} | {x['vllm_plain_tok_s']:.1f} | {x['dsa_hf_tok_s']:.1f} | "
+            f"{x['dsa_vllm_tok_s'] / x['vllm_plain_tok_s']:.2f} | {x['compute_bound']['ratio']:.2f} | "
+            f"{x['dsa_vllm_tok_s'] / x['dsa_hf_tok_s']:.2f} |")
 
 
 def main() -> None:

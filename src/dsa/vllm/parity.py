@@ -9,6 +9,7 @@ Logits are compared as the engines return them: vLLM's top-`TOP_K` raw logits pe
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -117,3 +118,25 @@ def interleaved_throughput(generators: dict, max_tokens: int, reps: int = 2) -> 
             dt = time.perf_counter() - t0
             runs[name].append({"tokens": n, "seconds": round(dt, 3), "tok_s": round(n / dt, 2)})
     return {name: {"runs": r, "tok_s": max(x["tok_s"] for x in r)} for name, r in runs.items()}
+
+
+def compute_bound(base_dir: str | Path, adapter_dir: Path, rows_aligned: int, rows: int) -> dict:
+    """dsa/plain throughput if only the extra matrix work counted (weights' shapes; attention
+    scores and the per-step overheads left out): plain = decoder layers + LM head per token; with
+    any aligned row the tail runs for every row, and the LM head runs again per aligned row."""
+    from safetensors import safe_open
+
+    def numel(path: Path, keep) -> int:
+        with safe_open(str(path), "pt") as f:
+            return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys() if keep(k))
+
+    files = sorted(Path(base_dir).glob("*.safetensors"))
+    layers = sum(numel(p, lambda k: ".layers." in k and k.endswith(".weight") and "norm" not in k) for p in files)
+    head = sum(numel(p, lambda k: k.endswith("lm_head.weight")) for p in files) or \
+        sum(numel(p, lambda k: k.endswith("embed_tokens.weight")) for p in files)  # tied embeddings
+    tail = numel(adapter_dir / "adapter.safetensors", lambda k: k.endswith(".weight") and "norm" not in k)
+    plain = layers + head
+    extra = (tail + head * rows_aligned / rows) if rows_aligned else 0
+    return {"plain_macs_per_token": plain, "tail_macs_per_token": tail, "lm_head_macs_per_token": head,
+            "rows_aligned": rows_aligned, "rows": rows, "ratio": round(plain / (plain + extra), 4)}
+

@@ -34,23 +34,41 @@ def parity_prompts(n_harmful: int = 10, n_safe: int = 10) -> list[str]:
     return [p for pair in zip(harmful, safe, strict=True) for p in pair]  # interleaved: mixed batches
 
 
+def benign_prompts(n: int = 16) -> list[str]:
+    """The first `n` AlpacaEval instructions in file order (ordinary traffic: few are flagged)."""
+    from dsa.data import load_source
+
+    return [r.main_text for r in load_source("alpaca_eval")][:n]
+
+
+def mix_prompts(mix: str, n: int) -> list[str]:
+    """`flagged`: StrongREJECT and XSTest-safe prompts interleaved; `benign`: AlpacaEval."""
+    if mix == "benign":
+        return benign_prompts(n)
+    if mix == "flagged":
+        return parity_prompts(n // 2, n - n // 2)
+    raise ValueError(f"unknown prompt mix {mix!r}: expected flagged or benign")
+
+
 def _model():
     from dsa.runtime import SafetyModel
 
     return SafetyModel.load(guards=GUARDS, adapter=ADAPTER)
 
 
-def prompts_job(out: Path, n_harmful: int, n_safe: int) -> None:
+def prompts_job(out: Path, n_harmful: int, n_safe: int, n_benign: int = 16) -> None:
     from dsa.runtime import policy_threshold
 
     sm = _model()
     prompts = parity_prompts(n_harmful, n_safe)
     tok = sm.base.tokenizer
     ids = [tok(sm.base.chat_text(p), add_special_tokens=False)["input_ids"] for p in prompts]
+    benign_ids = [tok(sm.base.chat_text(p), add_special_tokens=False)["input_ids"] for p in benign_prompts(n_benign)]
     cls = sm.classify(prompts)
     scores = {h: torch.tensor([c["scores"][h] for c in cls]) for h in cls[0]["scores"]}
     lam = sm.policy_lambda(scores).tolist()
-    out.write_text(json.dumps({"prompts": prompts, "prompt_ids": ids, "guard_scores": [c["scores"] for c in cls],
+    out.write_text(json.dumps({"prompts": prompts, "prompt_ids": ids, "benign_prompt_ids": benign_ids,
+                               "guard_scores": [c["scores"] for c in cls],
                                "lam": lam, "policy_head": sm.policy_head,
                                "threshold": policy_threshold(sm.guards, sm.policy_head)}))
 
@@ -73,10 +91,10 @@ def logits_job(inp: Path, out: Path) -> None:
 
 
 @torch.inference_mode()
-def throughput_job(out: Path, concurrency: int, max_new_tokens: int, reps: int) -> None:
-    """SafetyModel.generate on one batch of `concurrency` parity prompts (alignment="auto")."""
+def throughput_job(out: Path, concurrency: int, max_new_tokens: int, reps: int, mix: str = "flagged") -> None:
+    """SafetyModel.generate on one batch of `concurrency` prompts of `mix` (alignment="auto")."""
     sm = _model()
-    prompts = parity_prompts(concurrency // 2, concurrency - concurrency // 2)
+    prompts = mix_prompts(mix, concurrency)
     sm.generate(prompts[:2], max_new_tokens=4)  # warm-up
     runs = []
     for _ in range(reps):
@@ -95,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out", type=Path)
     p.add_argument("--n-harmful", type=int, default=10)
     p.add_argument("--n-safe", type=int, default=10)
+    p.add_argument("--n-benign", type=int, default=16, help="AlpacaEval prompts for the benign throughput mix")
     p = sub.add_parser("logits")
     p.add_argument("inp", type=Path)
     p.add_argument("out", type=Path)
@@ -103,14 +122,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--mix", choices=("flagged", "benign"), default="flagged")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.job == "prompts":
-        prompts_job(a.out, a.n_harmful, a.n_safe)
+        prompts_job(a.out, a.n_harmful, a.n_safe, a.n_benign)
     elif a.job == "logits":
         logits_job(a.inp, a.out)
     else:
-        throughput_job(a.out, a.concurrency, a.max_new_tokens, a.reps)
+        throughput_job(a.out, a.concurrency, a.max_new_tokens, a.reps, a.mix)
 
 
 if __name__ == "__main__":
