@@ -13,6 +13,7 @@ from dsa.adapter_io import atomic_write_text
 
 STUDY, GUARD, DOC = Path("results/guard-precision.json"), Path("results/guard.json"), Path("docs/results-precision.md")
 PROBE = Path("results/guard-pooling-probe.json")
+THREE = Path("results/guard-three-level-probe.json")
 SETS = ("strongreject", "xstest_unsafe", "coconot_eval_safety", "xstest_safe", "coconot_contrast_eval",
         "alpaca_eval")
 # issue targets for the shipped guard at its threshold: (set, "≥"/"≤", value)
@@ -96,6 +97,37 @@ def pooling_probe_section(probe: dict) -> list[str]:
     return lines
 
 
+def three_level_section(probe: dict) -> list[str]:
+    """The three-level (safe / controversial / unsafe) probe (scripts/probe_three_level.py)."""
+    n = probe["n"]
+    lines = ["## Does a third class (PHTest `controversial`) help?", "",
+             f"Generated from `{THREE}` (`{probe['command']}`). PHTest's controversial prompts "
+             f"({n['controversial_train']:,} train, {n['controversial_val']:,} val, {n['controversial_test']:,} test by "
+             "the same seeded hash as every source) are left out of the shipped guard's labels. Here the shipped "
+             "head's features (layers " + ", ".join(map(str, probe["layers"])) + f"; {probe['features']}) are read out "
+             "with them as safe, or as a third class of a multinomial logistic regression scored as unsafe against "
+             "the rest or against safe only (the latter is linear, so it would fit the shipped head format). C is "
+             f"chosen on validation AUC (safe vs unsafe), the threshold is at {probe['threshold']}; eval-only sets "
+             "are reported, never used to choose. `controversial flagged` is the held-out controversial prompts' "
+             "flag rate (no target: the data gives them no right answer).", "",
+             "| read-out | val AUC | val TPR@1 %FPR | XSTest AUC | pooled eval AUC | flagged: StrongREJECT | "
+             "XSTest-safe | CoCoNot contrast | AlpacaEval | controversial flagged |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in probe["readouts"].items():
+        e, fr = r["eval_only"], r["eval_only"]["flag_rate"]
+        lines.append(f"| {name} | {_f(r['val_auc'], 4)} | {_f(r['val_tpr_at_1pct_fpr'])} | {_f(e['auc_xstest'])} | "
+                     f"{_f(e['auc_pooled'])} | {_f(fr['strongreject'])} | {_f(fr['xstest_safe'])} | "
+                     f"{_f(fr['coconot_contrast_eval'])} | {_f(fr['alpaca_eval'])} | {_f(r['flag_controversial_test'])} |")
+    ref = probe["readouts"].get("binary (shipped recipe)")
+    if ref:
+        best = max(probe["readouts"].items(), key=lambda kv: kv[1]["val_tpr_at_1pct_fpr"])
+        d = best[1]["eval_only"]["auc_xstest"] - ref["eval_only"]["auc_xstest"]
+        lines += ["", f"By the study's rule (validation TPR at 1 % FPR) the best read-out is `{best[0]}`; its XSTest "
+                      f"AUC differs from the shipped recipe's by {d:+.3f}"
+                      + (" (within 0.01: the third class does not separate harmful intent from sensitive topics on "
+                         "these features)." if abs(d) < 0.01 else ".")]
+    return lines
+
+
 def write_precision_doc(path: Path = DOC) -> Path | None:
     if not STUDY.exists():
         return None
@@ -135,6 +167,8 @@ def write_precision_doc(path: Path = DOC) -> Path | None:
         lines += ["## The shipped prompt guard", "", *shipped_section(op), ""]
     if PROBE.exists():
         lines += [*pooling_probe_section(json.loads(PROBE.read_text())), ""]
+    if THREE.exists():
+        lines += [*three_level_section(json.loads(THREE.read_text())), ""]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
