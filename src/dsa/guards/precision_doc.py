@@ -120,11 +120,13 @@ def three_level_section(probe: dict) -> list[str]:
     ref = probe["readouts"].get("binary (shipped recipe)")
     if ref:
         best = max(probe["readouts"].items(), key=lambda kv: kv[1]["val_tpr_at_1pct_fpr"])
-        d = best[1]["eval_only"]["auc_xstest"] - ref["eval_only"]["auc_xstest"]
-        lines += ["", f"By the study's rule (validation TPR at 1 % FPR) the best read-out is `{best[0]}`; its XSTest "
-                      f"AUC differs from the shipped recipe's by {d:+.3f}"
-                      + (" (within 0.01: the third class does not separate harmful intent from sensitive topics on "
-                         "these features)." if abs(d) < 0.01 else ".")]
+        others = [r["eval_only"]["auc_xstest"] - ref["eval_only"]["auc_xstest"]
+                  for k, r in probe["readouts"].items() if k != "binary (shipped recipe)"]
+        lines += ["", f"By the study's rule (validation TPR at 1 % FPR) the best read-out is `{best[0]}`. Against the "
+                      f"shipped recipe the other read-outs move XSTest AUC by {min(others):+.3f} to {max(others):+.3f}"
+                      + (": all within 0.01, so where the controversial prompts go (left out, safe, or a class of "
+                         "their own) does not separate harmful intent from sensitive topics on these features."
+                         if max(abs(x) for x in others) < 0.01 else ".")]
     return lines
 
 
