@@ -14,9 +14,10 @@ One step of the engine:
         own paged KV cache) when some row needs it
     → compute_logits: (1 − λ)·base + λ·aligned per row; λ = 0 rows are the base logits bit for bit.
 
-The tail runs in a step only when some row has λ > 0 or has not finished reading its prompt
-(its λ is not known yet and its tail KV must be complete if it turns out > 0); decode steps of
-unflagged traffic skip it.
+The tail runs on the tokens of rows that have λ > 0 or have not finished reading their prompt
+(their λ is not known yet and their tail KV must be complete if it turns out > 0); a prompt read
+in one step is scored before the tail runs, so an unflagged request never runs it, and decode
+steps of unflagged traffic skip it altogether.
 """
 
 from __future__ import annotations
@@ -113,12 +114,17 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         self._read_prompts(qsl, taps)
         rows = ROWS.rows
         lam = torch.tensor([r.lam or 0.0 for r in rows], dtype=torch.float32)
-        need_tail = self.k and any((r.lam or 0.0) > 0 or r.lam is None for r in rows)
+        need = [(r.lam or 0.0) > 0 or r.lam is None for r in rows] if self.k else []
         aligned_last = None
-        if need_tail:
-            aligned = self._tail(taps[self.adapter_input], positions)
+        if any(need):
+            h = taps[self.adapter_input]
+            if all(need):
+                aligned = self._tail(h, positions)
+            else:  # only the tokens of rows that are (or may still be) aligned
+                idx = torch.cat([torch.arange(qsl[i], qsl[i + 1]) for i, x in enumerate(need) if x]).to(h.device)
+                aligned = self._tail_rows(h, positions, idx)
             last_idx = torch.tensor(qsl[1:], device=aligned.device) - 1
-            aligned_last = aligned[last_idx]  # [num_reqs, d], the rows compute_logits gets
+            aligned_last = aligned[last_idx]  # [num_reqs, d], the rows compute_logits gets (λ > 0 ones are real)
         self._step = {"lam": lam, "aligned_last": aligned_last}
         return hidden
 
@@ -128,6 +134,28 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
             h, residual = layer(positions, h, residual)
         h, _ = self.dsa_norm(h, residual)
         return h
+
+    def _tail_rows(self, h: torch.Tensor, positions: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The tail on the tokens `idx` only: `LlamaDecoderLayer.forward` with every per-token
+        matrix (norms, q/k/v/o projections, MLP) on those tokens, and the attention call on the
+        whole step (its metadata covers every token; the others get zero q/k/v, written to tail KV
+        slots of rows whose λ is 0 and that never read the tail). Rows outside `idx` come back zero."""
+        x, residual, pos = h[idx], None, positions[idx]
+        for layer in self.dsa_tail:
+            if residual is None:
+                residual, x = x, layer.input_layernorm(x)
+            else:
+                x, residual = layer.input_layernorm(x, residual)
+            attn = layer.self_attn
+            qkv, _ = attn.qkv_proj(x)
+            q, k, v = qkv.split([attn.q_size, attn.kv_size, attn.kv_size], dim=-1)
+            q, k = attn.rotary_emb(pos, q, k)
+            full = [t.new_zeros(h.shape[0], t.shape[-1]).index_copy_(0, idx, t) for t in (q, k, v)]
+            x, _ = attn.o_proj(attn.attn(*full)[idx])
+            x, residual = layer.post_attention_layernorm(x, residual)
+            x = layer.mlp(x)
+        x, _ = self.dsa_norm(x, residual)
+        return x.new_zeros(h.shape[0], x.shape[-1]).index_copy_(0, idx, x)
 
     def _read_prompts(self, qsl: list[int], taps: dict[int, torch.Tensor]) -> None:
         """Add this step's prompt tokens to each row's pooled taps; score the rows whose prompt
