@@ -14,6 +14,7 @@ from dsa.adapter_io import atomic_write_text
 STUDY, GUARD, DOC = Path("results/guard-precision.json"), Path("results/guard.json"), Path("docs/results-precision.md")
 PROBE = Path("results/guard-pooling-probe.json")
 THREE = Path("results/guard-three-level-probe.json")
+ATTN = Path("results/guard-attention-probe.json")
 SETS = ("strongreject", "xstest_unsafe", "coconot_eval_safety", "xstest_safe", "coconot_contrast_eval",
         "alpaca_eval")
 # issue targets for the shipped guard at its threshold: (set, "≥"/"≤", value)
@@ -130,6 +131,37 @@ def three_level_section(probe: dict) -> list[str]:
     return lines
 
 
+def attention_probe_section(probe: dict, study: dict) -> list[str]:
+    """The attention-pooling probe (scripts/probe_attention.py) beside the shipped recipe."""
+    r, t = probe["attention_probe"], probe["training"]
+    e, fr = r["eval_only"], r["eval_only"]["flag_rate"]
+    lines = ["## Does learned attention over the tokens read intent better than the mean?", "",
+             f"Generated from `{ATTN}` (`{probe['command']}`). Per text, weights softmax(q · u_t) over the per-token "
+             f"states u_t of layers {', '.join(map(str, probe['token_layers']))} (the store's last {probe['window']} "
+             "tokens, standardised); the attention-pooled state is read out linearly beside the shipped head's "
+             f"features (mean + last token of layers {', '.join(map(str, probe['pooled_layers']))}). "
+             f"{probe['params']:,} parameters, {t['optimizer']}, {t['loss']}, epoch chosen on validation AUC "
+             f"(epoch {r['epoch']} of {t['epochs']}); threshold at {probe['threshold']}.", "",
+             "| read-out | val AUC | val TPR@1 %FPR | XSTest AUC | pooled eval AUC | flagged: StrongREJECT | "
+             "XSTest-safe | CoCoNot contrast | AlpacaEval |", "|---|---|---|---|---|---|---|---|---|",
+             f"| attention + mean/last | {_f(r['val_auc'], 4)} | {_f(r['val_tpr_at_1pct_fpr'])} | {_f(e['auc_xstest'])} | "
+             f"{_f(e['auc_pooled'])} | {_f(fr['strongreject'])} | {_f(fr['xstest_safe'])} | "
+             f"{_f(fr['coconot_contrast_eval'])} | {_f(fr['alpaca_eval'])} |"]
+    ref = study.get("candidates", {}).get(study.get("selected", ""))
+    if ref:
+        re_, rf = ref["eval_only"], ref["eval_only"]["flag_rate"]
+        lines.append(f"| {study['selected']} (shipped type, from the study) | {_f(ref['val']['auc'], 4)} | "
+                     f"{_f(ref['val']['tpr_at_1pct_fpr'])} | {_f(re_['auc_xstest'])} | {_f(re_['auc_pooled'])} | "
+                     f"{_f(rf['strongreject'])} | {_f(rf['xstest_safe'])} | {_f(rf['coconot_contrast_eval'])} | "
+                     f"{_f(rf['alpaca_eval'])} |")
+        d = e["auc_xstest"] - re_["auc_xstest"]
+        lines += ["", f"XSTest AUC {d:+.3f} against the shipped head type, validation TPR at 1 % FPR "
+                      f"{r['val_tpr_at_1pct_fpr'] - ref['val']['tpr_at_1pct_fpr']:+.3f}"
+                      + (": choosing tokens does not help: reading the token states fits "
+                         "validation as well and transfers worse." if d < 0 else ".")]
+    return lines
+
+
 def write_precision_doc(path: Path = DOC) -> Path | None:
     if not STUDY.exists():
         return None
@@ -171,6 +203,8 @@ def write_precision_doc(path: Path = DOC) -> Path | None:
         lines += [*pooling_probe_section(json.loads(PROBE.read_text())), ""]
     if THREE.exists():
         lines += [*three_level_section(json.loads(THREE.read_text())), ""]
+    if ATTN.exists():
+        lines += [*attention_probe_section(json.loads(ATTN.read_text()), study), ""]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
