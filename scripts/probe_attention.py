@@ -29,6 +29,7 @@ from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
 from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
+from dsa.features.store import rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
 from dsa.guards.operating import operating_points, operating_sets, tpr_at_fpr
 from dsa.taps import resolve_layers
@@ -44,10 +45,7 @@ class Views:
 
     def __init__(self, index, texts: list[str], ladder: tuple[int, ...]):
         keep = [ladder.index(li) for li in TOKEN_LAYERS]
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
-        for pos, h in enumerate(text_hash(t) for t in texts):
-            shard, row = index[h]
-            by_shard.setdefault(shard, []).append((pos, row))
+        by_shard = rows_by_shard(index, [text_hash(t) for t in texts])
         n = len(texts)
         self.pooled = None
         toks: list[torch.Tensor | None] = [None] * n

@@ -29,6 +29,7 @@ from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
 from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
+from dsa.features.store import rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
 from dsa.guards.operating import operating_points, operating_sets, tpr_at_fpr
 from dsa.taps import resolve_layers
@@ -42,10 +43,7 @@ def stream_views(index, hashes: list[str], n_tokens: list[int], sys_len: int, la
     other jobs): whole-text mean and last token of LAYERS, and the turn mean (mean of the windowed
     token states after the system block)."""
     keep = [ladder.index(li) for li in LAYERS]
-    by_shard: dict[Path, list[tuple[int, int]]] = {}
-    for pos, h in enumerate(hashes):
-        shard, row = index[h]
-        by_shard.setdefault(shard, []).append((pos, row))
+    by_shard = rows_by_shard(index, hashes)
     n = len(hashes)
     mean = last = turn = None
     for shard, wanted in by_shard.items():

@@ -245,15 +245,21 @@ def extract_views(base: Base, texts: Sequence[str], name: str = "features", *,
     return views
 
 
+def rows_by_shard(index: dict[str, tuple[Path, int]], hashes: Sequence[str]) -> dict[Path, list[tuple[int, int]]]:
+    """{shard: [(position in `hashes`, row in the shard), ...]}: read each shard once."""
+    out: dict[Path, list[tuple[int, int]]] = {}
+    for pos, h in enumerate(hashes):
+        shard, row = index[h]
+        out.setdefault(shard, []).append((pos, row))
+    return out
+
+
 def load_features(index: dict[str, tuple[Path, int]], hashes: Sequence[str], ladder: tuple[int, ...],
                   tokens: bool = True, layers: Sequence[int] | None = None) -> FeatureViews:
     """The rows of `hashes` (in that order) from the store's shards. `tokens=False` skips the
     per-token ladder states (most of the bytes) for heads that read pooled states only; `layers`
     keeps the pooled views of those layers only ([n, len(layers), d])."""
-    by_shard: dict[Path, list[tuple[int, int]]] = {}
-    for pos, h in enumerate(hashes):
-        shard, row = index[h]
-        by_shard.setdefault(shard, []).append((pos, row))
+    by_shard = rows_by_shard(index, hashes)
     n = len(hashes)
     mean = last = None
     ntok = torch.zeros(n, dtype=torch.long)

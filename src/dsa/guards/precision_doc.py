@@ -72,6 +72,21 @@ def shipped_section(op: dict) -> list[str]:
     return lines
 
 
+def _probe_header(first: str, *extra: str) -> list[str]:
+    cols = [first, "val AUC", "val TPR@1 %FPR", "XSTest AUC", "pooled eval AUC", "flagged: StrongREJECT",
+            "XSTest-safe", "CoCoNot contrast", "AlpacaEval", *extra]
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
+def _probe_row(name: str, r: dict, *extra: float) -> str:
+    """One probe read-out: validation numbers, then eval-only ones (reported, never used to choose)."""
+    e, fr = r["eval_only"], r["eval_only"]["flag_rate"]
+    cells = [_f(r["val_auc"], 4), _f(r["val_tpr_at_1pct_fpr"]), _f(e["auc_xstest"]), _f(e["auc_pooled"]),
+             *(_f(fr[k]) for k in ("strongreject", "xstest_safe", "coconot_contrast_eval", "alpaca_eval")),
+             *(_f(x) for x in extra)]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
 def pooling_probe_section(probe: dict) -> list[str]:
     """The user-turn pooling probe (scripts/probe_pooling.py)."""
     lines = ["## Does the system prompt dilute mean pooling?", "",
@@ -81,13 +96,8 @@ def pooling_probe_section(probe: dict) -> list[str]:
              " with the shipped head type (standardised, balanced logistic regression, C chosen on validation "
              f"AUC, threshold at {probe['threshold']}); `turn_mean` averages the cached per-token states of the last "
              f"{probe['window']} tokens that come after the system block.", "",
-             "| view | val AUC | val TPR@1 %FPR | XSTest AUC | pooled eval AUC | flagged: StrongREJECT | XSTest-safe | "
-             "CoCoNot contrast | AlpacaEval |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, r in probe["views"].items():
-        e, fr = r["eval_only"], r["eval_only"]["flag_rate"]
-        lines.append(f"| {name} | {_f(r['val_auc'], 4)} | {_f(r['val_tpr_at_1pct_fpr'])} | {_f(e['auc_xstest'])} | "
-                     f"{_f(e['auc_pooled'])} | {_f(fr['strongreject'])} | {_f(fr['xstest_safe'])} | "
-                     f"{_f(fr['coconot_contrast_eval'])} | {_f(fr['alpaca_eval'])} |")
+             *_probe_header("view")]
+    lines += [_probe_row(name, r) for name, r in probe["views"].items()]
     shipped, turn = probe["views"].get("mean+last (shipped)"), probe["views"].get("turn_mean+last")
     if shipped and turn:
         d = turn["eval_only"]["auc_xstest"] - shipped["eval_only"]["auc_xstest"]
@@ -111,13 +121,8 @@ def three_level_section(probe: dict) -> list[str]:
              f"chosen on validation AUC (safe vs unsafe), the threshold is at {probe['threshold']}; eval-only sets "
              "are reported, never used to choose. `controversial flagged` is the held-out controversial prompts' "
              "flag rate (no target: the data gives them no right answer).", "",
-             "| read-out | val AUC | val TPR@1 %FPR | XSTest AUC | pooled eval AUC | flagged: StrongREJECT | "
-             "XSTest-safe | CoCoNot contrast | AlpacaEval | controversial flagged |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in probe["readouts"].items():
-        e, fr = r["eval_only"], r["eval_only"]["flag_rate"]
-        lines.append(f"| {name} | {_f(r['val_auc'], 4)} | {_f(r['val_tpr_at_1pct_fpr'])} | {_f(e['auc_xstest'])} | "
-                     f"{_f(e['auc_pooled'])} | {_f(fr['strongreject'])} | {_f(fr['xstest_safe'])} | "
-                     f"{_f(fr['coconot_contrast_eval'])} | {_f(fr['alpaca_eval'])} | {_f(r['flag_controversial_test'])} |")
+             *_probe_header("read-out", "controversial flagged")]
+    lines += [_probe_row(name, r, r["flag_controversial_test"]) for name, r in probe["readouts"].items()]
     ref = probe["readouts"].get("binary (shipped recipe)")
     if ref:
         best = max(probe["readouts"].items(), key=lambda kv: kv[1]["val_tpr_at_1pct_fpr"])
@@ -134,7 +139,7 @@ def three_level_section(probe: dict) -> list[str]:
 def attention_probe_section(probe: dict, study: dict) -> list[str]:
     """The attention-pooling probe (scripts/probe_attention.py) beside the shipped recipe."""
     r, t = probe["attention_probe"], probe["training"]
-    e, fr = r["eval_only"], r["eval_only"]["flag_rate"]
+    e = r["eval_only"]
     lines = ["## Does learned attention over the tokens read intent better than the mean?", "",
              f"Generated from `{ATTN}` (`{probe['command']}`). Per text, weights softmax(q · u_t) over the per-token "
              f"states u_t of layers {', '.join(map(str, probe['token_layers']))} (the store's last {probe['window']} "
@@ -142,11 +147,7 @@ def attention_probe_section(probe: dict, study: dict) -> list[str]:
              f"features (mean + last token of layers {', '.join(map(str, probe['pooled_layers']))}). "
              f"{probe['params']:,} parameters, {t['optimizer']}, {t['loss']}, epoch chosen on validation AUC "
              f"(epoch {r['epoch']} of {t['epochs']}); threshold at {probe['threshold']}.", "",
-             "| read-out | val AUC | val TPR@1 %FPR | XSTest AUC | pooled eval AUC | flagged: StrongREJECT | "
-             "XSTest-safe | CoCoNot contrast | AlpacaEval |", "|---|---|---|---|---|---|---|---|---|",
-             f"| attention + mean/last | {_f(r['val_auc'], 4)} | {_f(r['val_tpr_at_1pct_fpr'])} | {_f(e['auc_xstest'])} | "
-             f"{_f(e['auc_pooled'])} | {_f(fr['strongreject'])} | {_f(fr['xstest_safe'])} | "
-             f"{_f(fr['coconot_contrast_eval'])} | {_f(fr['alpaca_eval'])} |"]
+             *_probe_header("read-out"), _probe_row("attention + mean/last", r)]
     ref = study.get("candidates", {}).get(study.get("selected", ""))
     if ref:
         re_, rf = ref["eval_only"], ref["eval_only"]["flag_rate"]
