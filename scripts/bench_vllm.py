@@ -12,8 +12,8 @@ same 16 prompts as one batch (it stops rows at EOS, so its token count is what i
 Two prompt mixes: `flagged` (the parity prompts: half StrongREJECT, half XSTest safe, most of them
 aligned) and `benign` (the first AlpacaEval instructions: ordinary traffic). `compute_bound` is
 the ratio the extra matrix work alone allows, from the weights' shapes: per token the base costs
-its decoder layers plus the LM head; a step with an aligned row also runs the adapter's tail
-layers for every row, and the LM head again for each aligned row.
+its decoder layers plus the LM head; an aligned row also runs the adapter's tail layers and the
+LM head once more.
 """
 
 from __future__ import annotations

@@ -46,9 +46,9 @@ def render(r: dict) -> str:
             "",
             "*Compute bound*: the dsa/plain ratio the extra matrix work alone allows, from the weights' shapes "
             f"(base {t['compute_bound']['plain_macs_per_token'] / 1e6:.1f} M multiply-adds per token with its LM "
-            f"head; the adapter tail {t['compute_bound']['tail_macs_per_token'] / 1e6:.1f} M for every row of a "
-            f"step that has an aligned row; the LM head {t['compute_bound']['lm_head_macs_per_token'] / 1e6:.1f} M "
-            "again per aligned row).",
+            f"head; an aligned row adds the adapter tail, {t['compute_bound']['tail_macs_per_token'] / 1e6:.1f} M, "
+            f"and the LM head once more, {t['compute_bound']['lm_head_macs_per_token'] / 1e6:.1f} M). Attention "
+            "scores, sampling and per-step overheads are left out on both sides.",
         ]
     c = r.get("compiled")
     if c:

@@ -29,7 +29,7 @@ def test_counts_layers_head_and_tail(dirs):
     assert b["plain_macs_per_token"] == 3 * per_layer + 50 * 8  # tied embeddings serve as the LM head
     assert b["tail_macs_per_token"] == per_layer and b["lm_head_macs_per_token"] == 50 * 8
     plain = 3 * per_layer + 400
-    assert b["ratio"] == round(plain / (plain + per_layer + 400 * 2 / 4), 4)
+    assert b["ratio"] == round(plain / (plain + (per_layer + 400) * 2 / 4), 4)  # half the rows pay tail + head
 
 
 def test_no_aligned_row_costs_nothing_and_more_cost_more(dirs):

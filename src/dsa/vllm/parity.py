@@ -122,8 +122,9 @@ def interleaved_throughput(generators: dict, max_tokens: int, reps: int = 2) -> 
 
 def compute_bound(base_dir: str | Path, adapter_dir: Path, rows_aligned: int, rows: int) -> dict:
     """dsa/plain throughput if only the extra matrix work counted (weights' shapes; attention
-    scores and the per-step overheads left out): plain = decoder layers + LM head per token; with
-    any aligned row the tail runs for every row, and the LM head runs again per aligned row."""
+    scores and the per-step overheads left out): plain = decoder layers + LM head per token; each
+    aligned row also runs the adapter tail and the LM head once more (`DSALlamaForCausalLM` runs the
+    tail on the tokens of aligned rows only)."""
     from safetensors import safe_open
 
     def numel(path: Path, keep) -> int:
@@ -136,7 +137,7 @@ def compute_bound(base_dir: str | Path, adapter_dir: Path, rows_aligned: int, ro
         sum(numel(p, lambda k: k.endswith("embed_tokens.weight")) for p in files)  # tied embeddings
     tail = numel(adapter_dir / "adapter.safetensors", lambda k: k.endswith(".weight") and "norm" not in k)
     plain = layers + head
-    extra = (tail + head * rows_aligned / rows) if rows_aligned else 0
+    extra = (tail + head) * rows_aligned / rows
     return {"plain_macs_per_token": plain, "tail_macs_per_token": tail, "lm_head_macs_per_token": head,
             "rows_aligned": rows_aligned, "rows": rows, "ratio": round(plain / (plain + extra), 4)}
 
