@@ -49,6 +49,23 @@ def test_save_load_roundtrip_and_fingerprint(tmp_path):
         LogitAdapter.load(tmp_path / "a", tiny_base(layers=4, seed=3))
 
 
+def test_loaded_adapter_hashes_the_same_whatever_the_seed(tmp_path):
+    # the answer cache keys on every tensor of the module: nothing may be left random at load
+    import hashlib
+
+    from dsa.eval.answer_cache import _update
+
+    base = tiny_base(layers=4)
+    LogitAdapter(base, LogitAdapterSpec(k=2)).save(tmp_path / "a", base)
+    digests = set()
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        h = hashlib.sha256()
+        _update(h, LogitAdapter.load(tmp_path / "a", base))
+        digests.add(h.hexdigest())
+    assert len(digests) == 1
+
+
 def test_training_leaves_the_base_untouched_and_lowers_the_loss():
     base = tiny_base(layers=4)
     before = {k: v.clone() for k, v in base.model.state_dict().items()}

@@ -56,7 +56,9 @@ class LogitAdapter(nn.Module):
         if hasattr(cfg, "max_window_layers"):
             cfg.max_window_layers = 0
         tail = AutoModel.from_config(cfg, dtype=base.dtype)
-        tail.embed_tokens = nn.Embedding(1, cfg.hidden_size)  # never used: inputs_embeds are fed
+        # never used (inputs_embeds are fed); zero, not random, so that equal adapters hash equal
+        # (dsa.eval.answer_cache fingerprints every tensor of the module)
+        tail.embed_tokens = nn.Embedding(1, cfg.hidden_size, _weight=torch.zeros(1, cfg.hidden_size), _freeze=True)
         src = decoder_layers(base.model, base.spec)
         for i in range(spec.k):
             tail.layers[i].load_state_dict(src[n - spec.k + i].state_dict())
