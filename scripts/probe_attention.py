@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
 from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
-from dsa.features.store import rows_by_shard
+from dsa.features.store import read_shard, rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
 from dsa.guards.operating import operating_points, operating_sets, tpr_at_fpr
 from dsa.taps import resolve_layers
@@ -50,16 +49,12 @@ class Views:
         self.pooled = None
         toks: list[torch.Tensor | None] = [None] * n
         for shard, wanted in by_shard.items():
-            with safe_open(str(shard), "pt") as fh:
-                m, la = fh.get_tensor("mean")[:, list(POOLED)], fh.get_tensor("last")[:, list(POOLED)]
-                nt = fh.get_tensor("ntok").long()
-                off = torch.cat([torch.zeros(1, dtype=torch.long), nt.cumsum(0)])
-                tk = fh.get_tensor("tokens")
-                if self.pooled is None:
-                    self.pooled = torch.zeros(n, 2 * m.shape[1] * m.shape[2])
-                for p, r in wanted:
-                    self.pooled[p] = torch.cat([m[r].reshape(-1), la[r].reshape(-1)]).float()
-                    toks[p] = tk[off[r]:off[r + 1]][:, keep].reshape(int(nt[r]), -1).clone()
+            m, la, tk, nt, off = read_shard(shard, POOLED)
+            if self.pooled is None:
+                self.pooled = torch.zeros(n, 2 * m.shape[1] * m.shape[2])
+            for p, r in wanted:
+                self.pooled[p] = torch.cat([m[r].reshape(-1), la[r].reshape(-1)]).float()
+                toks[p] = tk[off[r]:off[r + 1]][:, keep].reshape(int(nt[r]), -1).clone()
         self.ntok = torch.tensor([t.shape[0] for t in toks])
         self.off = torch.cat([torch.zeros(1, dtype=torch.long), self.ntok.cumsum(0)])
         self.tokens = torch.cat(toks)

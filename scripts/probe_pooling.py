@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from sklearn.linear_model import LogisticRegression
 
 from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
 from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
-from dsa.features.store import rows_by_shard
+from dsa.features.store import read_shard, rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
 from dsa.guards.operating import operating_points, operating_sets, tpr_at_fpr
 from dsa.taps import resolve_layers
@@ -47,21 +46,17 @@ def stream_views(index, hashes: list[str], n_tokens: list[int], sys_len: int, la
     n = len(hashes)
     mean = last = turn = None
     for shard, wanted in by_shard.items():
-        with safe_open(str(shard), "pt") as fh:
-            m, la = fh.get_tensor("mean")[:, list(LAYERS)], fh.get_tensor("last")[:, list(LAYERS)]
-            nt = fh.get_tensor("ntok").long()
-            off = torch.cat([torch.zeros(1, dtype=torch.long), nt.cumsum(0)])
-            tk = fh.get_tensor("tokens")
-            if mean is None:
-                f = m.shape[1] * m.shape[2]
-                mean, last, turn = torch.zeros(n, f), torch.zeros(n, f), torch.zeros(n, f)
-            for p, r in wanted:
-                mean[p], last[p] = m[r].reshape(-1).float(), la[r].reshape(-1).float()
-                t = tk[off[r]:off[r + 1]][:, keep].float()  # [w, L, d]
-                w = t.shape[0]
-                first = max(0, sys_len - (n_tokens[p] - w))  # first window index after the system block
-                t = t[first:] if first < w else t[-1:]
-                turn[p] = t.mean(0).reshape(-1)
+        m, la, tk, nt, off = read_shard(shard, LAYERS)
+        if mean is None:
+            f = m.shape[1] * m.shape[2]
+            mean, last, turn = torch.zeros(n, f), torch.zeros(n, f), torch.zeros(n, f)
+        for p, r in wanted:
+            mean[p], last[p] = m[r].reshape(-1).float(), la[r].reshape(-1).float()
+            t = tk[off[r]:off[r + 1]][:, keep].float()  # [w, L, d]
+            w = t.shape[0]
+            first = max(0, sys_len - (n_tokens[p] - w))  # first window index after the system block
+            t = t[first:] if first < w else t[-1:]
+            turn[p] = t.mean(0).reshape(-1)
     return {"mean+last (shipped)": torch.cat([mean, last], 1), "turn_mean+last": torch.cat([turn, last], 1),
             "turn_mean": turn, "mean": mean, "last": last}
 

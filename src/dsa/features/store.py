@@ -254,6 +254,18 @@ def rows_by_shard(index: dict[str, tuple[Path, int]], hashes: Sequence[str]) -> 
     return out
 
 
+def read_shard(shard: Path, layers: Sequence[int] | None = None, tokens: bool = True):
+    """(mean [n, L, d], last [n, L, d], tokens [sum ntok, ladder, d] or None, ntok [n], offsets [n + 1])
+    of one shard; `layers` keeps the pooled views of those layers only."""
+    with safe_open(str(shard), "pt") as f:
+        m, la = f.get_tensor("mean"), f.get_tensor("last")
+        if layers is not None:
+            m, la = m[:, list(layers)], la[:, list(layers)]
+        nt = f.get_tensor("ntok").long()
+        tk = f.get_tensor("tokens") if tokens else None
+    return m, la, tk, nt, torch.cat([torch.zeros(1, dtype=torch.long), nt.cumsum(0)])
+
+
 def load_features(index: dict[str, tuple[Path, int]], hashes: Sequence[str], ladder: tuple[int, ...],
                   tokens: bool = True, layers: Sequence[int] | None = None) -> FeatureViews:
     """The rows of `hashes` (in that order) from the store's shards. `tokens=False` skips the
@@ -265,23 +277,17 @@ def load_features(index: dict[str, tuple[Path, int]], hashes: Sequence[str], lad
     ntok = torch.zeros(n, dtype=torch.long)
     tok_rows: list[torch.Tensor | None] = [None] * n
     for shard, wanted in by_shard.items():
-        with safe_open(str(shard), "pt") as f:
-            m, la = f.get_tensor("mean"), f.get_tensor("last")
-            if layers is not None:
-                m, la = m[:, list(layers)], la[:, list(layers)]
-            if mean is None:
-                mean = torch.zeros(n, *m.shape[1:])
-                last = torch.zeros(n, *la.shape[1:])
-            pos = torch.tensor([p for p, _ in wanted])
-            rows = torch.tensor([r for _, r in wanted])
-            mean[pos], last[pos] = m[rows].float(), la[rows].float()
-            if tokens:
-                nt = f.get_tensor("ntok").long()
-                off = torch.cat([torch.zeros(1, dtype=torch.long), nt.cumsum(0)])
-                tk = f.get_tensor("tokens")
-                for p, r in wanted:
-                    tok_rows[p] = tk[off[r]:off[r + 1]]
-                    ntok[p] = nt[r]
+        m, la, tk, nt, off = read_shard(shard, layers, tokens)
+        if mean is None:
+            mean = torch.zeros(n, *m.shape[1:])
+            last = torch.zeros(n, *la.shape[1:])
+        pos = torch.tensor([p for p, _ in wanted])
+        rows = torch.tensor([r for _, r in wanted])
+        mean[pos], last[pos] = m[rows].float(), la[rows].float()
+        if tokens:
+            for p, r in wanted:
+                tok_rows[p] = tk[off[r]:off[r + 1]]
+                ntok[p] = nt[r]
     if mean is None:  # no texts
         raise ValueError("no texts to load features for")
     toks = torch.cat(tok_rows) if tokens else torch.zeros(0, len(ladder), 1, dtype=torch.bfloat16)  # type: ignore[arg-type]
