@@ -87,7 +87,7 @@ def main() -> None:
             "concurrency": a.concurrency, "max_tokens": a.max_tokens, "reps": a.reps,
             "dsa_vllm_rows_aligned": tp["flagged"]["rows_aligned"],
             "runs": tp["flagged"]["runs"],
-            "benign": {k: v for k, v in tp["benign"].items()}, "compute_bound": bound,
+            "benign": tp["benign"], "compute_bound": bound,
             "engine_start_s": {"vllm_plain": round(plain_start, 1), "dsa_vllm": round(dsa_start, 1)},
             "command": "OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=nobind .venv-vllm/bin/python "
                        + " ".join(["scripts/bench_vllm.py", *sys.argv[1:]]),

@@ -30,7 +30,7 @@ from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
 from dsa.features.store import read_shard, rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
-from dsa.guards.operating import operating_points, operating_sets, tpr_at_fpr
+from dsa.guards.operating import operating_sets, probe_line, probe_readout
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,14 +133,9 @@ def main() -> None:
     model.load_state_dict(best[2])
     y_va = y["val"].numpy()
     s_va = scores(model, v["val"], norm)
-    thr = float(np.quantile(s_va[y_va == 0], 0.95))
-    op = operating_points({k: scores(model, o, norm) for k, o in ops.items()}, thr)
-    row = {"epoch": best[1], "val_auc": roc_auc(y_va, s_va), "val_tpr_at_1pct_fpr": tpr_at_fpr(y_va, s_va, 0.01),
-           "eval_only": {k: op[k] for k in ("flag_rate", "auc_xstest", "auc_pooled", "tpr_at_1pct_fpr")}}
-    fr = op["flag_rate"]
-    print(f"attention probe: val AUC {row['val_auc']:.4f} TPR@1% {row['val_tpr_at_1pct_fpr']:.3f} | XSTest AUC "
-          f"{op['auc_xstest']:.3f} pooled {op['auc_pooled']:.3f} | flagged SR {fr['strongreject']:.3f} XS-safe "
-          f"{fr['xstest_safe']:.3f} CoCoNot {fr['coconot_contrast_eval']:.3f}", flush=True)
+    readout, _ = probe_readout(y_va, s_va, {k: scores(model, o, norm) for k, o in ops.items()})  # 5 % val FPR
+    row = {"epoch": best[1], **readout}
+    print(probe_line("attention probe", row), flush=True)
     out = {"pooled_layers": list(POOLED), "token_layers": list(TOKEN_LAYERS), "window": 64,
            "training": {"epochs": EPOCHS, "batch": BATCH, "optimizer": "AdamW lr 1e-3 wd 0.05", "dropout": 0.1,
                         "loss": "BCE, positives weighted to balance", "seed": SEED, "history": history},

@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
@@ -30,7 +29,7 @@ from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
 from dsa.features.store import read_shard, rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
-from dsa.guards.operating import operating_points, operating_sets, tpr_at_fpr
+from dsa.guards.operating import operating_sets, probe_line, probe_readout
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,13 +93,9 @@ def main() -> None:
     for name in v["train"]:
         score, c = fit(v["train"][name], y_tr, v["val"][name], y_va)
         s_va = score(v["val"][name])
-        thr = float(np.quantile(s_va[y_va == 0], 0.95))  # 5 % val FPR
-        op = operating_points({k: score(vo[k][name]) for k in vo}, thr)
-        rows[name] = {"C": c, "val_auc": roc_auc(y_va, s_va), "val_tpr_at_1pct_fpr": tpr_at_fpr(y_va, s_va, 0.01),
-                      "eval_only": {k: op[k] for k in ("flag_rate", "auc_xstest", "auc_pooled", "tpr_at_1pct_fpr")}}
-        print(f"{name:22s} val AUC {rows[name]['val_auc']:.4f} TPR@1% {rows[name]['val_tpr_at_1pct_fpr']:.3f} | "
-              f"XSTest AUC {op['auc_xstest']:.3f} pooled {op['auc_pooled']:.3f} | flagged SR "
-              f"{op['flag_rate']['strongreject']:.2f} XS-safe {op['flag_rate']['xstest_safe']:.2f}", flush=True)
+        row, _ = probe_readout(y_va, s_va, {k: score(vo[k][name]) for k in vo})  # threshold: 5 % val FPR
+        rows[name] = {"C": c, **row}
+        print(probe_line(name, row), flush=True)
     out = {"layers": list(LAYERS), "system_block_tokens": sys_len, "window": 64, "threshold": "5 % val FPR",
            "n": {"train": len(y_tr), "val": len(y_va)}, "views": rows,
            "seconds": round(time.perf_counter() - t0, 1), "command": "python scripts/probe_pooling.py"}

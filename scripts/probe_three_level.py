@@ -40,7 +40,7 @@ from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
 from dsa.features.store import extract_views, load_features
 from dsa.guards.featurize import LADDER_LAYERS, render, store_dir, store_index, task_splits
-from dsa.guards.operating import operating_points, operating_sets, tpr_at_fpr
+from dsa.guards.operating import operating_sets, probe_line, probe_readout
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,16 +119,9 @@ def main() -> None:
         print(name, flush=True)
         score, c = fit(xt, yt, z_va, y["val"], fn)
         s_va = score(z_va)
-        thr = float(np.quantile(s_va[y["val"] == 0], 0.95))  # 5 % val FPR
-        op = operating_points({k: score(v) for k, v in z_ops.items()}, thr)
-        rows[name] = {"C": c, "val_auc": roc_auc(y["val"], s_va), "val_tpr_at_1pct_fpr": tpr_at_fpr(y["val"], s_va, 0.01),
-                      "flag_controversial_test": float((score(z_c["test"]) >= thr).mean()),
-                      "eval_only": {k: op[k] for k in ("flag_rate", "auc_xstest", "auc_pooled", "tpr_at_1pct_fpr")}}
-        r = rows[name]
-        print(f"{name:30s} val AUC {r['val_auc']:.4f} TPR@1% {r['val_tpr_at_1pct_fpr']:.3f} | XSTest AUC "
-              f"{op['auc_xstest']:.3f} pooled {op['auc_pooled']:.3f} | flagged SR {op['flag_rate']['strongreject']:.3f} "
-              f"XS-safe {op['flag_rate']['xstest_safe']:.3f} CoCoNot {op['flag_rate']['coconot_contrast_eval']:.3f} "
-              f"controversial {r['flag_controversial_test']:.3f}", flush=True)
+        row, thr = probe_readout(y["val"], s_va, {k: score(v) for k, v in z_ops.items()})  # threshold: 5 % val FPR
+        rows[name] = {"C": c, **row, "flag_controversial_test": float((score(z_c["test"]) >= thr).mean())}
+        print(probe_line(name, row), f"controversial {rows[name]['flag_controversial_test']:.3f}", flush=True)
     out = {"layers": list(LAYERS), "features": "mean + last token, standardised on the binary train rows",
            "threshold": "5 % FPR on validation safe prompts",
            "n": {"train": len(z_tr), "val": len(z_va), **{f"controversial_{s}": len(v) for s, v in z_c.items()},

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dsa.guards.operating import operating_points, tpr_at_fpr
+from dsa.guards.operating import operating_points, probe_readout, tpr_at_fpr
 from dsa.guards.study import TIE, select
 
 
@@ -31,3 +31,14 @@ def test_selection_rule_uses_validation_only_and_breaks_ties_by_cost():
     assert select(cands) == "cheap"  # within the tie margin: fewer FLOPs; eval-only AUC plays no part
     cands["rich"]["val"]["tpr_at_1pct_fpr"] = 0.9
     assert select(cands) == "rich"
+
+
+def test_probe_readout_thresholds_at_the_validation_fpr():
+    y = np.r_[np.zeros(100), np.ones(100)]
+    s = np.r_[np.arange(100.0), np.arange(100.0) + 50]
+    ev = {"xstest_safe": np.array([10.0, 99.0]), "xstest_unsafe": np.array([120.0, 20.0])}
+    row, thr = probe_readout(y, s, ev, val_fpr=0.05)
+    assert thr == np.quantile(s[:100], 0.95)
+    assert row["eval_only"]["flag_rate"] == {"xstest_safe": 0.5, "xstest_unsafe": 0.5}
+    # half the positives share their range with half the negatives, where order is a coin toss
+    assert row["val_auc"] == pytest.approx(1 - 0.5 * 0.5 / 2) and "auc_xstest" in row["eval_only"]

@@ -59,3 +59,22 @@ def operating_points(scores: dict[str, np.ndarray], threshold: float) -> dict:
     s = np.concatenate([v for k, v in scores.items() if k in OPERATING_SETS])
     out.update(auc_pooled=roc_auc(y, s), tpr_at_1pct_fpr=tpr_at_fpr(y, s, 0.01), tpr_at_5pct_fpr=tpr_at_fpr(y, s, 0.05))
     return out
+
+
+def probe_readout(y_val: np.ndarray, s_val: np.ndarray, eval_scores: dict[str, np.ndarray],
+                  val_fpr: float = 0.05) -> tuple[dict, float]:
+    """One probe read-out as the precision probes report it: validation AUC and TPR at 1 % FPR,
+    and the eval-only operating points at the threshold that gives `val_fpr` on the validation
+    negatives (reported, never used to choose). Returns (row, threshold)."""
+    thr = float(np.quantile(s_val[y_val == 0], 1 - val_fpr))
+    op = operating_points(eval_scores, thr)
+    return {"val_auc": roc_auc(y_val, s_val), "val_tpr_at_1pct_fpr": tpr_at_fpr(y_val, s_val, 0.01),
+            "eval_only": {k: op[k] for k in ("flag_rate", "auc_xstest", "auc_pooled", "tpr_at_1pct_fpr")}}, thr
+
+
+def probe_line(name: str, row: dict) -> str:
+    """A one-line progress summary of a `probe_readout` row."""
+    e, fr = row["eval_only"], row["eval_only"]["flag_rate"]
+    return (f"{name:30s} val AUC {row['val_auc']:.4f} TPR@1% {row['val_tpr_at_1pct_fpr']:.3f} | XSTest AUC "
+            f"{e['auc_xstest']:.3f} pooled {e['auc_pooled']:.3f} | flagged SR {fr['strongreject']:.3f} "
+            f"XS-safe {fr['xstest_safe']:.3f} CoCoNot {fr['coconot_contrast_eval']:.3f}")

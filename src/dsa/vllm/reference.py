@@ -61,9 +61,11 @@ def prompts_job(out: Path, n_harmful: int, n_safe: int, n_benign: int = 16) -> N
 
     sm = _model()
     prompts = parity_prompts(n_harmful, n_safe)
-    tok = sm.base.tokenizer
-    ids = [tok(sm.base.chat_text(p), add_special_tokens=False)["input_ids"] for p in prompts]
-    benign_ids = [tok(sm.base.chat_text(p), add_special_tokens=False)["input_ids"] for p in benign_prompts(n_benign)]
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return [sm.base.tokenizer(sm.base.chat_text(p), add_special_tokens=False)["input_ids"] for p in texts]
+
+    ids, benign_ids = encode(prompts), encode(benign_prompts(n_benign))
     cls = sm.classify(prompts)
     scores = {h: torch.tensor([c["scores"][h] for c in cls]) for h in cls[0]["scores"]}
     lam = sm.policy_lambda(scores).tolist()
