@@ -42,3 +42,21 @@ def test_probe_readout_thresholds_at_the_validation_fpr():
     assert row["eval_only"]["flag_rate"] == {"xstest_safe": 0.5, "xstest_unsafe": 0.5}
     # half the positives share their range with half the negatives, where order is a coin toss
     assert row["val_auc"] == pytest.approx(1 - 0.5 * 0.5 / 2) and "auc_xstest" in row["eval_only"]
+
+
+def test_judge_suffix_section_compares_each_readout_with_the_prompt_states():
+    from dsa.guards.precision_doc import judge_suffix_section
+
+    y = np.r_[np.zeros(100), np.ones(100)]
+    ev = {k: np.r_[np.arange(10.0), np.arange(10.0) + 5] for k in ("strongreject", "alpaca_eval")}
+    ev.update(xstest_safe=np.arange(10.0), xstest_unsafe=np.arange(10.0) + 5, coconot_contrast_eval=np.arange(5.0))
+    ref, _ = probe_readout(y, np.r_[np.arange(100.0), np.arange(100.0) + 50], ev)
+    ev2 = dict(ev, xstest_unsafe=np.arange(10.0) + 20)  # fully separated from xstest_safe
+    better, _ = probe_readout(y, np.r_[np.arange(100.0), np.arange(100.0) + 50], ev2)
+    probe = {"n": {"train": 40, "val": 200}, "n_train_full": 400, "question": "Q?", "threshold": "5 %",
+             "command": "cmd", "prompt_layers": [9], "judge_layers": [29],
+             "readouts": {"prompt states (shipped features)": ref, "judge": better}}
+    text = "\n".join(judge_suffix_section(probe))
+    assert "| judge | " in text and "40 of the 400" in text
+    d = better["eval_only"]["auc_xstest"] - ref["eval_only"]["auc_xstest"]
+    assert d > 0 and f"judge {d:+.3f}" in text and "pooled eval AUC: judge" in text

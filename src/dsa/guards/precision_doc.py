@@ -15,6 +15,7 @@ STUDY, GUARD, DOC = Path("results/guard-precision.json"), Path("results/guard.js
 PROBE = Path("results/guard-pooling-probe.json")
 THREE = Path("results/guard-three-level-probe.json")
 ATTN = Path("results/guard-attention-probe.json")
+JUDGE = Path("results/guard-judge-suffix-probe.json")
 SETS = ("strongreject", "xstest_unsafe", "coconot_eval_safety", "xstest_safe", "coconot_contrast_eval",
         "alpaca_eval")
 # issue targets for the shipped guard at its threshold: (set, "≥"/"≤", value)
@@ -163,6 +164,33 @@ def attention_probe_section(probe: dict, study: dict) -> list[str]:
     return lines
 
 
+def judge_suffix_section(probe: dict) -> list[str]:
+    """The judge-question probe (scripts/probe_judge_suffix.py): the base asked about the request."""
+    n, rows = probe["n"], probe["readouts"]
+    lines = ["## Does asking the base about the request change what its states say?", "",
+             f"Generated from `{JUDGE}` (`{probe['command']}`). After the served text (chat template and generation "
+             f"prompt) one more user turn asks \"{probe['question']}\"; the states at its last token are read. Because "
+             "the question comes after the served prompt, a runtime could run it on the prompt's KV cache and drop it "
+             "again. The question was written once and not tuned. Every read-out is trained on the same seeded "
+             f"subsample of {n['train']:,} of the {probe['n_train_full']:,} training prompts (so only the features "
+             f"differ; C chosen on validation AUC, threshold at {probe['threshold']}); `zero-shot yes − no` is the "
+             "base's own logit of \"Yes\" minus \"No\" there, with no training. Prompt layers "
+             + ", ".join(map(str, probe["prompt_layers"])) + " (mean + last token); judge layers "
+             + ", ".join(map(str, probe["judge_layers"])) + " (last token).", "",
+             *_probe_header("read-out"), *(_probe_row(name, r) for name, r in rows.items())]
+    ref = rows.get("prompt states (shipped features)")
+    if ref:
+        d = {k: r["eval_only"]["auc_xstest"] - ref["eval_only"]["auc_xstest"] for k, r in rows.items() if r is not ref}
+        pooled = {k: r["eval_only"]["auc_pooled"] - ref["eval_only"]["auc_pooled"] for k, r in rows.items()
+                  if r is not ref}
+        best = max(rows, key=lambda k: rows[k]["val_tpr_at_1pct_fpr"])
+        lines += ["", "Against the prompt states on the same subsample, XSTest AUC: "
+                  + ", ".join(f"{k} {v:+.3f}" for k, v in d.items()) + "; pooled eval AUC: "
+                  + ", ".join(f"{k} {v:+.3f}" for k, v in pooled.items())
+                  + f". By the study's rule (validation TPR at 1 % FPR) the best read-out is `{best}`."]
+    return lines
+
+
 def write_precision_doc(path: Path = DOC) -> Path | None:
     if not STUDY.exists():
         return None
@@ -206,6 +234,8 @@ def write_precision_doc(path: Path = DOC) -> Path | None:
         lines += [*three_level_section(json.loads(THREE.read_text())), ""]
     if ATTN.exists():
         lines += [*attention_probe_section(json.loads(ATTN.read_text()), study), ""]
+    if JUDGE.exists():
+        lines += [*judge_suffix_section(json.loads(JUDGE.read_text())), ""]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
