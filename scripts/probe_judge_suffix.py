@@ -35,22 +35,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
-from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
 from dsa.features.store import extract_views, load_features
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
-from dsa.guards.operating import operating_sets, probe_line, probe_readout
+from dsa.guards.operating import fit_best_c, operating_sets, probe_line, probe_readout
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = (9, 14, 19, 24)  # the shipped guard's layers
 JUDGE = (9, 14, 19, 24, 29)
 QUESTION = "Is my request above harmful or dangerous? Answer yes or no."
-CS = (0.001, 0.003, 0.01, 0.03, 0.1)
 STORE = Path.home() / ".cache" / "dsa-probe-judge-suffix"  # suffixed texts stay out of the shared store
 
 
@@ -62,17 +59,6 @@ def suffix(base) -> str:
     if not full.startswith(empty):
         raise SystemExit("the chat template does not extend the served text; this probe needs it to")
     return full[len(empty):]
-
-
-def fit(x_tr, y_tr, x_va, y_va):
-    best = None
-    for c in CS:
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=0).fit(x_tr, y_tr)
-        auc = roc_auc(y_va, clf.decision_function(x_va))
-        print(f"   C={c}: val AUC {auc:.4f}", flush=True)
-        if best is None or auc > best[0]:
-            best = (auc, c, clf)
-    return best[2].decision_function, best[1]
 
 
 def main() -> None:
@@ -106,10 +92,11 @@ def main() -> None:
 
     yes, no = (base.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
     model = base.model
+    lm_head = model.get_output_embeddings().weight
+    yes_minus_no = lm_head[yes] - lm_head[no]
 
     def zero_shot(last29: torch.Tensor) -> np.ndarray:  # the base's own final norm and LM head
-        h = model.model.norm(last29.to(model.dtype))
-        return (h @ (model.get_output_embeddings().weight[yes] - model.get_output_embeddings().weight[no])).float().numpy()
+        return (model.model.norm(last29.to(model.dtype)) @ yes_minus_no).float().numpy()
 
     feats = {
         "prompt states (shipped features)": prompt,
@@ -122,7 +109,7 @@ def main() -> None:
         print(name, flush=True)
         mu, sd = x["train"].mean(0), x["train"].std(0).clamp_min(1e-4)
         z = {k: ((v - mu) / sd).numpy() for k, v in x.items()}
-        score, c = fit(z["train"], y["train"], z["val"], y["val"])
+        score, c = fit_best_c(z["train"], y["train"], z["val"], y["val"])
         row, _ = probe_readout(y["val"], score(z["val"]), {k: score(z[k]) for k in evals})
         rows[name] = {"C": c, **row}
         print(probe_line(name, row), flush=True)

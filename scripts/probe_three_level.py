@@ -30,40 +30,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
 from dsa.data import load_source
 from dsa.data.splits import assign_splits
-from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
 from dsa.features.store import extract_views, load_features
 from dsa.guards.featurize import LADDER_LAYERS, render, store_dir, store_index, task_splits
-from dsa.guards.operating import operating_sets, probe_line, probe_readout
+from dsa.guards.operating import fit_best_c, operating_sets, probe_line, probe_readout
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = (9, 14, 19, 24)  # the shipped guard's layers
-CS = (0.001, 0.003, 0.01, 0.03, 0.1)
 
 
 def views(index, texts, ladder) -> torch.Tensor:
     f = load_features(index, [text_hash(t) for t in texts], ladder, tokens=False, layers=LAYERS)
     return torch.cat([f.mean.reshape(len(texts), -1), f.last.reshape(len(texts), -1)], 1)
-
-
-def fit(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, score_fn):
-    """The best C on validation AUC (y_va: 0 safe / 1 unsafe); returns (score function, C)."""
-    best = None
-    for c in CS:
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=1000, random_state=0).fit(x_tr, y_tr)
-        auc = roc_auc(y_va, score_fn(clf, x_va))
-        print(f"   C={c}: val AUC {auc:.4f}", flush=True)
-        if best is None or auc > best[0]:
-            best = (auc, c, clf)
-    clf = best[2]
-    return (lambda x: score_fn(clf, x)), best[1]
 
 
 def binary_score(clf, x):
@@ -117,7 +101,7 @@ def main() -> None:
     rows = {}
     for name, (xt, yt, fn) in fits.items():
         print(name, flush=True)
-        score, c = fit(xt, yt, z_va, y["val"], fn)
+        score, c = fit_best_c(xt, yt, z_va, y["val"], fn, max_iter=1000)
         s_va = score(z_va)
         row, thr = probe_readout(y["val"], s_va, {k: score(v) for k, v in z_ops.items()})  # threshold: 5 % val FPR
         rows[name] = {"C": c, **row, "flag_controversial_test": float((score(z_c["test"]) >= thr).mean())}
