@@ -43,3 +43,24 @@ def test_targets_are_checked_on_the_best_context_dependent_configuration(tmp_pat
     assert "coconot_contrast_refusal: 0.200, target ≤ 0.1: **missed by 0.100**" in text
     assert "mmlu_cloze_acc: 0.990 × base" in text and "ifeval_prompt_strict: not measured" in text
     assert "| context_dependent@step | yes |" in text
+
+
+def test_plots_only_metrics_that_were_measured_and_the_doc_links_them(tmp_path):
+    from dsa.align.report import plot
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for name, sr, ifeval in (("base", 0.1, 0.17), ("dsa_adapter@1", 0.9, 0.16), ("context_dependent@step", 0.8, 0.17)):
+        (parts / f"{name}.json").write_text(json.dumps(
+            {"config": name, "strongreject_refusal": sr, "xstest_safe_refusal": 0.3, "ifeval_prompt_strict": ifeval}))
+    result = merge(parts, tmp_path / "alignment.json", {})
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    images = plot(result, docs / "img")
+    assert sorted(p.name for p in images) == ["align-overrefusal.png", "align-tradeoff-ifeval.png"]
+    assert all(p.stat().st_size > 0 for p in images)
+    doc = docs / "results.md"
+    write_doc(result, doc, images)
+    text = doc.read_text()
+    assert "![align-tradeoff-ifeval](img/align-tradeoff-ifeval.png)" in text
+    assert "align-tradeoff-mmlu" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from dsa.adapter_io import atomic_write_text
@@ -90,7 +91,16 @@ def target_lines(result: dict) -> list[str]:
     return out
 
 
+# (y metric, axis label, file stem): StrongREJECT refusal on x against each utility and over-refusal
+PLOTS = (("ifeval_prompt_strict", "IFEval prompt-level strict accuracy (utility)", "align-tradeoff-ifeval"),
+         ("mmlu_cloze_acc", "MMLU cloze accuracy (utility)", "align-tradeoff-mmlu"),
+         ("ref_loglik_ratio", "reference log-likelihood ratio to base (utility)", "align-tradeoff-ref"),
+         ("xstest_safe_refusal", "XSTest safe-prompt refusal rate (over-refusal)", "align-overrefusal"))
+
+
 def plot(result: dict, img_dir: Path) -> list[Path]:
+    """One scatter per metric of PLOTS that at least one configuration has (no empty figures):
+    StrongREJECT refusal on x, the metric on y, a marker per family, the λ/α/policy as label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,60 +112,42 @@ def plot(result: dict, img_dir: Path) -> list[Path]:
              "dsa_adapter": ("tab:blue", "D"), "dsa_dpo": ("tab:purple", "P"),
              "context_dependent": ("tab:green", "^")}
     paths = []
-    for utility, label in (("ref_loglik_ratio", "reference log-likelihood ratio to base"),
-                           ("mmlu_acc", "MMLU accuracy")):
+    for metric, label, stem in PLOTS:
+        fams = {fam: [(p["strongreject_refusal"], p[metric], n) for n, p in cfgs.items()
+                      if n.partition("@")[0] == fam and "strongreject_refusal" in p and metric in p]
+                for fam in FAMILY_ORDER}
+        if not any(fams.values()):
+            continue
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
-        seen = set()
-        for fam in FAMILY_ORDER:
-            pts = [(p["strongreject_refusal"], p[utility], n) for n, p in cfgs.items()
-                   if n.partition("@")[0] == fam and "strongreject_refusal" in p and utility in p]
+        for fam, pts in fams.items():
             if not pts:
                 continue
             c, m = style[fam]
-            xs, ys, names = zip(*pts, strict=True)
+            xs, ys, _ = zip(*pts, strict=True)
             if fam in ("lora_patch", "dsa_adapter") and len(pts) > 1:
                 ax.plot(xs, ys, color=c, lw=1, alpha=0.6)
-            ax.scatter(xs, ys, color=c, marker=m, s=60, label=fam if fam not in seen else None, zorder=3)
-            seen.add(fam)
+            ax.scatter(xs, ys, color=c, marker=m, s=60, label=fam, zorder=3)
             for x, y, n in pts:
                 ax.annotate(n.partition("@")[2] or n, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xlabel("StrongREJECT refusal rate (safety)")
-        ax.set_ylabel(label + " (utility)")
-        ax.set_title("SmolLM2-135M: safety vs utility")
+        ax.set_ylabel(label)
+        ax.set_title("SmolLM2-135M: safety vs " + ("over-refusal" if metric == "xstest_safe_refusal" else "utility"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        path = img_dir / f"align-tradeoff-{utility.split('_')[0]}.png"
+        path = img_dir / f"{stem}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
-    # over-refusal vs safety
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for fam in FAMILY_ORDER:
-        pts = [(p["strongreject_refusal"], p["xstest_safe_refusal"], n) for n, p in cfgs.items()
-               if n.partition("@")[0] == fam and "xstest_safe_refusal" in p]
-        if pts:
-            c, m = style[fam]
-            xs, ys, names = zip(*pts, strict=True)
-            ax.scatter(xs, ys, color=c, marker=m, s=60, label=fam, zorder=3)
-            for x, y, n in pts:
-                ax.annotate(n.partition("@")[2] or n, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.set_xlabel("StrongREJECT refusal rate")
-    ax.set_ylabel("XSTest safe-prompt refusal rate (over-refusal)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = img_dir / "align-overrefusal.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [*paths, path]
+    return paths
 
 
 START, END = "<!-- results:start (written by `dsa align eval`) -->", "<!-- results:end -->"
 
 
-def write_doc(result: dict, doc: Path) -> None:
-    """Replace the generated block of the markdown report (the hand-written text around it stays)."""
+def write_doc(result: dict, doc: Path, images: list[Path] = ()) -> None:
+    """Replace the generated block of the markdown report (the hand-written text around it stays);
+    `images` (written by `plot`) are linked relative to the doc."""
     judge = result.get("refusal_judge_agreement", {})
     block = [START, "", table(result), "", *target_lines(result), ""]
     if judge:
@@ -167,6 +159,8 @@ def write_doc(result: dict, doc: Path) -> None:
     for name, p in result["configs"].items():
         ns[name] = ", ".join(f"{k} {v}" for k, v in sorted(p.get("n", {}).items()))
     block.append("n per metric: " + "; ".join(f"`{k}`: {v}" for k, v in ns.items()))
+    for img in images:
+        block += ["", f"![{img.stem}]({Path(os.path.relpath(img, doc.parent)).as_posix()})"]
     block += ["", END]
     text = doc.read_text() if doc.exists() else f"# Alignment results\n\n{START}\n{END}\n"
     if START not in text:

@@ -81,8 +81,7 @@ def cmd_eval(args) -> int:
 
     result = merge(PARTS, Path(cfg.out), {"eval_config": cfg.model_dump(),
                                           "refusal_judge_agreement": train_refusal_judge().agreement})
-    plot(result, Path("docs/img"))
-    write_doc(result, Path("docs/results-alignment.md"))
+    write_doc(result, Path("docs/results-alignment.md"), plot(result, Path("docs/img")))
     print(table(result))
     return 0
 
