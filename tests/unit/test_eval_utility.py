@@ -106,6 +106,17 @@ def test_auto_lambda_is_what_generation_picks():
         assert [r.lam for r in sm.generate(prompts, alignment="auto", max_new_tokens=2)] == [expect, expect]
 
 
+def test_generate_equals_the_runtime_in_batches_with_progress_shown():
+    sm = _sm(bias=0.0)
+    prompts = ["hi there", "a somewhat longer prompt to answer", "x", "another one"]
+    want = sm.generate(prompts, alignment="auto", max_new_tokens=5)
+    lm = DSALM(sm=sm, alignment="auto", cache_dir=None, batch_size=3, progress=True)
+    got = lm.generate(prompts, 5)
+    assert [g["text"] for g in got] == [w.text for w in want]
+    assert [g["lam"] for g in got] == [w.lam for w in want]
+    assert [g["stop_reason"] for g in got] == [w.stop_reason for w in want]
+
+
 def test_bad_alignment_is_a_clear_error():
     sm = _sm()
     with pytest.raises(ValueError, match="alignment"):
@@ -158,8 +169,8 @@ def test_ifeval_api_with_cache(monkeypatch, tmp_path):
     assert out["n_prompts"] == 3 and out["n_instructions"] == 3 and out["max_new_tokens"] == 4
     assert len(out["answers"]) == 3 and {"response", "lam", "prompt_level_strict_acc"} <= set(out["answers"][0])
     calls = []
-    real = SafetyModel.generate
-    monkeypatch.setattr(SafetyModel, "generate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    real = SafetyModel.prefill  # every generation starts with a prefill
+    monkeypatch.setattr(SafetyModel, "prefill", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     again = utility.ifeval(sm, alignment=0.0, n=3, max_new_tokens=4, cache_dir=str(tmp_path), answers=True,
                            progress=False)
     assert calls == [] and again["answers"] == out["answers"]  # every answer came from the cache
