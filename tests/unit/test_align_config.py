@@ -41,3 +41,7 @@ def test_eval_configuration_names():
     assert config_names(skip) == ["base"]  # context-dependent alignment needs the DSA adapter
     only = AlignEvalConfig(configs=["base", "dsa_dpo@1"])
     assert config_names(only) == ["base", "dsa_dpo@1"]
+    with pytest.raises(ValueError, match=r"dsa_adapter@0.75 not defined .* lambdas"):
+        config_names(AlignEvalConfig(lambdas=[0.5, 1.0], configs=["base", "dsa_adapter@0.75"]))
+    with pytest.raises(ValueError, match="context_dependent@step not defined"):  # no adapter: no cd rows
+        config_names(AlignEvalConfig(dsa_adapter="", configs=["context_dependent@step"]))

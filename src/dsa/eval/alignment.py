@@ -115,8 +115,15 @@ def config_names(cfg: AlignEvalConfig) -> list[str]:
         names += [f"dsa_dpo@{x:g}" for x in cfg.dpo_lambdas]
     if cfg.dsa_adapter and cfg.guards:
         names += [f"context_dependent@{p}" for p in cfg.policies]
+    if not cfg.configs:
+        return names
+    unknown = [n for n in cfg.configs if n not in names]
+    if unknown:
+        raise ValueError(f"configs: {', '.join(unknown)} not defined by this evaluation config, which defines "
+                         f"{', '.join(names)}; a λ, α or policy must also be in `lambdas`, `alphas`, "
+                         f"`dpo_lambdas` or `policies` (e.g. lambdas=[0.5,0.75,1]), and its artefact path set")
     # in the order asked for, so a long run reaches the configurations that matter most first
-    return [n for n in cfg.configs if n in names] if cfg.configs else names
+    return list(dict.fromkeys(cfg.configs))
 
 
 class Evaluator:
