@@ -43,6 +43,22 @@ def test_targets_are_checked_on_the_best_context_dependent_configuration(tmp_pat
     assert "coconot_contrast_refusal: 0.200, target ≤ 0.1: **missed by 0.100**" in text
     assert "mmlu_cloze_acc: 0.990 × base" in text and "ifeval_prompt_strict: not measured" in text
     assert "| context_dependent@step | yes |" in text
+    assert "closest StrongREJECT refusal" not in text  # no static adapter rows to compare with
+
+
+def test_context_dependent_is_compared_with_the_static_adapter_of_closest_safety(tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    rows = {"dsa_adapter@0.5": {"strongreject_refusal": 0.6, "xstest_safe_refusal": 0.3, "benign_identity": 0.5},
+            "dsa_adapter@1": {"strongreject_refusal": 0.9, "xstest_safe_refusal": 0.7, "benign_identity": 0.3},
+            "context_dependent@step": {"strongreject_refusal": 0.8, "xstest_safe_refusal": 0.5,
+                                       "benign_identity": 1.0, "via_runtime": True}}
+    for name, m in rows.items():
+        (parts / f"{name}.json").write_text(json.dumps({"config": name, **m, "n": {}}))
+    doc = tmp_path / "doc.md"
+    write_doc(merge(parts, tmp_path / "alignment.json", {}), doc)
+    assert ("`context_dependent@step` vs `dsa_adapter@1`: strongreject_refusal 0.800 vs 0.900, "
+            "xstest_safe_refusal 0.500 vs 0.700, benign_identity 1.000 vs 0.300.") in doc.read_text()
 
 
 def test_plots_only_metrics_that_were_measured_and_the_doc_links_them(tmp_path):

@@ -70,16 +70,13 @@ def target_lines(result: dict) -> list[str]:
     """Each target checked on the best context-dependent configuration (highest StrongREJECT
     refusal among those with the lowest XSTest-safe over-refusal within 0.02), misses with their size."""
     cfgs, base = result["configs"], result["configs"].get("base", {})
-    cd = {n: p for n, p in cfgs.items() if n.startswith("context_dependent") and "strongreject_refusal" in p}
-    if not cd:
+    name = best_context_dependent(cfgs)
+    if name is None:
         return []
-    low = min(p.get("xstest_safe_refusal", 1.0) for p in cd.values())
-    name = max((n for n, p in cd.items() if p.get("xstest_safe_refusal", 1.0) <= low + 0.02),
-               key=lambda n: cd[n]["strongreject_refusal"])
     out = [f"Targets, checked on `{name}` (lowest XSTest-safe over-refusal within 0.02, then highest "
            "StrongREJECT refusal):", ""]
     for metric, op, value, relative in TARGETS:
-        x = cd[name].get(metric)
+        x = cfgs[name].get(metric)
         if x is None or (relative and not base.get(metric)):
             out.append(f"- {metric}: not measured")
             continue
@@ -88,7 +85,32 @@ def target_lines(result: dict) -> list[str]:
         what = f"{got:.3f} × base ({x:.3f} vs {base[metric]:.3f})" if relative else f"{got:.3f}"
         out.append(f"- {metric}: {what}, target {op} {value}{' × base' if relative else ''}: "
                    + ("met" if ok else f"**missed by {abs(got - value):.3f}**"))
-    return out
+    return out + static_comparison(cfgs, name)
+
+
+def best_context_dependent(cfgs: dict) -> str | None:
+    """Highest StrongREJECT refusal among the context-dependent configurations with the lowest
+    XSTest-safe over-refusal (within 0.02); None when there is none."""
+    cd = {n: p for n, p in cfgs.items() if n.startswith("context_dependent") and "strongreject_refusal" in p}
+    if not cd:
+        return None
+    low = min(p.get("xstest_safe_refusal", 1.0) for p in cd.values())
+    return max((n for n, p in cd.items() if p.get("xstest_safe_refusal", 1.0) <= low + 0.02),
+               key=lambda n: cd[n]["strongreject_refusal"])
+
+
+def static_comparison(cfgs: dict, name: str) -> list[str]:
+    """What choosing λ per request adds: `name` against the static DSA adapter whose StrongREJECT
+    refusal is closest, metric by metric."""
+    static = {n: p for n, p in cfgs.items() if n.startswith("dsa_adapter@") and "strongreject_refusal" in p}
+    if not static:
+        return []
+    ref = min(static, key=lambda n: abs(static[n]["strongreject_refusal"] - cfgs[name]["strongreject_refusal"]))
+    pairs = [f"{m} {cfgs[name][m]:.3f} vs {static[ref][m]:.3f}"
+             for m in ("strongreject_refusal", "xstest_safe_refusal", "coconot_contrast_refusal", "benign_identity")
+             if m in cfgs[name] and m in static[ref]]
+    return ["", f"Against the static adapter with the closest StrongREJECT refusal, `{name}` vs `{ref}`: "
+            + ", ".join(pairs) + "."]
 
 
 # (y metric, axis label, file stem): StrongREJECT refusal on x against each utility and over-refusal
