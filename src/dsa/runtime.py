@@ -12,7 +12,7 @@ with its own KV cache only when some row has λ > 0; rows with λ = 0 get the ba
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,7 +187,8 @@ class SafetyModel:
     @torch.inference_mode()
     def generate(self, messages: Sequence[Messages], alignment: str | float | Sequence[float] = "auto",
                  max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
-                 min_alignment: float | Sequence[float] | None = None) -> list[GenerationResult]:
+                 min_alignment: float | Sequence[float] | None = None,
+                 on_step: Callable[[int], None] | None = None) -> list[GenerationResult]:
         """Guarded generation for a batch of conversations (each a user string or a message list).
 
         Args:
@@ -197,6 +198,7 @@ class SafetyModel:
                 client can raise alignment above the policy but never lower it.
             max_new_tokens: decode budget per row.
             temperature: 0 = greedy; > 0 samples (row i seeded by `seed + i`).
+            on_step: called after every decode step with the number of steps done (progress).
         Returns:
             One `GenerationResult` per conversation: text, guard scores, λ used, stop reason
             ("eos", "length", or "guard" when the response guard stopped it).
@@ -204,8 +206,12 @@ class SafetyModel:
         messages = [messages] if isinstance(messages, str) else list(messages)
         self.check_alignment(alignment, min_alignment)
         batch = self.prefill(messages, alignment, max_new_tokens, temperature, seed, min_alignment)
+        step = 0
         while not batch.finished:
             self.decode_step(batch)
+            step += 1
+            if on_step is not None:
+                on_step(step)
         return [self.result(batch, i) for i in range(len(batch))]
 
     @torch.inference_mode()

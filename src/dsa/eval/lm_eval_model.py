@@ -132,16 +132,13 @@ class DSALM(LM):
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i:i + self.batch_size]
             t0 = time.perf_counter()
-            # SafetyModel.generate's loop, driven here so the bar moves at every decode step
-            # (a batch of long prompts can take many minutes on a CPU)
-            self.sm.check_alignment(self.alignment)
-            batch = self.sm.prefill(chunk, self.alignment, n_new, temperature, 0 if temperature > 0 else None)
-            step = 0
-            while not batch.finished:
-                self.sm.decode_step(batch)
-                step += 1
-                bar.set_postfix_str(f"rows {i + 1}-{i + len(chunk)}, token {step}/{n_new}")
-            res = [self.sm.result(batch, j) for j in range(len(chunk))]
+            rows = f"rows {i + 1}-{i + len(chunk)}"
+
+            def step_shown(step: int, rows: str = rows) -> None:  # a batch of long prompts can take minutes
+                bar.set_postfix_str(f"{rows}, token {step}/{n_new}")
+
+            res = self.sm.generate(chunk, alignment=self.alignment, max_new_tokens=n_new, temperature=temperature,
+                                   seed=0 if temperature > 0 else None, on_step=step_shown)
             dt = (time.perf_counter() - t0) / len(chunk)
             for p, r in zip(chunk, res, strict=True):
                 cache.put(key(p), {"text": r.text, "lam": r.lam, "stop_reason": r.stop_reason,

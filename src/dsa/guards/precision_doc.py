@@ -180,13 +180,13 @@ def judge_suffix_section(probe: dict) -> list[str]:
              *_probe_header("read-out"), *(_probe_row(name, r) for name, r in rows.items())]
     ref = rows.get("prompt states (shipped features)")
     if ref:
-        d = {k: r["eval_only"]["auc_xstest"] - ref["eval_only"]["auc_xstest"] for k, r in rows.items() if r is not ref}
-        pooled = {k: r["eval_only"]["auc_pooled"] - ref["eval_only"]["auc_pooled"] for k, r in rows.items()
-                  if r is not ref}
+        def delta(auc: str) -> str:
+            return ", ".join(f"{k} {r['eval_only'][auc] - ref['eval_only'][auc]:+.3f}"
+                             for k, r in rows.items() if r is not ref)
+
         best = max(rows, key=lambda k: rows[k]["val_tpr_at_1pct_fpr"])
-        lines += ["", "Against the prompt states on the same subsample, XSTest AUC: "
-                  + ", ".join(f"{k} {v:+.3f}" for k, v in d.items()) + "; pooled eval AUC: "
-                  + ", ".join(f"{k} {v:+.3f}" for k, v in pooled.items())
+        lines += ["", "Against the prompt states on the same subsample, XSTest AUC: " + delta("auc_xstest")
+                  + "; pooled eval AUC: " + delta("auc_pooled")
                   + f". By the study's rule (validation TPR at 1 % FPR) the best read-out is `{best}`."]
     return lines
 
