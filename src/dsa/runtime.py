@@ -29,7 +29,7 @@ from dsa.decoding import (
     pick_tokens,
     response_state,
 )
-from dsa.features.text import render_input
+from dsa.features.text import pad_left, render_input, tokenize
 from dsa.guards.bank import tap_reducers
 from dsa.taps import record_taps
 
@@ -133,11 +133,9 @@ class SafetyModel:
         """Chat-template and left-pad a batch of conversations. Rendered by the guards' own
         `render_input` (with the generation prompt) but not truncated: generation reads the whole
         prompt, and `_prompt_scores` rescores a prompt longer than the guard's `max_length`."""
-        tok = self.base.tokenizer
         texts = [render_input(self.base, m, add_generation_prompt=True) for m in messages]
-        tok.padding_side = "left"
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return {k: v.to(self.base.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+        ids, mask = pad_left(tokenize(self.base, texts, None), self.base.tokenizer.pad_token_id)
+        return {"input_ids": ids.to(self.base.device), "attention_mask": mask.to(self.base.device)}
 
     def policy_score(self, scores: dict[str, torch.Tensor]) -> torch.Tensor:
         """The policy head's scores [batch] out of a bank's scores."""

@@ -25,10 +25,12 @@ class TinyTokenizer:
         text = "".join(f"[{m['role']}]{m['content']}|" for m in messages)
         return text + ("[assistant]" if add_generation_prompt else "")
 
-    def __call__(self, texts, return_tensors=None, padding=False, add_special_tokens=False):
+    def __call__(self, texts, return_tensors=None, padding=False, add_special_tokens=False, **_):
         if isinstance(texts, str):
             return {"input_ids": self._ids(texts)}
         rows = [self._ids(t) for t in texts]
+        if not padding and return_tensors is None:  # as HF tokenizers: ragged lists
+            return {"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows]}
         n = max(map(len, rows))
         ids = torch.zeros(len(rows), n, dtype=torch.long)
         mask = torch.zeros_like(ids)

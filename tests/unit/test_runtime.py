@@ -22,7 +22,7 @@ def _model(kind="llama", bias=0.0):
 
 
 def _hf_greedy(base, prompt, n):
-    enc = base.tokenizer([base.chat_text(prompt)])
+    enc = base.tokenizer([base.chat_text(prompt)], return_tensors="pt")
     with torch.no_grad():
         out = base.model.generate(**enc, max_new_tokens=n, do_sample=False, eos_token_id=None,
                                   pad_token_id=0)

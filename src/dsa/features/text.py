@@ -3,8 +3,10 @@ and guard serving, so a guard scores at inference the tokens it was trained on.
 
     ids = encode_inputs(base, ["How do I bake bread?", [{"role": "user", "content": "hi"}]], 256)
 
-`render_input` chat-renders a raw input, `tokenize` keeps the last `max_length` tokens of a
-rendered text (the end of a chat is the part a guard must read), `encode_inputs` is both.
+`render_input` chat-renders a raw input after the one normalisation step (`dsa.normalise`:
+NFKC, invisible characters out, special tokens typed in a message marked as text), `tokenize`
+turns rendered texts into ids (marked special tokens as plain text) and keeps the last
+`max_length` tokens, `encode_inputs` is both.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from dsa.base import Base
+from dsa.normalise import encode_rendered, prepare_messages
 
 
 def text_hash(text: str) -> str:
@@ -25,9 +28,11 @@ def text_hash(text: str) -> str:
 def render_input(base: Base, item: str | list[dict], add_generation_prompt: bool | None = None) -> str:
     """A raw input as the chat text the base reads: a string is one user message, a list is chat
     messages. The generation prompt is added unless the last message is the assistant's (a
-    transcript to judge), or as `add_generation_prompt` says."""
+    transcript to judge), or as `add_generation_prompt` says. Every message's content is
+    normalised first (`dsa.normalise.prepare_messages`)."""
     if isinstance(item, str):
-        return base.chat_text(item)
+        return base.chat_text(prepare_messages(item, base.tokenizer))
+    item = prepare_messages(item, base.tokenizer)
     if add_generation_prompt is None:
         add_generation_prompt = not item or item[-1].get("role") != "assistant"
     return base.chat_text(item, add_generation_prompt=add_generation_prompt)
@@ -36,9 +41,9 @@ def render_input(base: Base, item: str | list[dict], add_generation_prompt: bool
 def tokenize(base: Base, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
     """Token ids of each rendered text, truncated from the left to its last `max_length` tokens
     (None: whole) so the end of a chat (the part a guard must read) is always kept."""
-    ids = base.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    ids = encode_rendered(base.tokenizer, texts)
     if max_length is None:
-        return [list(x) for x in ids]
+        return ids
     return [x[-max_length:] if len(x) > max_length else x for x in ids]
 
 
@@ -56,6 +61,18 @@ def pad_right(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     for r, x in enumerate(ids):
         input_ids[r, : len(x)] = torch.as_tensor(x)
         mask[r, : len(x)] = 1
+    return input_ids, mask
+
+
+def pad_left(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[n, width] input ids and attention mask, left-padded (generation appends on the right)."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for r, x in enumerate(ids):
+        if x:
+            input_ids[r, width - len(x):] = torch.as_tensor(x)
+            mask[r, width - len(x):] = 1
     return input_ids, mask
 
 

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dsa.features.text import encode_inputs
 from dsa.serve.config import ApiKey, ServerConfig
 from dsa.serve.errors import APIError, bad_request, from_validation
 from dsa.serve.schema import ChatRequest, ModerationRequest
@@ -260,7 +261,7 @@ def _budget(sm, config: ServerConfig, messages: list[dict], asked: int | None) -
     if chars > 32 * config.max_prompt_tokens:  # too long to be worth tokenising
         raise bad_request(f"the prompt is longer than --max-prompt-tokens {config.max_prompt_tokens}",
                           "messages", "context_length_exceeded")
-    n = len(sm.base.tokenizer(sm.base.chat_text(messages), add_special_tokens=False)["input_ids"])
+    n = len(encode_inputs(sm.base, [messages], None)[0])  # the tokens the worker will prefill
     if n > config.max_prompt_tokens:
         raise bad_request(f"the prompt has {n} tokens; this server accepts at most {config.max_prompt_tokens} "
                           "(--max-prompt-tokens)", "messages", "context_length_exceeded")
