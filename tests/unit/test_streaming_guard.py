@@ -13,16 +13,18 @@ from dsa.taps import run_with_taps
 from .align_tiny import tiny_base
 
 
-def _bank(base, bias: float = 0.0, archs=("plr", "rtb", "lst")) -> GuardBank:
+def _bank(base, bias: float = 0.0, archs=("plr", "rtb", "lst", "window")) -> GuardBank:
     torch.manual_seed(1)
     adapters = []
     for arch in archs:
+        # window 32: the first prompt (29 tokens) starts shorter than a window and grows past it
         cfg = ({"layers": [1, 2], "poolings": ["mean", "last"]} if arch == "plr"
+               else {"layers": [1, 3], "window": 32} if arch == "window"
                else {"ladder": [1, 2], "width": 8, "attn_heads": 2})
         head = build_head(arch, base.d_model, 1, cfg)
         for p in head.parameters():
             p.data.normal_(0, 0.3)
-        last = head.net if arch == "plr" else head.head
+        last = head.net if arch in ("plr", "window") else head.head
         with torch.no_grad():
             last.bias.fill_(bias)
         adapters.append(GuardAdapter(arch, f"resp_{arch}", "prompt_response", ["unsafe"], cfg, head,

@@ -17,7 +17,7 @@ from torch import nn
 from dsa.adapter_io import load_adapter, save_adapter
 from dsa.decoding import pad_left
 from dsa.features import pool
-from dsa.guards.heads import GuardInput, PLRHead, RTBHead, build_head
+from dsa.guards.heads import GuardInput, PLRHead, RTBHead, build_head, rolling_max
 
 KIND = "dsa_guard"
 
@@ -68,12 +68,13 @@ def windowed(value, mask: torch.Tensor, window: int) -> tuple[torch.Tensor, torc
 
 
 def merge_needs(into: dict[str, dict], needs: dict[str, dict]) -> dict[str, dict]:
-    """Union of two {tap: {"mean", "last", "window"}} requirements (in place into `into`)."""
+    """Union of two {tap: {"mean", "last", "window", "full"}} requirements (in place into `into`)."""
     for tap, need in needs.items():
-        have = into.setdefault(tap, {"mean": False, "last": False, "window": 0})
+        have = into.setdefault(tap, {"mean": False, "last": False, "window": 0, "full": False})
         have["mean"] |= need["mean"]
         have["last"] |= need["last"]
         have["window"] = max(have["window"], need["window"])
+        have["full"] |= need.get("full", False)
     return into
 
 
@@ -98,7 +99,7 @@ def tap_reducers(banks, attention_mask: torch.Tensor, keep_full=()) -> dict:
             return out
         return summarise
 
-    return {tap: reducer(need) for tap, need in needs.items() if tap not in full}
+    return {tap: reducer(need) for tap, need in needs.items() if tap not in full and not need["full"]}
 
 
 @dataclass
@@ -120,7 +121,7 @@ class GuardAdapter:
 
     @property
     def taps(self) -> list[str]:
-        layers = self.cfg["layers"] if self.arch == "plr" else self.cfg["ladder"]
+        layers = self.cfg["layers"] if self.arch in ("plr", "window") else self.cfg["ladder"]
         return [f"layers.{i}.resid_post" for i in layers]
 
     @property
@@ -132,6 +133,8 @@ class GuardAdapter:
         asks for both poolings: its streaming state keeps a running mean whatever it reads)."""
         if self.arch == "plr":
             return {t: {"mean": True, "last": True, "window": 0} for t in self.taps}
+        if self.arch == "window":  # every token's states (the head projects them to one logit each)
+            return {t: {"mean": False, "last": False, "window": 0, "full": True} for t in self.taps}
         return {t: {"mean": False, "last": False, "window": self.window} for t in self.taps}
 
     def inputs(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> GuardInput:
@@ -139,6 +142,9 @@ class GuardAdapter:
         if self.arch == "plr":
             return GuardInput(pooled={(li, how): pooled(cache[f"layers.{li}.resid_post"], attention_mask, how)
                                       for li in self.cfg["layers"] for how in self.cfg["poolings"]})
+        if self.arch == "window":
+            return GuardInput(states={li: cache[f"layers.{li}.resid_post"] for li in self.cfg["layers"]},
+                              mask=attention_mask)
         parts, m = [], None
         for li in self.cfg["ladder"]:
             t, m = windowed(cache[f"layers.{li}.resid_post"], attention_mask, self.window)
@@ -283,10 +289,15 @@ class StreamingGuardState:
             n = self.count.clamp_min(1)[:, None]
             self.sums = torch.stack([pooled(cache[t], attention_mask, "mean") * n for t in self.taps], 1)
             self.last = torch.stack([pooled(cache[t], attention_mask, "last") for t in self.taps], 1)
-        self.windows: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # per adapter: [b, T, w, d], [b, w]
+        self.windows: list = []  # per adapter: None (PLR), [b, T, w, d] + [b, w] (RTB/LST), or a _RollingMax
         for a in bank.adapters:
             if a.arch == "plr":
                 self.windows.append(None)
+                continue
+            if a.arch == "window":
+                with torch.no_grad():
+                    z = a.head.token_logits({li: cache[f"layers.{li}.resid_post"] for li in a.cfg["layers"]})
+                self.windows.append(_RollingMax.start(z, attention_mask, a.head.window))
                 continue
             parts, wm = [], None
             for li in a.cfg["ladder"]:
@@ -306,7 +317,10 @@ class StreamingGuardState:
         out = {}
         for i, (a, win) in enumerate(zip(self.bank.adapters, self.windows, strict=True)):
             with torch.no_grad():
-                if win is None:
+                if isinstance(win, _RollingMax):
+                    z = a.head.token_logits({li: cache[f"layers.{li}.resid_post"][:, -1:] for li in a.cfg["layers"]})
+                    logits = win.update(z[:, 0]) + a.head.net.bias
+                elif win is None:
                     cols = self.cols[i]
                     parts = {"mean": mean if cols is None else mean[:, cols],
                              "last": self.last if cols is None else self.last[:, cols]}
@@ -333,7 +347,8 @@ class StreamingGuardState:
         self.count = self.count[idx]
         if self.layers:
             self.sums, self.last = self.sums[idx], self.last[idx]
-        self.windows = [None if w is None else (w[0][idx], w[1][idx]) for w in self.windows]
+        self.windows = [None if w is None else w.select(idx) if isinstance(w, _RollingMax) else (w[0][idx], w[1][idx])
+                        for w in self.windows]
         self._scores = {h: v[idx] for h, v in self._scores.items()}
 
     def trim(self, start: int) -> None:
@@ -345,9 +360,48 @@ class StreamingGuardState:
         if self.layers:
             self.sums = torch.cat([self.sums, other.sums])
             self.last = torch.cat([self.last, other.last])
-        self.windows = [None if w is None else (torch.cat([w[0], o[0]]), torch.cat([w[1], o[1]]))
+        self.windows = [None if w is None else w.merge(o) if isinstance(w, _RollingMax)
+                        else (torch.cat([w[0], o[0]]), torch.cat([w[1], o[1]]))
                         for w, o in zip(self.windows, other.windows, strict=True)]
         self._scores = {h: torch.cat([v, other._scores[h]]) for h, v in self._scores.items()}
+
+
+@dataclass
+class _RollingMax:
+    """A window head's streaming state: the last `window` token logits per row [b, w, h] (oldest
+    first), how many real tokens the row has [b], and the best full-window mean so far [b, h]
+    (-inf while the row is shorter than a window). The score equals `rolling_max` over the whole
+    transcript."""
+
+    buf: torch.Tensor
+    count: torch.Tensor
+    best: torch.Tensor
+    window: int
+
+    @classmethod
+    def start(cls, z: torch.Tensor, mask: torch.Tensor, window: int) -> _RollingMax:
+        count = mask.sum(1)
+        full = rolling_max(z, mask * (mask.sum(1, keepdim=True) >= window), window)  # rows >= window
+        buf, _ = last_window(z, mask, window)
+        buf = pad_left(buf, window, 1)  # [b, window, h], zeros before a short row's first token
+        return cls(buf, count, full, window)
+
+    def update(self, z_new: torch.Tensor) -> torch.Tensor:
+        """Add one token's logits [b, h] per row; returns the rows' scores [b, h] (without bias)."""
+        self.buf = torch.cat([self.buf[:, 1:], z_new[:, None]], 1)
+        self.count = self.count + 1
+        n = self.count.clamp(max=self.window).to(self.buf.dtype)[:, None]  # [b, 1]
+        mean = self.buf.sum(1) / n
+        full = (self.count >= self.window)[:, None]
+        self.best = torch.where(full, torch.maximum(self.best, mean), self.best)
+        return torch.where(full, self.best, mean)
+
+    def select(self, idx: torch.Tensor) -> _RollingMax:
+        return _RollingMax(self.buf[idx], self.count[idx], self.best[idx], self.window)
+
+    def merge(self, other: _RollingMax) -> _RollingMax:
+        return _RollingMax(torch.cat([self.buf, other.buf]), torch.cat([self.count, other.count]),
+                           torch.cat([self.best, other.best]), self.window)
 
 
 def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: int = 16) -> list[dict]:

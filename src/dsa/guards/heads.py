@@ -10,6 +10,12 @@ dimensions.
   readout of the last bypass state (mean + last token) -> linear.
 - LST (Ladder side-tuning): s_i = mu_i * down_i(h_i) + (1 - mu_i) * s_{i-1}, mu_i = sigmoid(g_i / T),
   then a causal pre-norm attention + MLP block at width r; own head on mean + last token.
+- Window (max of rolling means): a linear probe on every token's states of some layers, averaged
+  over each run of `window` consecutive tokens, and the highest window wins. Benign text around a
+  request adds windows but cannot lower the request's own window, so the score does not dilute
+  with length (a plain mean over the prompt does; Kramár et al. 2026, "max of rolling means").
+  Because the probe is linear, a window's logit is the mean of its tokens' logits: the head keeps
+  one number per token and head, never the states.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-ARCHS = ("plr", "rtb", "lst")
+ARCHS = ("plr", "rtb", "lst", "window")
 
 
 @dataclass
@@ -29,6 +35,7 @@ class GuardInput:
     pooled: dict[tuple[int, str], torch.Tensor] | None = None
     tokens: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    states: dict[int, torch.Tensor] | None = None  # window heads: {layer: [b, s, d]} with `mask` [b, s]
 
 
 def masked_mean_last(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -186,6 +193,61 @@ class LSTHead(nn.Module):
         return 2.0 * self.head.in_features * self.head.out_features
 
 
+def rolling_max(z: torch.Tensor, mask: torch.Tensor, window: int) -> torch.Tensor:
+    """Max over positions of the mean of `z` over the last `window` real tokens [b, s, h] -> [b, h].
+
+    Only full windows count, except in a row shorter than `window`, whose one window is all of it.
+    Left or right padding (real tokens where mask is 1). A row without real tokens gives -inf.
+    """
+    m = mask.to(z.dtype).unsqueeze(-1)  # [b, s, 1]
+    zc = torch.nn.functional.pad((z * m).cumsum(1), (0, 0, 1, 0))  # [b, s+1, h]
+    mc = torch.nn.functional.pad(m.cumsum(1), (0, 0, 1, 0))
+    back = lambda c: c[:, 1:] - torch.cat([c[:, :1].expand(-1, min(window, c.shape[1] - 1), -1),  # noqa: E731
+                                            c[:, 1:-window] if c.shape[1] - 1 > window else c[:, :0]], 1)
+    s, n = back(zc), back(mc)  # window sums and real-token counts ending at each position
+    total = m.sum(1, keepdim=True)
+    valid = (m > 0) & (n >= torch.minimum(total, torch.full_like(total, float(window))))
+    mean = s / n.clamp_min(1.0)
+    return mean.masked_fill(~valid, float("-inf")).amax(1)
+
+
+class WindowHead(nn.Module):
+    """Linear probe per token on concatenated layers, read out as the max of `window`-token rolling
+    means (see the module doc). Standardised by `mu`/`sd` buffers as PLR."""
+
+    def __init__(self, d_model: int, n_heads: int, layers: list[int], window: int = 16):
+        super().__init__()
+        self.layers, self.window, self.d_model = list(layers), int(window), d_model
+        f = d_model * len(layers)
+        self.register_buffer("mu", torch.zeros(f))
+        self.register_buffer("sd", torch.ones(f))
+        self.net = nn.Linear(f, n_heads)
+
+    def token_logits(self, states: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Per-token logits without the bias, {layer: [b, s, d]} -> [b, s, heads] (a sum over layers,
+        so no [b, s, L·d] concatenation is made)."""
+        d = self.d_model
+        z = None
+        for j, li in enumerate(self.layers):
+            w = self.net.weight[:, j * d:(j + 1) * d] / self.sd[j * d:(j + 1) * d]  # [heads, d]
+            part = states[li].float() @ w.T - (self.mu[j * d:(j + 1) * d] @ w.T)
+            z = part if z is None else z + part
+        return z
+
+    def forward(self, x: GuardInput) -> torch.Tensor:
+        return rolling_max(self.token_logits(x.states), x.mask, self.window) + self.net.bias
+
+    def forward_windows(self, f: torch.Tensor) -> torch.Tensor:
+        """Logits [n, heads] of window-mean features [n, L·d] (training reads windows directly)."""
+        return self.net((f - self.mu) / self.sd)
+
+    def flops_per_token(self) -> float:
+        return 2.0 * self.mu.numel() * self.net.out_features
+
+    def flops_per_sequence(self) -> float:
+        return 0.0
+
+
 def build_head(arch: str, d_model: int, n_heads: int, cfg: dict) -> nn.Module:
     """Factory: cfg holds the arch-specific fields (layers/poolings/hidden or ladder/width)."""
     if arch == "plr":
@@ -194,6 +256,8 @@ def build_head(arch: str, d_model: int, n_heads: int, cfg: dict) -> nn.Module:
         return RTBHead(d_model, n_heads, len(cfg["ladder"]), cfg.get("width", 64))
     if arch == "lst":
         return LSTHead(d_model, n_heads, len(cfg["ladder"]), cfg.get("width", 64), cfg.get("attn_heads", 4))
+    if arch == "window":
+        return WindowHead(d_model, n_heads, cfg["layers"], cfg.get("window", 16))
     raise ValueError(f"unknown guard architecture {arch!r}: expected one of {ARCHS}")
 
 
@@ -215,6 +279,8 @@ def flops_fraction(head: nn.Module, model: nn.Module, seq_len: int = 64) -> floa
     """Head FLOPs / base-forward FLOPs for one sequence of `seq_len` tokens."""
     per_tok = head.flops_per_token() if not isinstance(head, LSTHead) else head.flops_per_token(seq_len)
     head_f = (0 if isinstance(head, PLRHead) else per_tok * seq_len) + head.flops_per_sequence()
+    if isinstance(head, WindowHead):
+        head_f += 4 * head.net.out_features * seq_len  # cumulative sums and the max
     if isinstance(head, PLRHead):
         head_f += head.mu.numel() * seq_len  # pooling adds
     return head_f / (base_flops_per_token(model, seq_len) * seq_len)

@@ -1,0 +1,65 @@
+"""The window head: max over `window`-token rolling means of per-token probe logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsa.guards import GuardBank
+from dsa.guards.bank import GuardAdapter, classify
+from dsa.guards.heads import GuardInput, build_head, rolling_max
+
+from .align_tiny import tiny_base
+
+
+def test_rolling_max_takes_full_windows_and_a_short_rows_whole_mean():
+    z = torch.tensor([[1., 2, 3, 4, 5, 0, 0], [0, 0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 0, 7, 1]]).unsqueeze(-1)
+    m = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1]])
+    assert rolling_max(z, m, 2).squeeze(-1).tolist() == [4.5, 4.5, 4.0]  # right / left padding alike
+    assert rolling_max(z, m, 10).squeeze(-1).tolist() == [3.0, 3.0, 4.0]  # shorter than a window: the mean
+
+
+def test_benign_tokens_around_a_window_never_lower_its_score():
+    g = torch.Generator().manual_seed(0)
+    core = torch.randn(1, 12, 2, generator=g) + 2.0
+    for before, after in [(0, 50), (200, 0), (100, 100)]:
+        z = torch.cat([torch.randn(1, before, 2, generator=g) - 2.0, core,
+                       torch.randn(1, after, 2, generator=g) - 2.0], 1)
+        m = torch.ones(z.shape[:2])
+        assert (rolling_max(z, m, 8) >= rolling_max(core, torch.ones(1, 12), 8) - 1e-4).all()  # cumsum rounding
+
+
+def _window_adapter(base, window=8) -> GuardAdapter:
+    torch.manual_seed(3)
+    head = build_head("window", base.d_model, 1, {"layers": [1, 2], "window": window})
+    head.net.weight.data.normal_(0, 0.3)
+    head.mu.normal_(0, 0.1)
+    head.sd.uniform_(0.5, 2.0)
+    return GuardAdapter("window", "prompt_safety", "prompt", ["unsafe"], {"layers": [1, 2], "window": window},
+                        head, [1.3], [0.4], max_length=4096)
+
+
+def test_per_token_logits_equal_the_probe_on_window_means():
+    """A window's logit is the linear probe of its mean features (the training view)."""
+    base = tiny_base("llama", layers=3)
+    a = _window_adapter(base, window=4)
+    states = {1: torch.randn(2, 9, base.d_model), 2: torch.randn(2, 9, base.d_model)}
+    mask = torch.ones(2, 9, dtype=torch.long)
+    with torch.no_grad():
+        got = a.head(GuardInput(states=states, mask=mask))
+        feats = torch.cat([states[1], states[2]], -1).unfold(1, 4, 1).mean(-1)  # [2, 6, 2d]
+        want = a.head.forward_windows(feats).amax(1)
+    assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_window_adapter_round_trips_and_scores_like_classify(tmp_path):
+    base = tiny_base("llama", layers=3)
+    a = _window_adapter(base)
+    a.save(tmp_path / "g", base.fingerprint, base.name)
+    b = GuardAdapter.load(tmp_path / "g", base.fingerprint, base.d_model)
+    assert (b.arch, b.cfg, b.max_length) == ("window", {"layers": [1, 2], "window": 8}, 4096)
+    prompts = ["hello there", "how to do a bad thing quickly " * 5]
+    one = classify(base, GuardBank([a]), prompts)
+    two = classify(base, GuardBank([b]), prompts, batch_size=1)
+    for x, y in zip(one, two, strict=True):
+        assert x["scores"]["prompt_safety/unsafe"] == pytest.approx(y["scores"]["prompt_safety/unsafe"], abs=1e-5)
