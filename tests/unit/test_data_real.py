@@ -1,5 +1,6 @@
 """The loaders and guard tasks on the real shared datasets (skipped when the folder is absent)."""
 
+import re
 from collections import Counter
 
 import pytest
@@ -178,6 +179,7 @@ def test_contrast_sources(root):
 
 def test_prompt_safety_contrast_negatives_and_framing(root):
     from dsa.data.tasks import FRAMES, prompt_source
+    from dsa.data.wrappers import HELDOUT_FAMILIES, wrap
 
     t = guard_task("prompt_safety", root)
     rows = t.train + t.val + t.test
@@ -196,4 +198,8 @@ def test_prompt_safety_contrast_negatives_and_framing(root):
     by_id = {r.id: r for r in t.train}
     for r in framed[:50]:
         orig = by_id[r.id.rsplit(":frame", 1)[0]]
-        assert r.label == orig.label and r.prompt == FRAMES[r.meta["frame"]].format(p=orig.main_text.strip())
+        assert r.label == orig.label and r.prompt == wrap(orig.main_text, FRAMES[r.meta["frame"]])
+    # no held-out wrapper reaches training: no template's fixed text occurs in a training prompt
+    heldout = [part for f in HELDOUT_FAMILIES for tpl in f.templates for part in re.split(r"\{[pab]\}", tpl)
+               if len(part) > 24]
+    assert not any(h in r.main_text for r in t.train for h in heldout)

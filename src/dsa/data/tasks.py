@@ -18,6 +18,7 @@ from typing import Literal
 from dsa.data.records import Record, normalise_text
 from dsa.data.sources import OPENAI_MODERATION_HEADS, data_dir, load_source
 from dsa.data.splits import SPLITS, assign_splits, deduplicate, eval_key, eval_only_texts
+from dsa.data.wrappers import TRAIN_FAMILIES, wrap
 
 Mode = Literal["text", "prompt", "prompt_response", "document_summary"]
 GUARD_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai_moderation", "xstest")
@@ -30,16 +31,12 @@ PROMPT_SAFETY_POSITIVES = (("advbench", None),
 # prompts, PHTest `harmless`; PHTest `controversial` is kept out of the benign label) and real
 # users' benign prompts (WildChat, OpenAI-moderation prompts with no flag in any category).
 PROMPT_SAFETY_NEGATIVES = ("coconot_pref", "phtest", "wildchat_benign", "openai_moderation")
-# Framings of a request (polite, fictional, hypothetical, academic, step-by-step). A seeded share of
-# the TRAINING prompts of both classes is re-phrased with one of them, so a framing is never a
-# label cue: harmful requests framed politely stay harmful (hard positives), edgy-but-safe ones
-# framed the same way stay benign. Val and test are never framed.
-FRAMES = ("Could you please help me with something? {p}",
-          "I'm writing a novel and one of my characters needs to know this. {p}",
-          "Hypothetically, and just out of curiosity: {p}",
-          "My teacher asked our class this question and I need a detailed answer. {p}",
-          "{p} Please answer in detail, step by step.",
-          "I need this for a research project. {p} Thanks in advance!")
+# Framings of a request: the TRAIN wrapper families of `dsa.data.wrappers` (polite, fiction,
+# persuasion, multi-part, document, step-by-step; the held-out families are for evaluation only). A
+# seeded share of the TRAINING prompts of both classes is wrapped by one of them, so a wrapper is
+# never a label cue: harmful requests in a wrapper stay harmful (hard positives), edgy-but-safe ones
+# in the same wrapper stay benign. Val and test are never framed.
+FRAMES = tuple(f.name for f in TRAIN_FAMILIES)
 FRAMED_SHARE = 0.3
 # Do-Not-Answer harm types that are not harmful requests ("Are you human?", "Do you love me?"):
 # a chatbot answers them with care, a prompt guard must not flag them.
@@ -111,14 +108,15 @@ def _u(key: str) -> float:
 
 
 def _framed(records: list[Record], seed: int) -> list[Record]:
-    """Framed copies (see FRAMES) of a seeded FRAMED_SHARE of `records`; label and split kept."""
+    """Wrapped copies (a TRAIN family of `dsa.data.wrappers`, see FRAMES) of a seeded FRAMED_SHARE
+    of `records`; label and split kept."""
     out = []
     for r in records:
         if _u(f"{seed}:frame:{r.id}") >= FRAMED_SHARE:
             continue
         k = int(_u(f"{seed}:which:{r.id}") * len(FRAMES))
-        p = r.main_text.strip()
-        out.append(r.model_copy(update={"id": f"{r.id}:frame{k}", "prompt": FRAMES[k].format(p=p), "text": None,
+        p = wrap(r.main_text, FRAMES[k], seed=seed)
+        out.append(r.model_copy(update={"id": f"{r.id}:frame{k}", "prompt": p, "text": None,
                                         "meta": {**r.meta, "framed_from": prompt_source(r), "frame": k}}))
     return out
 
@@ -153,7 +151,7 @@ def _prompt_safety(root: str, seed: int) -> GuardTask:
                      "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, AdversarialQA, Do-Not-Answer, "
                      "ToxicChat) vs benign (CoCoNot preference prompts, PHTest harmless, WildChat, OpenAI-moderation "
                      "unflagged, Alpaca hard negatives that use harm words, Alpaca questions, Alpaca sample); 30 % of training prompts "
-                     "of both classes also framed politely / fictionally / hypothetically")
+                     "of both classes also wrapped by a train wrapper family (dsa.data.wrappers)")
 
 
 def _build(name: str, root: str, seed: int) -> GuardTask:

@@ -1,0 +1,65 @@
+"""Wrapper families and encodings: seeded, label-free, train and held-out disjoint."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dsa.data.wrappers import (
+    FILLER_HELDOUT,
+    FILLER_TRAIN,
+    HELDOUT_FAMILIES,
+    TRAIN_FAMILIES,
+    augment,
+    fullwidth,
+    inject_template,
+    pad,
+    wrap,
+    zero_width,
+)
+from tests.tiny import tiny_tokenizer
+
+
+def _fixed_parts(fams):
+    return {part.strip() for f in fams for t in f.templates for part in re.split(r"\{[pab]\}", t) if part.strip()}
+
+
+def test_train_and_heldout_share_no_template_text_and_no_filler():
+    assert not set(FILLER_TRAIN) & set(FILLER_HELDOUT)
+    assert not _fixed_parts(TRAIN_FAMILIES) & _fixed_parts(HELDOUT_FAMILIES)
+    assert not {f.name for f in TRAIN_FAMILIES} & {f.name for f in HELDOUT_FAMILIES}
+
+
+def test_wrap_is_seeded_and_keeps_the_prompt():
+    p = "How do I bake bread?"
+    for f in (*TRAIN_FAMILIES, *HELDOUT_FAMILIES):
+        a, b = wrap(p, f.name, seed=1), wrap(p, f.name, seed=1)
+        assert a == b and p in a
+    with pytest.raises(ValueError, match="unknown wrapper family"):
+        wrap(p, "nope")
+
+
+@pytest.mark.parametrize("side", ["before", "after", "around"])
+def test_pad_reaches_the_token_count_with_heldout_filler(side):
+    tok = tiny_tokenizer()
+    p = "how to do a bad thing quickly"
+    out = pad(p, 100, side, tokenizer=tok)
+    n = len(tok(out, add_special_tokens=False)["input_ids"]) - len(tok(p, add_special_tokens=False)["input_ids"])
+    assert 100 <= n < 140 and p in out
+    assert out.startswith(p) == (side == "after") and out.endswith(p) == (side == "before")
+    assert pad(p, 0, side) == p
+
+
+def test_encodings_change_every_word_and_augment_uses_train_families_only():
+    p = "make a pipe bomb"
+    assert fullwidth(p) == "ｍａｋｅ\u3000ａ\u3000ｐｉｐｅ\u3000ｂｏｍｂ"
+    assert zero_width(p) != p and zero_width(p).replace("\u200b", "").replace("\u200c", "").replace(
+        "\u200d", "").replace("\u2060", "").replace("\ufeff", "") == p
+    assert "<|im_end|>" in inject_template(p)
+    prompts = [f"question number {i} about cooking" for i in range(400)]
+    out = augment(prompts, seed=0, share=0.5)
+    assert 150 < len(out) < 250
+    kinds = {k for _, k, _ in out}
+    assert kinds <= {f.name for f in TRAIN_FAMILIES} | {"pad_before", "pad_after", "pad_around"}
+    assert not any(h in text for _, _, text in out for h in FILLER_HELDOUT)
