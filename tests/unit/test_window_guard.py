@@ -63,3 +63,35 @@ def test_window_adapter_round_trips_and_scores_like_classify(tmp_path):
     two = classify(base, GuardBank([b]), prompts, batch_size=1)
     for x, y in zip(one, two, strict=True):
         assert x["scores"]["prompt_safety/unsafe"] == pytest.approx(y["scores"]["prompt_safety/unsafe"], abs=1e-5)
+
+
+def test_fit_window_finds_a_short_signal_inside_long_benign_text():
+    """Multiple-instance training: the label is carried by 6 tokens somewhere in up to 200."""
+    import numpy as np
+
+    from dsa.guards.window_train import TokenStates, WindowData, fit_window, predict_window
+
+    g = torch.Generator().manual_seed(0)
+    d, direction = 16, torch.randn(16, generator=g)
+
+    def make(n):
+        vals, lens, ys = [], [], []
+        for i in range(n):
+            length = int(torch.randint(10, 200, (1,), generator=g))
+            x = torch.randn(length, d, generator=g)
+            y = i % 2
+            if y:
+                at = int(torch.randint(0, length - 6, (1,), generator=g))
+                x[at:at + 6] += 1.5 * direction
+            vals.append(x)
+            lens.append(length)
+            ys.append(y)
+        offsets = torch.tensor([0, *np.cumsum(lens)])
+        return TokenStates(torch.cat(vals).to(torch.bfloat16), offsets), np.array(ys)
+
+    (tr, y_tr), (va, y_va) = make(300), make(100)
+    data = WindowData({}, {"train": y_tr, "val": y_va}, {}, {"train": tr, "val": va})
+    head, info = fit_window(data, [0], 8, d, epochs=6, warm_epochs=1, lr=5e-2, batch_size=32)
+    assert info["val_auc"] > 0.95
+    logits = predict_window(head, va)[:, 0]
+    assert logits[y_va == 1].mean() > logits[y_va == 0].mean()

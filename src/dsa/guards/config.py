@@ -31,7 +31,7 @@ class GuardTrainConfig:
     positive: str | None = _f(None, "with data: the label columns' value that means 1 (class names)")
     limit: int | None = _f(None, "with data: a seeded sample of this many labelled rows")
     plots: bool = _f(True, "with data and out: ROC / PR plots of the test split per head in OUT/plots/")
-    arch: str = _f("plr", "plr | rtb | lst")
+    arch: str = _f("plr", "plr | rtb | lst | window (max of rolling means of a per-token probe)")
     out: str = _f("", "adapter directory to write (empty: do not save)")
     base: str = _f("smollm2-135m-instruct", "base model name or path")
     max_length: int | None = _f(None, "tokens per input (left-truncated; documents keep their start); "
@@ -54,6 +54,11 @@ class GuardTrainConfig:
     lr: float = _f(1e-3, "torch heads: AdamW learning rate")
     weight_decay: float = _f(0.01, "torch heads: AdamW weight decay")
     batch_size: int = _f(64, "torch heads: batch size")
+    windows: list = _f([16], "window: candidate window widths in tokens (the best val AUC is kept)")
+    weight_decays: list = _f([1e-3], "window: candidate AdamW weight decays")
+    augment_share: float = _f(0.5, "window: share of train/val prompts (both classes) that also get a copy "
+                                   "padded with train filler (dsa.data.wrappers.augment)")
+    pad_tokens: list = _f([40, 120, 300], "window: padding lengths (tokens) of those copies")
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
     seed: int = _f(0, "seed of every random choice in training")
 
@@ -67,8 +72,11 @@ class GuardTrainConfig:
                 self.task = Path(self.data).name.split(".")[0]
         elif self.task not in GUARD_TASKS or self.task == "xstest":
             raise ValueError(f"task must be a trainable guard task, got {self.task!r}")
-        if self.arch not in ("plr", "rtb", "lst"):
-            raise ValueError(f"arch must be plr, rtb or lst, got {self.arch!r}")
+        if self.arch not in ("plr", "rtb", "lst", "window"):
+            raise ValueError(f"arch must be plr, rtb, lst or window, got {self.arch!r}")
+        if self.arch == "window" and (self.data or not self.windows or not self.weight_decays):
+            raise ValueError("arch window trains on a guard task (not --data) with non-empty windows and "
+                             "weight_decays")
         if not 0 < self.target_fpr < 1:
             raise ValueError("target_fpr must be in (0, 1)")
         if self.max_length is None:

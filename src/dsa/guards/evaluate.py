@@ -35,6 +35,10 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
                 heads: list[str] | None = None, mode: str | None = None, feature_root=None) -> GuardAdapter:
     """Train one guard adapter as `cfg` says (features from the store, `feature_root` or the
     default one), calibrated on val."""
+    if cfg.arch == "window":  # per-token states, its own recipe
+        from dsa.guards.window_train import train_window
+
+        return train_window(base, cfg)
     cfg = cfg.resolved(base.n_layers)  # layer indices / fractions of depth -> this model's layers
     if splits is None:
         task = cfg.task

@@ -1,0 +1,266 @@
+"""Train a window guard head (`arch: window`, see `dsa.guards.heads.WindowHead`) on per-token states.
+
+    data = window_data(base, cfg)             # texts (train wrapped + padded), labels, per-token states
+    head, info = fit_window(data, cfg)        # mean-pooled warm start, then the max-of-rolling-means loss
+    adapter = train_window(base, cfg)         # both, calibrated on val: what `dsa guard train` saves
+
+Training reads the same aggregate inference uses: the loss is taken on `rolling_max` of the per-token
+logits of each text (multiple-instance learning: a harmful text needs one harmful window, a benign
+text none). The training split is the task's train split (30 % already wrapped by the train
+wrapper families) plus, for a seeded share of both classes alike, a copy padded with train filler
+before, after or around it (`dsa.data.wrappers.augment`), so length and padding are never label
+cues. Val is augmented the same way (train families only) for model choice and calibration;
+held-out families and the held-out filler are left to the robustness evaluation.
+
+Per-token states of the head's layers are cached as bf16 under `$DSA_CACHE/guard_features/
+<fingerprint>/tokens-<layers>/` (one file per chunk of texts, keyed by the texts' hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dsa.base import Base
+from dsa.eval.metrics import roc_auc
+from dsa.features.store import default_root
+from dsa.features.text import length_buckets, pad_right, render_input, text_hash, tokenize
+from dsa.guards.bank import GuardAdapter
+from dsa.guards.heads import WindowHead, rolling_max
+from dsa.taps import run_with_taps
+
+log = logging.getLogger(__name__)
+CHUNK = 512  # texts per cache file
+
+
+@dataclass
+class TokenStates:
+    """Per-token states of some layers for a list of texts: rows `values[offsets[i]:offsets[i+1]]`
+    ([n_tokens, L·d], bf16) are text i's tokens."""
+
+    values: torch.Tensor
+    offsets: torch.Tensor  # [n + 1] long
+
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded [b, s, L·d] (float32) and mask [b, s] of texts `idx`."""
+        lens = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
+        width = max(lens)
+        x = torch.zeros(len(idx), width, self.values.shape[1])
+        m = torch.zeros(len(idx), width)
+        for r, (i, n) in enumerate(zip(idx, lens, strict=True)):
+            x[r, :n] = self.values[self.offsets[i]:self.offsets[i] + n].float()
+            m[r, :n] = 1
+        return x, m
+
+
+def _cache_dir(base: Base, layers: Sequence[int], root: Path | None) -> Path:
+    return (Path(root) if root else default_root()) / base.fingerprint / f"tokens-{'_'.join(map(str, layers))}"
+
+
+def token_states(base: Base, texts: Sequence[str], layers: Sequence[int], max_length: int = 1024,
+                 batch_tokens: int = 8192, root: Path | None = None, desc: str = "token states") -> TokenStates:
+    """Per-token `resid_post` states of `layers` for rendered chat `texts` (cached; see module doc)."""
+    from tqdm.auto import tqdm
+
+    d = _cache_dir(base, layers, root)
+    d.mkdir(parents=True, exist_ok=True)
+    taps = [f"layers.{li}.resid_post" for li in layers]
+    parts: list[torch.Tensor] = []
+    lens: list[int] = []
+    chunks = [list(range(k, min(len(texts), k + CHUNK))) for k in range(0, len(texts), CHUNK)]
+    bar = tqdm(total=len(texts), desc=desc, unit="text", leave=False)
+    for rows in chunks:
+        key = hashlib.sha256("".join(text_hash(texts[i]) for i in rows).encode()).hexdigest()[:24]
+        f = d / f"chunk-{key}-len{max_length}.safetensors"
+        if f.is_file():
+            got = load_file(str(f))
+        else:
+            ids = tokenize(base, [texts[i] for i in rows], max_length)
+            vals: list[torch.Tensor | None] = [None] * len(rows)
+            for b in length_buckets([len(x) for x in ids], batch_tokens, 64):
+                input_ids, mask = pad_right([ids[j] for j in b], base.tokenizer.pad_token_id)
+                with torch.inference_mode():
+                    _, cache = run_with_taps(base.model, {"input_ids": input_ids.to(base.device),
+                                                          "attention_mask": mask.to(base.device)},
+                                             taps, spec=base.spec, need_output=False)
+                h = torch.cat([cache[t] for t in taps], -1).to(torch.bfloat16).cpu()  # [b, s, L·d]
+                for r, j in enumerate(b):
+                    vals[j] = h[r, :len(ids[j])].clone()
+                bar.update(len(b))
+            got = {"values": torch.cat(vals), "lengths": torch.tensor([v.shape[0] for v in vals])}
+            tmp = f.with_suffix(".tmp")
+            save_file(got, str(tmp))
+            tmp.replace(f)
+        parts.append(got["values"])
+        lens += got["lengths"].tolist()
+        bar.n = rows[-1] + 1
+        bar.refresh()
+    bar.close()
+    offsets = torch.zeros(len(lens) + 1, dtype=torch.long)
+    offsets[1:] = torch.tensor(lens).cumsum(0)
+    return TokenStates(torch.cat(parts), offsets)
+
+
+@dataclass
+class WindowData:
+    texts: dict[str, list[str]]       # split -> rendered texts
+    y: dict[str, np.ndarray]          # split -> labels (0/1)
+    kinds: dict[str, list[str]]       # split -> "plain" or the wrapper / padding kind
+    states: dict[str, TokenStates]
+
+
+def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0, share: float = 0.5,
+                pad_tokens: Sequence[int] = (40, 120, 300), max_length: int = 1024,
+                splits: Sequence[str] = ("train", "val")) -> WindowData:
+    """The task's splits as rendered texts with padded copies (`augment`) for train and val."""
+    from dsa.data.tasks import guard_task
+    from dsa.data.wrappers import augment
+
+    task = guard_task(task_name)
+    count = lambda s: len(base.tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    texts, ys, kinds, states = {}, {}, {}, {}
+    for s in splits:
+        recs = [r for r in task.split(s) if r.label is not None]
+        prompts = [r.main_text for r in recs]
+        labels = [int(r.label) for r in recs]
+        kind = ["framed" if r.meta.get("frame") is not None else "plain" for r in recs]
+        # padding only (the wrapper families are already in train through the task's framing)
+        extra = [(i, k, t) for i, k, t in augment(prompts, seed=seed + (s == "val"), share=share,
+                                                   pad_tokens=pad_tokens, count=count) if k.startswith("pad_")]
+        prompts += [t for _, _, t in extra]
+        labels += [labels[i] for i, _, _ in extra]
+        kind += [k for _, k, _ in extra]
+        texts[s] = [render_input(base, p) for p in prompts]
+        ys[s], kinds[s] = np.array(labels), kind
+        states[s] = token_states(base, texts[s], layers, max_length=max_length, desc=f"{task_name} {s} tokens")
+        log.info("%s %s: %d texts (%d padded), %d tokens", task_name, s, len(prompts), len(extra),
+                 int(states[s].offsets[-1]))
+    return WindowData(texts, ys, kinds, states)
+
+
+def _standardise(head: WindowHead, states: TokenStates, n: int = 200_000, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(states.values.shape[0], generator=g)[:n]
+    x = states.values[rows].float()
+    head.mu.copy_(x.mean(0))
+    head.sd.copy_(x.std(0).clamp_min(1e-3))
+
+
+def _z(head: WindowHead, x: torch.Tensor) -> torch.Tensor:
+    """Per-token logits (no bias) [b, s, h] of concatenated states [b, s, L·d]."""
+    return ((x - head.mu) / head.sd) @ head.net.weight.T
+
+
+def predict_window(head: WindowHead, states: TokenStates, batch_tokens: int = 65536) -> np.ndarray:
+    """Logits [n, heads] of every text (the inference read-out, with the bias)."""
+    out = torch.zeros(len(states), head.net.out_features)
+    with torch.no_grad():
+        for b in length_buckets(states.lengths().tolist(), batch_tokens, 256):
+            x, m = states.batch(b)
+            out[b] = rolling_max(_z(head, x), m, head.window) + head.net.bias
+    return out.numpy()
+
+
+def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: int, *, weight_decay: float = 1e-3,
+               epochs: int = 8, warm_epochs: int = 2, lr: float = 2e-3, batch_size: int = 64, seed: int = 0,
+               patience: int = 2) -> tuple[WindowHead, dict]:
+    """Fit one window head: `warm_epochs` on the mean of the token logits (a stable start), then the
+    rolling-max loss; keeps the epoch with the best val AUC."""
+    torch.manual_seed(seed)
+    head = WindowHead(d_model, 1, list(layers), window)
+    tr, va = data.states["train"], data.states["val"]
+    y_tr = torch.as_tensor(data.y["train"], dtype=torch.float32)
+    _standardise(head, tr, seed=seed)
+    with torch.no_grad():
+        head.net.weight.zero_()
+        head.net.bias.zero_()
+    pos_weight = ((y_tr == 0).sum() / (y_tr == 1).sum().clamp_min(1)).reshape(1)
+    opt = torch.optim.AdamW(head.net.parameters(), lr=lr, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    best = (-1.0, None, -1)
+    history = []
+    lens = tr.lengths().tolist()
+    for ep in range(epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(len(tr), generator=g).tolist()
+        batches = _shuffled_buckets(order, lens, batch_size, g)  # similar lengths, seeded order
+        for b in batches:
+            x, m = tr.batch(b)
+            z = _z(head, x)  # [b, s, 1]
+            if ep < warm_epochs:
+                agg = (z * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
+            else:
+                agg = rolling_max(z, m, window)
+            logit = (agg + head.net.bias)[:, 0]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y_tr[b], pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        auc = roc_auc(data.y["val"], predict_window(head, va)[:, 0])
+        history.append({"epoch": ep + 1, "val_auc": float(auc), "seconds": round(time.perf_counter() - t0, 1)})
+        log.info("window W=%d wd=%g epoch %d: val AUC %.4f (%.0f s)", window, weight_decay, ep + 1, auc,
+                 time.perf_counter() - t0)
+        if ep >= warm_epochs - 1 and auc > best[0] + 1e-4:
+            best = (auc, {k: v.clone() for k, v in head.state_dict().items()}, ep + 1)
+        elif ep >= warm_epochs and ep + 1 - best[2] > patience:
+            break
+    head.load_state_dict(best[1])
+    head.eval()
+    return head, {"val_auc": float(best[0]), "epoch": best[2], "history": history}
+
+
+def _shuffled_buckets(order: list[int], lens: list[int], batch_size: int, g: torch.Generator) -> list[list[int]]:
+    """Batches of `batch_size` texts of similar length, in a seeded random order."""
+    by_len = sorted(order, key=lambda i: lens[i])
+    batches = [by_len[k:k + batch_size] for k in range(0, len(by_len), batch_size)]
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in perm]
+
+
+def train_window(base: Base, cfg) -> GuardAdapter:
+    """`dsa guard train` for `arch: window`: every (window, weight decay) candidate of `cfg` fitted on
+    the augmented train split, the best val AUC kept, calibrated on val (temperature + threshold at
+    `cfg.target_fpr`), test AUC on the plain test split recorded."""
+    from dsa.guards.train import calibrate
+
+    cfg = cfg.resolved(base.n_layers)
+    layers = list(cfg.layer_sets[0])
+    t0 = time.perf_counter()
+    data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
+                       splits=("train", "val", "test"))
+    feature_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sweep, best = [], None
+    for w in cfg.windows:
+        for wd in cfg.weight_decays:
+            head, info = fit_window(data, layers, w, base.d_model, weight_decay=wd, epochs=cfg.epochs,
+                                    lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience)
+            sweep.append({"window": w, "weight_decay": wd, **info})
+            if best is None or info["val_auc"] > best[0]:
+                best = (info["val_auc"], head, w, wd)
+    _, head, w, wd = best
+    y_va = data.y["val"][:, None].astype(float)
+    val_logits = predict_window(head, data.states["val"])
+    temps, thresholds = calibrate(val_logits, y_va, cfg.target_fpr)
+    test_auc = roc_auc(data.y["test"], predict_window(head, data.states["test"])[:, 0])
+    context = int(getattr(base.model.config, "max_position_embeddings", 0) or 8192)
+    info = {"val_auc": float(best[0]), "test_auc": float(test_auc), "window": w, "weight_decay": wd,
+            "params": sum(p.numel() for p in head.parameters()), "train_seconds": time.perf_counter() - t0,
+            "feature_seconds": feature_seconds, "sweep": sweep, "languages": ["en"],
+            "n_train": len(data.y["train"]), "n_val": len(data.y["val"]), "n_test": len(data.y["test"])}
+    return GuardAdapter("window", cfg.task, "prompt", ["unsafe"], {"layers": layers, "window": w}, head, temps,
+                        thresholds, max_length=context, target_fpr=cfg.target_fpr, info=info)
