@@ -29,6 +29,7 @@ class Row:
     streak: int = 0  # consecutive response-guard flags
     stop: str | None = None  # "eos" | "length" | "guard" | a caller's reason
     response: dict[str, float] = field(default_factory=dict)  # latest response-guard scores
+    language: dict = field(default_factory=dict)  # the prompt's language check (`SafetyModel.prefill`)
 
 
 class DecodeBatch:

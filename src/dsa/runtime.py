@@ -7,6 +7,11 @@
 Data flow of `generate`: tokens → base prefill (taps recorded in the same forward) → guard
 heads → policy λ per row → decode loop: base logits, and aligned logits from the DSA adapter
 with its own KV cache only when some row has λ > 0; rows with λ = 0 get the base logits exactly.
+
+Languages the guard was not validated on fail closed (`unvalidated_language=`, `dsa.guards.language`):
+"flag" gives an "auto" row whose user messages are in such a language at least the λ of a
+flagged prompt (the policy at score 1.0); "refuse" ends it at prefill, unanswered (stop reason
+"unvalidated_language"); "allow" changes nothing. Every result says what was found (`language`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from dsa.decoding import (
 )
 from dsa.features.text import pad_left, render_input, tokenize
 from dsa.guards.bank import tap_reducers
+from dsa.guards.language import check as check_language
+from dsa.guards.language import check_rule, guard_languages, user_text
 from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ class GenerationResult:
     n_tokens: int
     token_ids: list[int] = field(default_factory=list)
     response_scores: dict[str, float] = field(default_factory=dict)
+    language: dict = field(default_factory=dict)  # `SafetyModel.check_languages` for this prompt
 
 
 @dataclass
@@ -59,6 +67,7 @@ class StreamEvent:
     lam: float
     response_scores: dict[str, float]
     stop_reason: str | None
+    language: dict = field(default_factory=dict)
 
 
 def _dynamic_cache(config):
@@ -82,11 +91,13 @@ class SafetyModel:
         response_guards: a guard bank read on the growing transcript at every decoded token
             (streaming moderation from the taps the decode step records anyway); a flag stops
             that row with stop reason "guard".
+        unvalidated_language: what an "auto" row in a language the prompt guard was not validated
+            on gets: "flag" (λ of a flagged prompt), "refuse" (no answer) or "allow" (the policy).
     """
 
     def __init__(self, base: Base, guards=None, adapter: LogitAdapter | None = None,
                  policy: Policy | str = "step", policy_head: str | None = None, response_guards=None,
-                 patch=None, **policy_kwargs: float):
+                 patch=None, unvalidated_language: str = "flag", **policy_kwargs: float):
         if adapter is not None and patch is not None:
             raise ValueError("give one alignment route: a DSA adapter or a LoRA patch, not both")
         self.base, self.guards, self.adapter, self.patch = base, guards, adapter, patch
@@ -101,11 +112,13 @@ class SafetyModel:
         elif policy_kwargs:
             raise ValueError("policy keyword arguments need a policy name, not a callable")
         self.policy = policy
+        self.unvalidated_language = check_rule(unvalidated_language)
 
     @classmethod
     def load(cls, base: str | Base = "smollm2-135m-instruct", guards: Sequence[str | Path] = (),
              adapter: str | Path | None = None, policy: str = "step", policy_head: str | None = None,
-             response_guards: Sequence[str | Path] = (), **policy_kwargs) -> SafetyModel:
+             response_guards: Sequence[str | Path] = (), unvalidated_language: str = "flag",
+             **policy_kwargs) -> SafetyModel:
         from dsa.guards import GuardBank
 
         base = load_base(base) if isinstance(base, str) else base
@@ -121,7 +134,8 @@ class SafetyModel:
                         "sm.patch.unpatch() restores the base", adapter)
         elif adapter:
             lad = LogitAdapter.load(adapter, base)
-        return cls(base, bank, lad, policy, policy_head, response_guards=rbank, patch=patch, **policy_kwargs)
+        return cls(base, bank, lad, policy, policy_head, response_guards=rbank, patch=patch,
+                   unvalidated_language=unvalidated_language, **policy_kwargs)
 
     @property
     def can_align(self) -> bool:
@@ -170,12 +184,52 @@ class SafetyModel:
         return lam
 
     def classify(self, messages: Sequence[Messages]) -> list[dict]:
-        """Guard scores and flags per conversation (delegates to `dsa.guards.classify`)."""
+        """Guard scores and flags per conversation (delegates to `dsa.guards.classify`), and the
+        language check of each (`check_languages`)."""
         if self.guards is None:
             raise ValueError("no guard heads loaded")
         from dsa.guards import classify
 
-        return classify(self.base, self.guards, list(messages))
+        messages = list(messages)
+        out = classify(self.base, self.guards, messages)
+        for r, lang in zip(out, self.check_languages(messages), strict=True):
+            r["language"] = lang
+        return out
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages the policy head's guard was validated on (its adapter's `languages`)."""
+        return guard_languages(self.guards, self.policy_head)
+
+    @property
+    def flagged_lambda(self) -> float:
+        """λ the policy gives a prompt the policy head flags outright (score 1.0)."""
+        return flagged_lambda(self.policy)
+
+    def check_languages(self, messages: Sequence[Messages]) -> list[dict]:
+        """Per conversation: the language found in its user messages (`dsa.guards.language.check`)
+        against `languages`, the rule, and whether the rule applies (unvalidated, rule not "allow")."""
+        if self.guards is None:
+            return [{} for _ in messages]
+        out = []
+        for m in messages:
+            found = check_language(user_text(m), self.languages).as_dict()
+            applies = found["unvalidated"] and self.unvalidated_language != "allow"
+            out.append(found | {"rule": self.unvalidated_language, "applied": applies})
+        return out
+
+    def _language_rule(self, messages: list[Messages], alignment, lam: torch.Tensor) -> list[dict]:
+        """The language check of each row; "auto" rows it applies to get at least the flagged λ
+        (in place). Rows with a fixed λ (an override) are reported, not changed."""
+        found = self.check_languages(messages)
+        rows = alignment if isinstance(alignment, list | tuple) else [alignment] * len(messages)
+        auto = [a == "auto" for a in rows]
+        for i, f in enumerate(found):
+            if f:
+                f["applied"] = f["applied"] and auto[i]
+                if f["applied"]:
+                    lam[i] = max(float(lam[i]), self.flagged_lambda)
+        return found
 
     # ---- generation: scoped steps -------------------------------------------------------------
     # Consecutive response-guard flags that stop a row. Flagged tokens are held back meanwhile and
@@ -229,7 +283,7 @@ class SafetyModel:
         row, lam, scores = batch.rows[0], float(batch.lam[0]), batch.guard_scores(0)
         while not batch.finished:
             self.decode_step(batch)
-            yield StreamEvent(detok.push(row.new), scores, lam, dict(row.response), row.stop)
+            yield StreamEvent(detok.push(row.new), scores, lam, dict(row.response), row.stop, row.language)
 
     def result(self, batch: DecodeBatch, i: int) -> GenerationResult:
         """Row `i` of a batch as a `GenerationResult` (the text decoded once, whole)."""
@@ -237,7 +291,8 @@ class SafetyModel:
         return GenerationResult(text=self.base.tokenizer.decode(row.tokens, skip_special_tokens=True).strip(),
                                 guard_scores=batch.guard_scores(i), lam=float(batch.lam[i]),
                                 stop_reason=row.stop or "length", n_tokens=len(row.tokens),
-                                token_ids=list(row.tokens), response_scores=dict(row.response))
+                                token_ids=list(row.tokens), response_scores=dict(row.response),
+                                language=dict(row.language))
 
     @torch.inference_mode()
     def prefill(self, messages: Sequence[Messages], alignment="auto", max_new_tokens: int | Sequence[int] = 64,
@@ -277,6 +332,7 @@ class SafetyModel:
         scores = self._prompt_scores(messages, cache, mask)
         lam = (self._mixed_lambda(alignment, scores, n, min_alignment) if mixed
                else self._lambda(alignment, scores, n, min_alignment)).to(ids.device)
+        languages = self._language_rule(messages, alignment, lam)
         if self.patch is not None and bool((lam > 0).any()):
             # the guard read the unpatched states; the rows to align are prefilled again at α = λ
             # (rows at λ = 0 get the base's states and KV bit for bit)
@@ -294,7 +350,12 @@ class SafetyModel:
                     make_generator(_row_seed(seed, i)), tag=None if tags is None else tags[i]) for i in range(n)]
         rstate = (response_state(self.response_guards, cache, mask)
                   if self.response_guards is not None else None)
-        return DecodeBatch(rows, mask, pos[:, -1:], base_cache, ad_cache, lam, scores, logits, rstate)
+        batch = DecodeBatch(rows, mask, pos[:, -1:], base_cache, ad_cache, lam, scores, logits, rstate)
+        for i, (row, found) in enumerate(zip(rows, languages, strict=True)):
+            row.language = found
+            if found.get("applied") and self.unvalidated_language == "refuse":
+                batch.finish(i, "unvalidated_language")  # unanswered: no token is picked for it
+        return batch
 
     @torch.inference_mode()
     def decode_step(self, batch: DecodeBatch) -> None:
@@ -527,6 +588,11 @@ def resolve_policy_head(guards, name: str | None, required: bool = True) -> str 
     if len(of_task) == 1:
         return of_task[0]
     raise ValueError(f"policy head {name!r} is not loaded: expected one of {heads}")
+
+
+def flagged_lambda(policy: Policy) -> float:
+    """λ a policy gives a prompt its head flags outright (score 1.0)."""
+    return float(policy(torch.tensor([1.0]))[0])
 
 
 def policy_threshold(guards, head: str) -> float:

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="consecutive response-guard flags that stop an answer (flagged tokens are held back)")
     p.add_argument("--policy", default="step", help="guard score -> λ: step | linear | sigmoid")
     p.add_argument("--policy-head", default=None, help="guard head driving the policy (default prompt_safety/unsafe)")
+    p.add_argument("--unvalidated-language", choices=("flag", "refuse", "allow"), default="flag",
+                   help="a prompt in a language the guard was not validated on (its adapter's languages, "
+                        "default en): flag = the λ of a flagged prompt, refuse = a refusal without "
+                        "generating, allow = the guard policy as for any prompt")
     p.add_argument("--allow-unguarded", action="store_true",
                    help="start even without a prompt guard and an alignment adapter (/health says so)")
     p.add_argument("--api-keys", type=Path, default=None,
@@ -141,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         max_prompt_tokens=args.max_prompt_tokens, default_max_tokens=args.default_max_tokens,
         max_body_bytes=args.max_body_bytes, max_moderation_inputs=args.max_moderation_inputs,
         max_queue=args.max_queue, max_batch=args.max_batch, max_prefill_tokens=args.max_prefill_tokens,
-        batch_window_s=window_ms / 1000)
+        batch_window_s=window_ms / 1000, unvalidated_language=args.unvalidated_language)
     keys = f"{len(config.api_keys)} API keys" if config.api_keys else "no API keys (no client may lower λ)"
     if not (guards and adapter):
         log.warning("serving WITHOUT %s (--allow-unguarded)", "a prompt guard" if not guards else "an alignment adapter")
@@ -162,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
 
     base = load_base(args.base, dtype=args.dtype, device=args.device)
     sm = SafetyModel.load(base, guards=guards, adapter=adapter, policy=args.policy, policy_head=args.policy_head,
-                          response_guards=args.response_guard)
+                          response_guards=args.response_guard, unvalidated_language=args.unvalidated_language)
     sm.response_debounce = args.response_debounce
     print(f"serving {base.name} with guards {guards or 'none'}, adapter {adapter or 'none'}, "
           f"response guards {args.response_guard or 'none'} and {keys} on http://{args.host}:{args.port}")

@@ -8,7 +8,9 @@
 
 Operator policy (fail closed): λ = max(client λ, guard policy λ) unless the client's API key has
 the "override" permission; raw guard scores go only to keys with "scores" (or every client with
-`expose_scores`), since they are an oracle for tuning attacks. Every error is OpenAI's
+`expose_scores`), since they are an oracle for tuning attacks. A prompt in a language the guard
+was not validated on fails closed (`--unvalidated-language`: flag | refuse | allow; see
+`dsa.serve.language_rule`). Every error is OpenAI's
 `{"error": {...}}`; a streaming error is an error event followed by `data: [DONE]`.
 
 Engines: the app serves a `SafetyModel` through `ModelWorker` (the HF engine: its own batching
@@ -36,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dsa.features.text import encode_inputs
 from dsa.serve.config import ApiKey, ServerConfig
 from dsa.serve.errors import APIError, bad_request, from_validation
+from dsa.serve.language_rule import LanguageRule
 from dsa.serve.schema import ChatRequest, ModerationRequest
 from dsa.serve.worker import ChatJob, ModelWorker, ModerationJob, QueueFull, Unavailable
 
@@ -58,6 +61,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
                          "(ServerConfig(allow_unguarded=True)) to serve unaligned answers")
     name = config.model_name or model_name or sm.base.name
     make_worker = getattr(sm, "make_worker", None)
+    languages = LanguageRule.for_model(sm, config)  # before the worker: it sets the model's rule
     worker = make_worker(config) if make_worker is not None else ModelWorker(sm, config)
     created = int(time.time())
 
@@ -124,7 +128,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
                 "guard_heads": list(sm.guards.heads) if sm.guards is not None else [],
                 "policy_head": sm.policy_head, "alignment_adapter": sm.adapter is not None,
                 "response_guard": sm.response_guards is not None, "queue": worker.queued(),
-                "active_rows": worker.active_rows(), "tap_hooks": worker.extra_hooks()}
+                "active_rows": worker.active_rows(), "tap_hooks": worker.extra_hooks(),
+                **(languages.health() if languages is not None else {"validated_languages": []})}
         if hasattr(worker, "health"):
             body |= worker.health()
         if not is_guarded(sm):
@@ -177,15 +182,26 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         except ValueError as err:
             raise bad_request(str(err), "alignment") from None
         prompt_tokens, max_tokens = await run_in_threadpool(_budget, sm, config, messages, req.budget())
+        show = expose(key)
+        lang = await run_in_threadpool(languages.check, messages, mode, show) if languages is not None else None
+        refuse = lang is not None and lang["applied"] and languages.rule == "refuse"
+        if lang is not None and lang["applied"] and languages.rule == "flag":
+            floor = max(floor or 0.0, languages.flagged_lambda)  # at least a flagged prompt's λ
         events: asyncio.Queue = asyncio.Queue()
         job = ChatJob(messages, alignment, floor or 0.0, max_tokens, float(req.temperature or 0.0), req.seed,
                       req.stop or [], _sink(events), prompt_tokens)
-        submit(job)
+        if refuse:  # answered here, without generating, through the same events as a generated answer
+            events.put_nowait({"type": "delta", "text": languages.refusal()})
+            events.put_nowait({"type": "done", "finish_reason": "content_filter", "stop_reason": "unvalidated_language",
+                               "completion_tokens": 0, "lam": None, "guard_scores": {}, "response_scores": {}})
+        else:
+            submit(job)
         cid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        show = expose(key)
 
         def extras(done: dict) -> dict:
             out = {"alignment_lambda": done["lam"], "alignment_policy": mode, "stop_reason": done["stop_reason"]}
+            if lang is not None:
+                out["language"] = lang
             if show:
                 out |= {"guard_scores": done["guard_scores"], "response_guard": done["response_scores"]}
             return out

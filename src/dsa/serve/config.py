@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PERMISSIONS = ("override", "scores")
+UNVALIDATED_LANGUAGE_RULES = ("flag", "refuse", "allow")  # = dsa.guards.language.RULES (no torch import here)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class ServerConfig:
     max_prefill_tokens: int = 8192  # prompt tokens admitted per step (at least one request)
     max_stop: int = 4
     shutdown_grace_s: float = 5.0
+    # a prompt in a language the guard was not validated on: "flag" (λ of a flagged prompt),
+    # "refuse" (a refusal, nothing generated) or "allow"; None: the model's own rule ("flag")
+    unvalidated_language: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.unvalidated_language not in (None, *UNVALIDATED_LANGUAGE_RULES):
+            raise ValueError(f"unvalidated_language must be one of {list(UNVALIDATED_LANGUAGE_RULES)}, "
+                             f"got {self.unvalidated_language!r}")
 
     def authenticate(self, header: str | None) -> ApiKey | None:
         """The key a bearer header names; None when the server has no keys. Raises PermissionError

@@ -24,7 +24,8 @@ from dsa.serve.config import ServerConfig
 from dsa.taps import hook_count
 
 log = logging.getLogger(__name__)
-FINISH_REASON = {"eos": "stop", "stop_sequence": "stop", "length": "length", "guard": "content_filter"}
+FINISH_REASON = {"eos": "stop", "stop_sequence": "stop", "length": "length", "guard": "content_filter",
+                 "unvalidated_language": "content_filter"}
 Sink = Callable[[dict], None]
 
 
