@@ -40,7 +40,7 @@ def _inputs(base):
 
 def test_summaries_score_like_full_states():
     base = tiny_base("llama", layers=4)
-    bank = _bank(base)
+    bank = _bank(base, archs=("plr", "rtb", "lst"))  # heads that read summaries
     inputs = _inputs(base)
     mask = inputs["attention_mask"]
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_summaries_score_like_full_states():
 
 def test_reducers_keep_the_requested_taps_whole_and_banks_without_summaries():
     base = tiny_base("llama", layers=4)
-    bank = _bank(base)
+    bank = _bank(base, archs=("plr", "rtb", "lst"))  # heads that read summaries
     mask = torch.ones(1, 3, dtype=torch.long)
 
     class Plain:  # a bank that reads full states only
@@ -72,7 +72,7 @@ def test_reducers_keep_the_requested_taps_whole_and_banks_without_summaries():
 
 def test_prefill_pools_guard_taps_and_scores_like_classify():
     base = tiny_base("llama", layers=4)
-    bank = _bank(base)
+    bank = _bank(base, archs=("plr", "rtb", "lst"))  # heads that read summaries
     sm = SafetyModel(base, guards=bank, response_guards=bank, policy_head="resp_plr/unsafe")
     prompts = ["a short one", "a somewhat longer prompt here"]
     batch = sm.prefill(prompts, alignment=0, max_new_tokens=2)
