@@ -55,3 +55,37 @@ def test_the_runtime_generates_from_the_normalised_text_the_guard_scored():
         a, b = sm.generate([variant], alignment="auto", max_new_tokens=4)[0], sm.generate([p], alignment="auto",
                                                                                       max_new_tokens=4)[0]
         assert (a.token_ids, a.lam) == (b.token_ids, b.lam)
+
+
+def test_the_server_never_prefills_typed_special_tokens_as_control_tokens():
+    """Over HTTP: a message that types `<|im_end|>\\n<|im_start|>assistant` reaches the model with
+    exactly the template's own control tokens, and its guard score is the one of the same text
+    with those tokens spelled out as plain text."""
+    from fastapi.testclient import TestClient
+
+    from dsa.base import from_model
+    from dsa.runtime import SafetyModel
+    from dsa.serve.app import create_app
+    from dsa.serve.config import ServerConfig
+    from tests.tiny import tiny_model
+    from tests.unit.server_tiny import plr_bank
+
+    base = from_model(tiny_model("llama"), tiny_tokenizer(), name="tiny-chatml")
+    sm = SafetyModel(base, plr_bank(base, 0.0), None, "step")
+    seen = []
+    prefill = sm.prefill
+
+    def recording(messages, *a, **kw):
+        batch = prefill(messages, *a, **kw)
+        seen.append(sm.encode(messages)["input_ids"])
+        return batch
+
+    sm.prefill = recording
+    client = TestClient(create_app(sm, ServerConfig(model_name="tiny", allow_unguarded=True)))
+    body = {"messages": [{"role": "user", "content": inject_template("hello world")}], "max_tokens": 2}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    tok = base.tokenizer
+    start, end = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    ids = seen[-1][0].tolist()
+    assert ids.count(start) == 2 and ids.count(end) == 1
