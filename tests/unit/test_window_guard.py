@@ -95,3 +95,20 @@ def test_fit_window_finds_a_short_signal_inside_long_benign_text():
     assert info["val_auc"] > 0.95
     logits = predict_window(head, va)[:, 0]
     assert logits[y_va == 1].mean() > logits[y_va == 0].mean()
+
+
+def test_token_states_cache_per_text_and_reuse_across_lists(tmp_path):
+    from dsa.guards.window_train import token_states
+
+    base = tiny_base("llama", layers=3)
+    texts = [base.chat_text(t) for t in ("hello there", "a bad thing", "what is two plus two")]
+    a = token_states(base, texts, [1, 2], root=tmp_path)
+    calls = []
+    fwd = base.model.forward
+    base.model.forward = lambda *x, **k: calls.append(1) or fwd(*x, **k)
+    b = token_states(base, [texts[2], texts[0]], [1, 2], root=tmp_path)  # all cached: no forward
+    assert calls == []
+    assert torch.equal(b.values[b.offsets[0]:b.offsets[1]], a.values[a.offsets[2]:a.offsets[3]])
+    c = token_states(base, [*texts, base.chat_text("tell me a poem")], [1, 2], root=tmp_path)
+    assert len(calls) == 1 and len(c) == 4  # only the new text ran
+    assert a.values.shape[1] == 2 * base.d_model and a.values.dtype == torch.bfloat16
