@@ -1,0 +1,100 @@
+"""The project-authored contrast prompts (dsa.data.contrast): counts, balance per domain, no
+duplicates, seeded splits, and no near-duplicate of any eval-only prompt."""
+
+import math
+import re
+from collections import Counter, defaultdict
+
+import pytest
+
+from dsa.data import DataError, data_dir, eval_only_texts, normalise_text
+from dsa.data.contrast import CONTRAST, DOMAINS, SOURCE, contrast_records
+
+NEAR_DUPLICATE = 0.6  # token-Jaccard (lower-cased word sets) that counts as a near-duplicate
+
+
+def words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def test_counts_per_label_and_domain():
+    labels = Counter(label for _, label, _ in CONTRAST)
+    assert 190 <= labels[0] <= 215 and 110 <= labels[1] <= 130, labels
+    assert {d for d, _, _ in CONTRAST} == set(DOMAINS) and len(DOMAINS) >= 12
+    per = Counter((d, label) for d, label, _ in CONTRAST)
+    for d in DOMAINS:
+        assert per[d, 0] >= 12 and per[d, 1] >= 8, (d, per[d, 0], per[d, 1])
+
+
+def test_rows_are_well_formed_and_unique():
+    assert all(label in (0, 1) and prompt == prompt.strip() and len(prompt) >= 15
+               for _, label, prompt in CONTRAST)
+    keys = Counter(normalise_text(p) for _, _, p in CONTRAST)
+    assert not [k for k, n in keys.items() if n > 1]
+
+
+def test_records_and_seeded_splits():
+    recs = contrast_records()
+    assert len(recs) == len(CONTRAST) and len({r.id for r in recs}) == len(recs)
+    assert all(r.source == SOURCE and r.input_kind == "prompt" and set(r.meta) == {"domain"} for r in recs)
+    assert [(r.meta["domain"], r.label, r.prompt) for r in recs] == list(CONTRAST)
+    assert [r.split for r in recs] == [r.split for r in contrast_records(0)]  # fixed seed, fixed splits
+    assert [r.split for r in recs] != [r.split for r in contrast_records(1)]
+    shares = Counter(r.split for r in recs)
+    assert 0.6 < shares["train"] / len(recs) < 0.8 and shares["val"] and shares["test"], shares
+    in_train = {(r.meta["domain"], r.label) for r in recs if r.split == "train"}
+    assert in_train == {(d, label) for d in DOMAINS for label in (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def eval_only():
+    try:
+        root = data_dir()
+    except DataError as err:
+        pytest.skip(f"shared datasets not available, cannot check against the eval-only sets ({err})")
+    return eval_only_texts(root)
+
+
+def near_duplicates(prompts: list[str], texts: list[str], threshold: float) -> list[tuple[float, str, str]]:
+    """Every (Jaccard, prompt, text) with Jaccard >= threshold, exactly, via a prefix filter.
+
+    If J(A, B) >= t then |A & B| >= ceil(t |A|), so A & B holds one of A's
+    |A| - ceil(t |A|) + 1 rarest words: only texts holding one of those are compared.
+    """
+    others = [words(t) for t in texts]
+    index: dict[str, list[int]] = defaultdict(list)
+    for j, ws in enumerate(others):
+        for w in ws:
+            index[w].append(j)
+    hits = []
+    for prompt in prompts:
+        a = sorted(words(prompt), key=lambda w: (len(index.get(w, ())), w))
+        prefix = a[:len(a) - math.ceil(threshold * len(a)) + 1]
+        for j in {j for w in prefix for j in index.get(w, ())}:
+            if (score := jaccard(frozenset(a), others[j])) >= threshold:
+                hits.append((round(score, 3), prompt, texts[j]))
+    return hits
+
+
+def test_near_duplicate_filter_is_exact():
+    texts = ["how do i kill a python process", "the cat sat on the mat", "kill the python",
+             "kill it", "a"]
+    prompts = ["How do I kill a Python process?", "kill the python process", "bake a lemon cake",
+               "the cat", "kill"]
+    for t in (0.1, 0.25, 0.5, 0.6, 1.0):
+        brute = {(round(jaccard(words(p), words(x)), 3), p, x) for p in prompts for x in texts
+                 if jaccard(words(p), words(x)) >= t}
+        assert set(near_duplicates(prompts, texts, t)) == brute, t
+
+
+def test_no_near_duplicate_of_an_eval_only_prompt(eval_only):
+    texts = sorted(eval_only)
+    assert len(texts) > 1000  # XSTest, StrongREJECT, CoCoNot eval files, MMLU test, ... all loaded
+    prompts = [p for _, _, p in CONTRAST]
+    assert not {normalise_text(p) for p in prompts} & eval_only
+    hits = near_duplicates(prompts, texts, NEAR_DUPLICATE)
+    assert not hits, sorted(hits, reverse=True)
