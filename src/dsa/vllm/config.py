@@ -24,7 +24,7 @@ WORKER_EXTENSION = "dsa.vllm.worker.DSAWorkerExtension"
 class DSAEngineConfig:
     """The dsa part of a served model.
 
-    guards: guard adapter directories (PLR heads; read from the base's own prefill).
+    guards: guard adapter directories (PLR or window heads; read from the base's own prefill).
     adapter: a DSA logit adapter directory (the tail copy of the last k layers), or None.
     policy: guard score → λ (`dsa.align.policy.POLICIES`), around the policy head's stored threshold.
     policy_head: the qualified head driving the policy (default as `SafetyModel`).

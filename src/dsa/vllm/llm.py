@@ -60,11 +60,14 @@ class VllmSafetyModel:
         self.tokenizer = self.llm.get_tokenizer()
 
     def chat_ids(self, messages: Messages) -> list[int]:
-        """The prompt's token ids under the base's chat template (as `Base.chat_text` renders it)."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
+        """The prompt's token ids as the HF runtime reads them (`SafetyModel.encode`): messages
+        normalised (`dsa.normalise.prepare_messages`), the base's chat template with the generation
+        prompt, special-token strings typed in a message tokenized as plain text (`encode_rendered`)."""
+        from dsa.normalise import encode_rendered, prepare_messages
+
+        messages = prepare_messages(messages, self.tokenizer)
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_rendered(self.tokenizer, [text])[0]
 
     def generate(self, prompts: Sequence[Messages] | Sequence[list[int]],
                  alignment: str | float | Sequence[str | float] = "auto", max_new_tokens: int = 64,

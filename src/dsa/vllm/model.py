@@ -5,11 +5,12 @@ One step of the engine:
 
     base forward (vLLM's compiled/eager LlamaModel; guard taps and the adapter's input are
         returned as aux hidden states, `hidden + residual` after layer i = dsa's `layers.{i}.resid_post`)
-    → per request: running sum / last token of each guard tap over the prompt's tokens
-        (split by `query_start_loc`; chunked prefill is fine, prefix caching is refused because
-        cached prompt tokens never reach the model)
-    → when a prompt is complete: PLR guard heads, λ = max(policy(score), requested floor) (or the
-        requested λ exactly, for `dsa_alignment_exact` requests on an engine that allows them)
+    → per request: running sum / last token of each PLR guard tap over the prompt's tokens, and
+        each window head's per-token logits folded into its running max of rolling means
+        (`PromptWindow`) (split by `query_start_loc`; chunked prefill is fine, prefix caching is
+        refused because cached prompt tokens never reach the model)
+    → when a prompt is complete: the guard heads' scores, λ = max(policy(score), requested floor)
+        (or the requested λ exactly, for `dsa_alignment_exact` requests on an engine that allows them)
     → the adapter tail (k extra decoder layers named `dsa_tail.layers.{L+i}`, so they get their
         own paged KV cache) when some row needs it
     → compute_logits: (1 − λ)·base + λ·aligned per row; λ = 0 rows are the base logits bit for bit.
@@ -40,9 +41,12 @@ from dsa.guards.bank import GuardAdapter, GuardBank
 from dsa.guards.heads import GuardInput
 from dsa.runtime import policy_threshold, resolve_policy_head
 from dsa.vllm.config import ARCHITECTURE, DSAEngineConfig, fingerprint_dir
+from dsa.vllm.prompt_window import PromptWindow
 from dsa.vllm.rows import ROWS
 
 log = logging.getLogger(__name__)
+
+RUNS_INSIDE = ("plr", "window")  # guard head types this model scores in its forward (RTB/LST: not yet)
 
 # HF (transformers) names of a tail layer's weights -> (vLLM parameter, shard id)
 _STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
@@ -61,20 +65,24 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         with _default_dtype(torch.float32):  # vLLM builds the model under the serving dtype
             adapters = [GuardAdapter.load(p, fp, d) for p in cfg.guards]
         for a in adapters:
-            if a.arch != "plr":
-                raise NotImplementedError(f"{a.task}: only PLR guard heads run inside vLLM so far (got {a.arch})")
+            if a.arch not in RUNS_INSIDE:
+                raise NotImplementedError(f"{a.task}: only {' and '.join(RUNS_INSIDE)} guard heads run inside vLLM "
+                                          f"so far (got {a.arch})")
         self.bank = GuardBank(adapters) if adapters else None
         self.policy_head = resolve_policy_head(self.bank, cfg.policy_head)
         kwargs = dict(cfg.policy_kwargs)
         if self.policy_head is not None:
             kwargs.setdefault("threshold", policy_threshold(self.bank, self.policy_head))
         self.policy = make_policy(cfg.policy, **kwargs)
-        self.mean_layers = sorted({li for a in adapters for li in a.cfg["layers"] if "mean" in a.cfg["poolings"]})
-        self.last_layers = sorted({li for a in adapters for li in a.cfg["layers"] if "last" in a.cfg["poolings"]})
+        plr = [a for a in adapters if a.arch == "plr"]
+        self.mean_layers = sorted({li for a in plr for li in a.cfg["layers"] if "mean" in a.cfg["poolings"]})
+        self.last_layers = sorted({li for a in plr for li in a.cfg["layers"] if "last" in a.cfg["poolings"]})
+        self.window_adapters = [(j, a) for j, a in enumerate(adapters) if a.arch == "window"]
 
         self.adapter_tensors: dict[str, torch.Tensor] | None = None
         self.k = 0
-        taps = set(self.mean_layers) | set(self.last_layers)
+        taps = set(self.mean_layers) | set(self.last_layers) | {li for _, a in self.window_adapters
+                                                                 for li in a.cfg["layers"]}
         if cfg.adapter:
             meta, self.adapter_tensors = load_adapter(cfg.adapter, fp, kind="dsa_logit_adapter")
             self.k = int(meta["config"]["k"])
@@ -158,9 +166,10 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         return x.new_zeros(h.shape[0], x.shape[-1]).index_copy_(0, idx, x)
 
     def _read_prompts(self, qsl: list[int], taps: dict[int, torch.Tensor]) -> None:
-        """Add this step's prompt tokens to each row's pooled taps; score the rows whose prompt
-        is now complete and fix their λ."""
+        """Add this step's prompt tokens to each row's pooled taps and window states; score the
+        rows whose prompt is now complete and fix their λ."""
         complete = []
+        z_step = None  # per window adapter: this step's per-token logits [tokens, heads], made once
         for i, row in enumerate(ROWS.rows):
             q = qsl[i + 1] - qsl[i]
             start, row.done = row.done, row.done + q
@@ -170,6 +179,11 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
             for li in self.mean_layers:
                 s = taps[li][a:a + n_prompt].float().sum(0)
                 row.sums[li] = s if li not in row.sums else row.sums[li] + s
+            if self.window_adapters:
+                if z_step is None:
+                    z_step = self._token_logits(taps)
+                for j, ad in self.window_adapters:
+                    row.windows.setdefault(j, PromptWindow(ad.head.window)).extend(z_step[j][a:a + n_prompt])
             if row.done >= row.prompt_len:
                 for li in self.last_layers:
                     row.last[li] = taps[li][a + n_prompt - 1].float()
@@ -178,17 +192,31 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
             self._score(complete)
 
     @torch.no_grad()
+    def _token_logits(self, taps: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """{adapter index: [tokens, heads]} per-token logits (no bias) of each window head over
+        the whole step (one matrix product per layer; rows then take their prompt tokens)."""
+        out = {}
+        for j, a in self.window_adapters:
+            dev = next(a.head.buffers()).device
+            out[j] = a.head.token_logits({li: taps[li].to(dev) for li in a.cfg["layers"]}).float()
+        return out
+
+    @torch.no_grad()
     def _score(self, rows: list) -> None:
         scores: dict[str, torch.Tensor] = {}
         if self.bank is not None:
-            for a in self.bank.adapters:
-                pooled = {}
-                for li in a.cfg["layers"]:
-                    for how in a.cfg["poolings"]:
-                        pooled[(li, how)] = torch.stack(
-                            [r.sums[li] / max(r.prompt_len, 1) if how == "mean" else r.last[li] for r in rows])
+            for ai, a in enumerate(self.bank.adapters):
                 dev = next(a.head.buffers()).device
-                p = a.probs(a.head(GuardInput(pooled={k: v.to(dev) for k, v in pooled.items()})).float()).cpu()
+                if a.arch == "window":  # max of rolling means, as `WindowHead.forward`
+                    logits = torch.stack([r.windows[ai].best.to(dev) for r in rows]) + a.head.net.bias
+                    p = a.probs(logits.float()).cpu()
+                else:
+                    pooled = {}
+                    for li in a.cfg["layers"]:
+                        for how in a.cfg["poolings"]:
+                            pooled[(li, how)] = torch.stack(
+                                [r.sums[li] / max(r.prompt_len, 1) if how == "mean" else r.last[li] for r in rows])
+                    p = a.probs(a.head(GuardInput(pooled={k: v.to(dev) for k, v in pooled.items()})).float()).cpu()
                 for j, q in enumerate(a.qualified):
                     scores[q] = p[:, j]
             lam = self.policy(scores[self.policy_head]).float()
@@ -197,7 +225,7 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         for i, row in enumerate(rows):
             row.lam = row_lambda(float(lam[i]), row, self.dsa_config.allow_exact_alignment, bool(self.k))
             row.scores = {q: float(s[i]) for q, s in scores.items()}
-            row.sums, row.last = {}, {}
+            row.sums, row.last, row.windows = {}, {}, {}
             ROWS.store(row)
 
     # ---- logits -------------------------------------------------------------------------------------

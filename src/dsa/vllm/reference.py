@@ -4,6 +4,7 @@
     .venv/bin/python -m dsa.vllm.reference prompts OUT.json            # parity prompts, ids, guard scores, λ
     .venv/bin/python -m dsa.vllm.reference logits IN.json OUT.json     # HF logits at given tokens
     .venv/bin/python -m dsa.vllm.reference throughput OUT.json         # SafetyModel.generate tok/s
+    .venv/bin/python -m dsa.vllm.reference guards IN.json OUT.json     # ids and guard scores of given guards
 
 Nothing here imports vLLM.
 """
@@ -57,13 +58,14 @@ def _model():
 
 
 def prompts_job(out: Path, n_harmful: int, n_safe: int, n_benign: int = 16) -> None:
+    from dsa.features.text import encode_inputs
     from dsa.runtime import policy_threshold
 
     sm = _model()
     prompts = parity_prompts(n_harmful, n_safe)
 
-    def encode(texts: list[str]) -> list[list[int]]:
-        return [sm.base.tokenizer(sm.base.chat_text(p), add_special_tokens=False)["input_ids"] for p in texts]
+    def encode(texts: list[str]) -> list[list[int]]:  # as `SafetyModel.encode`: normalised, not truncated
+        return encode_inputs(sm.base, texts, None, add_generation_prompt=True)
 
     ids, benign_ids = encode(prompts), encode(benign_prompts(n_benign))
     cls = sm.classify(prompts)
@@ -90,6 +92,23 @@ def logits_job(inp: Path, out: Path) -> None:
         res.append({"mixed": [[float(mixed[0, n0 + j, t]) for t in top] for j, top in enumerate(r["top_ids"])],
                     "base": [[float(base[0, n0 + j, t]) for t in top] for j, top in enumerate(r["top_ids"])]})
     out.write_text(json.dumps({"rows": res}))
+
+
+def guards_job(inp: Path, out: Path) -> None:
+    """IN: {"guards": [adapter dirs], "inputs": [str or chat messages], "dtype": "fp32" | "bf16"}.
+    OUT: {"ids": the token ids the HF runtime reads (`encode_inputs`, with the generation prompt,
+    not truncated), "scores": [{head: `GuardBank.score` through `dsa.guards.classify`}]}."""
+    from dsa.base import load_base
+    from dsa.features.text import encode_inputs
+    from dsa.guards import GuardBank, classify
+
+    spec = json.loads(inp.read_text())
+    base = load_base("smollm2-135m-instruct", dtype=spec.get("dtype"))
+    bank = GuardBank.load(spec["guards"], base)
+    inputs = spec["inputs"]
+    ids = encode_inputs(base, inputs, None, add_generation_prompt=True)
+    scores = [c["scores"] for c in classify(base, bank, inputs)]
+    out.write_text(json.dumps({"ids": ids, "scores": scores, "fingerprint": base.fingerprint}))
 
 
 @torch.inference_mode()
@@ -125,12 +144,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--mix", choices=("flagged", "benign"), default="flagged")
+    p = sub.add_parser("guards")
+    p.add_argument("inp", type=Path)
+    p.add_argument("out", type=Path)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.job == "prompts":
         prompts_job(a.out, a.n_harmful, a.n_safe, a.n_benign)
     elif a.job == "logits":
         logits_job(a.inp, a.out)
+    elif a.job == "guards":
+        guards_job(a.inp, a.out)
     else:
         throughput_job(a.out, a.concurrency, a.max_new_tokens, a.reps, a.mix)
 

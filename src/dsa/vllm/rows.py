@@ -4,8 +4,9 @@ vLLM V1 tells logits processors which requests enter, leave and move within the 
 batch (`BatchUpdate`), every step, before the model's forward; the rows of the forward's flat
 token batch and of `compute_logits` follow that same order. `DSARowState` is such a processor
 that changes no logits: it only mirrors the batch into `ROWS`, which the dsa model reads (the
-request's `extra_args["dsa_alignment"]` and prompt length) and writes (pooled guard taps, guard
-scores, λ). Both live in the worker process, so the model and the processor share `ROWS`.
+request's `extra_args["dsa_alignment"]` and prompt length) and writes (pooled guard taps, window
+heads' running state, guard scores, λ). Both live in the worker process, so the model and the
+processor share `ROWS`.
 
 A request's λ is fixed when its prompt has been read (guard scores come from the prompt); the
 guard scores and λ of a request that passed `extra_args["dsa_request_key"]` are kept in
@@ -55,6 +56,7 @@ class Row:
     done: int = 0  # tokens of this request the model has read since it (re-)entered the batch
     sums: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [d] running sum over the prompt
     last: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [d] the prompt's last token
+    windows: dict[int, object] = field(default_factory=dict)  # window adapter index -> `PromptWindow`
     lam: float | None = None  # set once the whole prompt has been read
     scores: dict[str, float] | None = None
 

@@ -4,8 +4,12 @@
 it can align, the chat template, the context) the way `SafetyModel` does for the HF engine, and
 builds the `VllmWorker` (`dsa.vllm.async_worker`) that runs requests on vLLM's `AsyncLLM`. It
 checks at start-up, before any engine is built, that the adapters are ones the dsa vLLM model
-runs (PLR guard heads, a DSA logit adapter, made for this base, checksums intact): anything else
-is an error naming the option, never silently dropped.
+runs (PLR or window guard heads, a DSA logit adapter, made for this base, checksums intact):
+anything else is an error naming the option, never silently dropped.
+
+Prompts are rendered and tokenized by the HF runtime's own functions (`dsa.features.text`: the
+`dsa.normalise` step, then special-token strings typed in a message as plain text), so the engine
+reads exactly the ids the HF runtime reads.
 
 Importing this module needs no vLLM; starting the worker does.
 """
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsa.adapter_io import load_adapter, read_adapter_meta
+from dsa.features.text import encode_inputs, render_input, tokenize
 from dsa.runtime import check_alignment_request, resolve_policy_head
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides, fingerprint_dir
 
@@ -52,7 +57,8 @@ class GuardInfo:
 
 @dataclass
 class ServedBase:
-    """Name, fingerprint, tokenizer and chat template of the served weights (no model loaded)."""
+    """Name, fingerprint, tokenizer and chat template of the served weights (no model loaded): a
+    `dsa.base.Base` as far as `dsa.features.text` reads one (`chat_text`, `tokenizer`)."""
 
     name: str
     path: str
@@ -60,13 +66,12 @@ class ServedBase:
     tokenizer: object
 
     def chat_text(self, messages: list[dict] | str, add_generation_prompt: bool = True) -> str:
+        """The chat template applied as is, like `Base.chat_text`: callers render raw input with
+        `dsa.features.text.render_input`, which prepares (normalises) the messages first."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
-
-    def ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def stop_ids(self) -> list[int]:
         """Token ids that end an answer, as the HF runtime's `end_of_turn_ids`: the tokenizer's eos,
@@ -153,14 +158,15 @@ class VllmServedModel:
                                 can_align=self.can_align)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """The chat prompt's token ids (what the app counted against the limits)."""
-        return self.base.ids(self.base.chat_text(messages))
+        """The chat prompt's token ids as `SafetyModel.encode` reads them (normalised, with the
+        generation prompt, not truncated): what the app counted against the limits."""
+        return tokenize(self.base, [render_input(self.base, messages, add_generation_prompt=True)], None)[0]
 
     def moderation_ids(self, text: str) -> list[int]:
         """A moderation input as `dsa.guards.classify` reads it: one user message under the chat
         template, left-truncated to the guards' `max_length` tokens."""
-        ids = self.base.ids(self.base.chat_text(text))
-        return ids[-self.guards.max_length:] if self.guards is not None else ids
+        limit = self.guards.max_length if self.guards is not None else None
+        return encode_inputs(self.base, [text], limit)[0]
 
     def make_worker(self, config):
         from dsa.vllm.async_worker import VllmWorker
@@ -177,9 +183,9 @@ def _check_guards(guards: list[str], fp: str) -> GuardInfo | None:
         if meta["kind"] != "dsa_guard":
             raise ValueError(f"--guard {g}: not a guard adapter (kind {meta['kind']!r})")
         c = meta["config"]
-        if c["arch"] != "plr":
+        if c["arch"] not in ("plr", "window"):  # dsa.vllm.model.RUNS_INSIDE (that module needs vLLM)
             raise ValueError(f"--guard {g}: {c['arch'].upper()} guard heads do not run inside vLLM yet (only PLR "
-                             "heads do); drop it or use --engine hf")
+                             "and window heads do); drop it or use --engine hf")
         load_adapter(g, fp, kind="dsa_guard")  # base fingerprint and checksum, as the HF engine checks
         q = [f"{c['task']}/{h}" for h in c["heads"]]
         heads += q
