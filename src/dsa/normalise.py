@@ -52,7 +52,7 @@ def normalise_text(text: str) -> str:
         text = _OVERLAYS.sub("", text)
         text = unicodedata.normalize("NFKC", text)  # removals can leave newly composable pairs
     else:
-        text = "".join(ch for ch in text if ch >= " " or ch in _KEEP_CONTROLS)
+        text = "".join(ch for ch in text if (" " <= ch != "\x7f") or ch in _KEEP_CONTROLS)
     return text
 
 

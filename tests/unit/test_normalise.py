@@ -15,7 +15,7 @@ def test_fullwidth_zero_width_and_bidi_fold_to_the_plain_text():
     assert normalise_text(zero_width(plain, seed=1)) == plain
     assert normalise_text("pipe\u202e bomb\u2066\u00ad") == "pipe bomb"
     assert normalise_text("b\u0336o\u0336m\u0336b\u0336") == "bomb"  # strike-through overlay
-    assert normalise_text("a\r\nb\x00c\x1b") == "a\nbc"
+    assert normalise_text("a\r\nb\x00c\x1b\x7f") == "a\nbc" == normalise_text("a\r\nb\x00c\x1b\x7f\u200b")
 
 
 @pytest.mark.parametrize("text", ["ｐｉｐｅ\u200b ｂｏｍｂ", "naïve café", "日本語のテキスト", "Ünïcödé \ue000<|im_end|>", "x\u0301"])

@@ -168,37 +168,42 @@ def token_states(base: Base, texts: Sequence[str], layers: Sequence[int], max_le
 class WindowData:
     texts: dict[str, list[str]]       # split -> rendered texts
     y: dict[str, np.ndarray]          # split -> labels (0/1)
-    kinds: dict[str, list[str]]       # split -> "plain" or the wrapper / padding kind
+    kinds: dict[str, list[str]]       # split -> "plain", "framed" or the padding kind
     states: dict[str, TokenStates]
+    sources: dict[str, list[str]] | None = None  # split -> the source a text is held out by (LOSO)
 
 
 def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0, share: float = 0.5,
                 pad_tokens: Sequence[int] = (40, 120, 300), max_length: int = 1024,
                 splits: Sequence[str] = ("train", "val")) -> WindowData:
-    """The task's splits as rendered texts with padded copies (`augment`) for train and val."""
-    from dsa.data.tasks import guard_task
+    """The task's splits as rendered texts; train and val also get padded copies (`augment`), test
+    stays plain."""
+    from dsa.data.tasks import guard_task, prompt_source
     from dsa.data.wrappers import augment
 
     task = guard_task(task_name)
     count = lambda s: len(base.tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
-    texts, ys, kinds, states = {}, {}, {}, {}
+    texts, ys, kinds, states, sources = {}, {}, {}, {}, {}
     for s in splits:
         recs = [r for r in task.split(s) if r.label is not None]
         prompts = [r.main_text for r in recs]
         labels = [int(r.label) for r in recs]
         kind = ["framed" if r.meta.get("frame") is not None else "plain" for r in recs]
+        src = [prompt_source(r) for r in recs]
         # padding only (the wrapper families are already in train through the task's framing)
-        extra = [(i, k, t) for i, k, t in augment(prompts, seed=seed + (s == "val"), share=share,
-                                                   pad_tokens=pad_tokens, count=count) if k.startswith("pad_")]
+        extra = [] if s == "test" else [
+            (i, k, t) for i, k, t in augment(prompts, seed=seed + (s == "val"), share=share,
+                                             pad_tokens=pad_tokens, count=count) if k.startswith("pad_")]
         prompts += [t for _, _, t in extra]
         labels += [labels[i] for i, _, _ in extra]
         kind += [k for _, k, _ in extra]
+        src += [src[i] for i, _, _ in extra]
         texts[s] = [render_input(base, p) for p in prompts]
-        ys[s], kinds[s] = np.array(labels), kind
+        ys[s], kinds[s], sources[s] = np.array(labels), kind, src
         states[s] = token_states(base, texts[s], layers, max_length=max_length, desc=f"{task_name} {s} tokens")
         log.info("%s %s: %d texts (%d padded), %d tokens", task_name, s, len(prompts), len(extra),
                  int(states[s].offsets[-1]))
-    return WindowData(texts, ys, kinds, states)
+    return WindowData(texts, ys, kinds, states, sources)
 
 
 def _standardise(head: WindowHead, states: TokenStates, n: int = 200_000, seed: int = 0) -> None:
@@ -214,26 +219,34 @@ def _z(head: WindowHead, x: torch.Tensor) -> torch.Tensor:
     return ((x - head.mu) / head.sd) @ head.net.weight.T
 
 
-def predict_window(head: WindowHead, states: TokenStates, batch_tokens: int = 65536) -> np.ndarray:
-    """Logits [n, heads] of every text (the inference read-out, with the bias)."""
-    out = torch.zeros(len(states), head.net.out_features)
+def predict_window(head: WindowHead, states: TokenStates, idx: Sequence[int] | None = None,
+                   batch_tokens: int = 65536) -> np.ndarray:
+    """Logits [n, heads] of texts `idx` (default all), the inference read-out with the bias."""
+    idx = list(range(len(states))) if idx is None else list(idx)
+    lens = states.lengths()
+    out = torch.zeros(len(idx), head.net.out_features)
     with torch.no_grad():
-        for b in length_buckets(states.lengths().tolist(), batch_tokens, 256):
-            x, m = states.batch(b)
+        for b in length_buckets([int(lens[i]) for i in idx], batch_tokens, 256):
+            x, m = states.batch([idx[j] for j in b])
             out[b] = rolling_max(_z(head, x), m, head.window) + head.net.bias
     return out.numpy()
 
 
 def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: int, *, weight_decay: float = 1e-3,
                epochs: int = 8, warm_epochs: int = 2, lr: float = 2e-3, batch_size: int = 64, seed: int = 0,
-               patience: int = 2) -> tuple[WindowHead, dict]:
+               patience: int = 2, train_idx: Sequence[int] | None = None,
+               val_idx: Sequence[int] | None = None) -> tuple[WindowHead, dict]:
     """Fit one window head: `warm_epochs` on the mean of the token logits (a stable start), then the
-    rolling-max loss; keeps the epoch with the best val AUC."""
+    rolling-max loss; keeps the epoch with the best val AUC. `train_idx` / `val_idx` restrict the
+    texts used (leave-one-source-out)."""
     torch.manual_seed(seed)
     head = WindowHead(d_model, 1, list(layers), window)
     tr, va = data.states["train"], data.states["val"]
-    y_tr = torch.as_tensor(data.y["train"], dtype=torch.float32)
-    _standardise(head, tr, seed=seed)
+    tr_idx = list(range(len(tr))) if train_idx is None else list(train_idx)
+    va_idx = list(range(len(va))) if val_idx is None else list(val_idx)
+    y_all = torch.as_tensor(data.y["train"], dtype=torch.float32)
+    y_tr = y_all[tr_idx]
+    _standardise(head, tr, seed=seed)  # over all train tokens (a held-out source shifts it little)
     with torch.no_grad():
         head.net.weight.zero_()
         head.net.bias.zero_()
@@ -242,13 +255,14 @@ def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: in
     g = torch.Generator().manual_seed(seed)
     best = (-1.0, None, -1)
     history = []
-    lens = tr.lengths().tolist()
+    all_lens = tr.lengths().tolist()
+    lens = [all_lens[i] for i in tr_idx]
     for ep in range(epochs):
         t0 = time.perf_counter()
-        order = torch.randperm(len(tr), generator=g).tolist()
+        order = torch.randperm(len(tr_idx), generator=g).tolist()
         batches = _shuffled_buckets(order, lens, batch_size, g)  # similar lengths, seeded order
         for b in batches:
-            x, m = tr.batch(b)
+            x, m = tr.batch([tr_idx[i] for i in b])
             z = _z(head, x)  # [b, s, 1]
             if ep < warm_epochs:
                 agg = (z * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
@@ -259,7 +273,7 @@ def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: in
             opt.zero_grad()
             loss.backward()
             opt.step()
-        auc = roc_auc(data.y["val"], predict_window(head, va)[:, 0])
+        auc = roc_auc(data.y["val"][va_idx], predict_window(head, va, va_idx)[:, 0])
         history.append({"epoch": ep + 1, "val_auc": float(auc), "seconds": round(time.perf_counter() - t0, 1)})
         log.info("window W=%d wd=%g epoch %d: val AUC %.4f (%.0f s)", window, weight_decay, ep + 1, auc,
                  time.perf_counter() - t0)
@@ -313,3 +327,55 @@ def train_window(base: Base, cfg) -> GuardAdapter:
             "n_train": len(data.y["train"]), "n_val": len(data.y["val"]), "n_test": len(data.y["test"])}
     return GuardAdapter("window", cfg.task, "prompt", ["unsafe"], {"layers": layers, "window": w}, head, temps,
                         thresholds, max_length=context, target_fpr=cfg.target_fpr, info=info)
+
+
+def val_report(head: WindowHead, data: WindowData, idx: Sequence[int] | None = None) -> dict:
+    """Val AUC on the plain texts and on the padded copies, each against the whole other class."""
+    va = data.states["val"]
+    idx = list(range(len(va))) if idx is None else list(idx)
+    logits = predict_window(head, va, idx)[:, 0]
+    y = data.y["val"][idx]
+    kinds = [data.kinds["val"][i] for i in idx]
+    out = {"auc": roc_auc(y, logits)}
+    for name, keep in (("auc_plain", lambda k: k == "plain"), ("auc_padded", lambda k: k.startswith("pad_"))):
+        m = np.array([keep(k) for k in kinds])
+        if m.any() and len(np.unique(y[m])) == 2:
+            out[name] = roc_auc(y[m], logits[m])
+    return out
+
+
+def loso_window(data: WindowData, layers: Sequence[int], window: int, weight_decay: float, d_model: int,
+                target_fpr: float = 0.05, epochs: int = 5, **fit_kw) -> dict:
+    """Leave-one-source-out as the PLR study does it: train without one source (its framed and
+    padded copies too), threshold at `target_fpr` on val without it, and test on every plain row of
+    it (all splits) against the other class's test rows of the other sources."""
+    from dsa.guards.calibrate import threshold_for_fpr
+    from dsa.guards.operating import tpr_at_fpr
+
+    res = {}
+    y_te = data.y["test"]
+    for src in sorted(set(data.sources["train"])):
+        t0 = time.perf_counter()
+        tr_idx = [i for i, x in enumerate(data.sources["train"]) if x != src]
+        va_idx = [i for i, x in enumerate(data.sources["val"]) if x != src]
+        head, _ = fit_window(data, layers, window, d_model, weight_decay=weight_decay, epochs=epochs,
+                             train_idx=tr_idx, val_idx=va_idx, **fit_kw)
+        thr = threshold_for_fpr(predict_window(head, data.states["val"], va_idx)[:, 0], data.y["val"][va_idx],
+                                target_fpr)
+        held, ys = [], []
+        for s in ("train", "val", "test"):
+            ix = [i for i, (x, k) in enumerate(zip(data.sources[s], data.kinds[s], strict=True))
+                  if x == src and k == "plain"]
+            if ix:
+                held.append(predict_window(head, data.states[s], ix)[:, 0])
+                ys.append(data.y[s][ix])
+        s_held, y_held = np.concatenate(held), np.concatenate(ys)
+        label = int(round(float(y_held.mean())))
+        other = [i for i, x in enumerate(data.sources["test"]) if x != src and y_te[i] != label]
+        s_other = predict_window(head, data.states["test"], other)[:, 0]
+        y = np.r_[y_held, y_te[other]]
+        sc = np.r_[s_held, s_other]
+        res[src] = {"label": label, "n": int(len(s_held)), "auc": roc_auc(y, sc), "tpr_at_1pct_fpr": tpr_at_fpr(y, sc, 0.01),
+                    "flag_rate": float((s_held >= thr).mean()), "seconds": round(time.perf_counter() - t0, 1)}
+        log.info("loso %s: auc %.3f flag %.3f", src, res[src]["auc"], res[src]["flag_rate"])
+    return res
