@@ -5,6 +5,8 @@
     dsa guard study                       # prompt-guard precision study -> results/guard-precision.json
     dsa guard operating-points            # shipped prompt guard on eval-only sets -> results/guard.json
     dsa guard score adapters/guards/prompt_safety --text "How do I pick a lock?"
+    dsa guard robustness adapters/guards/prompt_safety   # wrappers, padding, encodings -> results/robustness.json
+    dsa guard robustness-report           # docs/results-robustness.md + docs/img/robustness-*.png from the JSON
 """
 
 from __future__ import annotations
@@ -80,6 +82,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--file", default=None, help="a file with one user message per line")
     p.add_argument("--base", default="smollm2-135m-instruct", help="base model the adapters were made for")
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("robustness", help="red-team a guard adapter: flag rates on eval-only sets under held-out "
+                                          "wrappers, padding and encodings, scored through the runtime -> "
+                                          "results/robustness.json",
+                       epilog="example:\n  dsa guard robustness adapters/guards/mine --name mine --n 60 --no-refusal",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("adapter", help="guard adapter directory (any prompt guard, your own included)")
+    p.add_argument("--name", default=None, help="its key under guards in the results file (default: the folder name)")
+    p.add_argument("--n", type=int, default=120, help="prompts per set (the first n in a fixed sha256 order)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the order, the wrapper templates and the filler")
+    p.add_argument("--refusal-n", type=int, default=60, help="prompts per set for the refusal rate of alignment=auto")
+    p.add_argument("--refusal-conditions", default=None,
+                   help="comma-separated conditions generated for the refusal rate (default: "
+                        "plain,pad_after_300,roleplay,thriller)")
+    p.add_argument("--refusal-sets", default=None,
+                   help="comma-separated sets for the refusal rate (default: strongreject,xstest_safe)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="decode budget of the refusal generations")
+    p.add_argument("--align-adapter", default="adapters/align/dsa_adapter",
+                   help="alignment adapter that alignment=auto applies")
+    p.add_argument("--no-refusal", action="store_true", help="flag rates only (no generation)")
+    p.add_argument("--no-resume", action="store_true", help="ignore per-text results cached under runs/robustness/")
+    p.add_argument("--base", default="smollm2-135m-instruct", help="base model the adapter was made for")
+    p.add_argument("--out", default="results/robustness.json")
+    p.set_defaults(func=cmd_robustness)
+    p = sub.add_parser("robustness-report", help="regenerate docs/results-robustness.md and its plots from "
+                                                 "results/robustness.json")
+    p.add_argument("--results", default="results/robustness.json")
+    p.add_argument("--doc", default="docs/results-robustness.md")
+    p.add_argument("--img-dir", default="docs/img")
+    p.set_defaults(func=cmd_robustness_report)
 
 
 def _config_help() -> str:
@@ -225,4 +256,51 @@ def cmd_score(args) -> int:
     for text, res in zip(texts, classify(base, bank, texts), strict=True):
         json.dump({"text": text, **res}, sys.stdout)
         sys.stdout.write("\n")
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    import shlex
+
+    from dsa.base import load_base
+    from dsa.eval.robustness import (
+        REFUSAL_CONDITIONS,
+        REFUSAL_SETS,
+        SETS,
+        conditions,
+        measure,
+        merge_guard,
+    )
+
+    conds = _csv(args.refusal_conditions) or list(REFUSAL_CONDITIONS)
+    bad = [c for c in conds if c not in conditions() and not c.startswith("pad_")]
+    sets = _csv(args.refusal_sets) or list(REFUSAL_SETS)
+    bad += [s for s in sets if s not in SETS]
+    if bad:
+        raise ValueError(f"unknown refusal conditions or sets {bad}: conditions {conditions()}, sets {list(SETS)}")
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    refusal_n = 0 if args.no_refusal else args.refusal_n
+    entry = measure(load_base(args.base), args.adapter, n=args.n, seed=args.seed, refusal_n=refusal_n,
+                    align_adapter=args.align_adapter, refusal_conditions=conds, refusal_sets=sets,
+                    max_new_tokens=args.max_new_tokens, command="dsa " + shlex.join(sys.argv[1:]),
+                    resume=not args.no_resume)
+    name = args.name or Path(args.adapter).name
+    merge_guard(Path(args.out), name, entry)
+    sr = entry["rows"].get("strongreject", {})
+    print(f"{name}: StrongREJECT flagged " + ", ".join(f"{c} {r['flag_rate']:.3f}" for c, r in sr.items()))
+    print(f"wrote guards[{name!r}] of {args.out}; regenerate the page with `dsa guard robustness-report`")
+    return 0
+
+
+def _csv(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def cmd_robustness_report(args) -> int:
+    from dsa.eval.robustness_report import write_report
+
+    paths = write_report(json.loads(Path(args.results).read_text()), Path(args.doc), Path(args.img_dir),
+                         results_path=args.results)
+    print("wrote " + ", ".join(map(str, paths)))
     return 0

@@ -84,3 +84,18 @@ def binary_report(y, s, p=None) -> dict:
     y_c, _ = _clean(y, s)
     return {"auc": roc_auc(y, s), "auprc": auprc(y, s), "fpr_at_95tpr": fpr_at_tpr(y, s, 0.95),
             "ece": ece(y, p) if p is not None else float("nan"), "n_test": int(len(y_c))}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (95 % by default); (nan, nan) when n is 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at k = 0 or k = n.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    lo = 0.0 if k <= 0 else max(0.0, centre - half)  # exact at the edges (rounding would leave 1 - 1e-16)
+    hi = 1.0 if k >= n else min(1.0, centre + half)
+    return float(lo), float(hi)
