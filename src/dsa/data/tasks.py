@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from dsa.data.contrast import contrast_records
 from dsa.data.records import Record, normalise_text
 from dsa.data.sources import OPENAI_MODERATION_HEADS, data_dir, load_source
 from dsa.data.splits import SPLITS, assign_splits, deduplicate, eval_key, eval_only_texts
@@ -146,11 +147,15 @@ def _prompt_safety(root: str, seed: int) -> GuardTask:
         questions = _hash_order([r.model_copy(update={"meta": {**r.meta, "question_negative": True}})
                                  for r in pool if r.id not in taken and QUESTION.match(r.main_text.strip())], seed)
         out += hard + plain + (questions if s == "train" else questions[:QUESTION_EVAL_CAP])
+    # project-written contrast prompts (dsa.data.contrast): the same harm words in benign and
+    # harmful senses across twelve domains, with their own seeded per-row splits
+    out += deduplicate(contrast_records(seed), against, key=eval_key)
     out += _framed([r for r in out if r.split == "train"], seed)
     return _by_split("prompt_safety", "prompt", ["unsafe"], out,
                      "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, AdversarialQA, Do-Not-Answer, "
                      "ToxicChat) vs benign (CoCoNot preference prompts, PHTest harmless, WildChat, OpenAI-moderation "
-                     "unflagged, Alpaca hard negatives that use harm words, Alpaca questions, Alpaca sample); 30 % of training prompts "
+                     "unflagged, Alpaca hard negatives that use harm words, Alpaca questions, Alpaca sample), and the project's "
+                     "contrast prompts (dsa.data.contrast: harm words in benign and harmful senses); 30 % of training prompts "
                      "of both classes also wrapped by a train wrapper family (dsa.data.wrappers)")
 
 
