@@ -67,7 +67,8 @@ def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe", poo
     """The `n` benign prompt_safety training prompts (unframed, ≤ 400 characters) that the guard
     at `guard_dir` scores highest on `head`: the prompts context-dependent alignment would switch
     the adapter on for although they are safe. Scored from the guard feature store (every
-    prompt_safety text is in it; a missing one costs one base forward). `pool` > 0 scores only a
+    prompt_safety text is in it; a missing one costs one base forward), or, for a window head,
+    through `classify`. `pool` > 0 scores only a
     fixed hashed-order subset of that many prompts."""
     from dsa.guards.bank import GuardAdapter
     from dsa.guards.featurize import extract_task_features, render
@@ -80,10 +81,16 @@ def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe", poo
             if r.label == 0 and r.meta.get("frame") is None and len(r.main_text) <= 400]
     if pool:
         recs = sorted(recs, key=lambda r: _h(r.main_text, "pool"))[:pool]
-    feats = extract_task_features(base, [render(base, r, "prompt") for r in recs], "align-hard-negatives",
-                                  max_length=guard.max_length, window=guard.window, tokens=guard.arch != "plr")
-    scores = predict(guard.head, feats, "plr" if guard.arch.startswith("plr") else guard.arch,
-                     guard.cfg)[:, guard.heads.index(head)]
+    if guard.arch == "window":  # per-token read-out: scored through the public classify path
+        from dsa.guards.bank import GuardBank, classify
+
+        q = guard.qualified[guard.heads.index(head)]
+        scores = [r["scores"][q] for r in classify(base, GuardBank([guard]), [r.main_text for r in recs])]
+    else:
+        feats = extract_task_features(base, [render(base, r, "prompt") for r in recs], "align-hard-negatives",
+                                      max_length=guard.max_length, window=guard.window, tokens=guard.arch != "plr")
+        scores = predict(guard.head, feats, "plr" if guard.arch.startswith("plr") else guard.arch,
+                         guard.cfg)[:, guard.heads.index(head)]
     order = sorted(range(len(recs)), key=lambda i: (-scores[i], _h(recs[i].main_text, "hard")))
     return [recs[i].main_text for i in order[:n]]
 

@@ -12,7 +12,7 @@ from dsa.adapter_io import atomic_write_text
 from dsa.bench.timing import use_clock
 
 TARGETS = {  # ratio ≤ target on this machine (issue #11 / DESIGN.md)
-    "guard_overhead": {"plr": 1.01, "mlp": 1.01, "rtb": 1.05, "lst": 1.05, "all_shipped": 1.03},
+    "guard_overhead": {"plr": 1.01, "mlp": 1.01, "rtb": 1.05, "lst": 1.05, "window": 1.03, "all_shipped": 1.03},
     "streaming_per_token": 1.02, "benign_request": 1.02, "flagged_request": 1.25,
     "runtime_vs_generate": 0.90,  # ≥: tokens/s of the runtime over model.generate
 }
@@ -127,8 +127,8 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
                                budget_s=cfg.cell_budget_s, log=log, on_cell=keep)
         _save(res, cfg.out)
     shipped = Path(cfg.guards_dir or "")
-    has_shipped = not any(v["random_weights"] for k, v in variants.items() if k in ("plr", "all_shipped"))
-    prompt_bank = variants["plr"]["bank"]
+    has_shipped = not any(v["random_weights"] for k, v in variants.items() if k in ("plr", "window", "all_shipped"))
+    prompt_bank = variants.get("window", variants["plr"])["bank"]  # the shipped prompt guard
     response_bank = (workloads.GuardBank.load([shipped / "response_harm"], base)
                      if has_shipped and (shipped / "response_harm").is_dir() else variants["mlp"]["bank"])
     res["response_guard"] = {"what": "shipped response_harm" if has_shipped else "random MLP probe",

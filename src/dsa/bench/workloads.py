@@ -61,8 +61,9 @@ def random_adapter(base, arch: str, cfg: dict, task: str, seed: int = 0) -> Guar
 def head_variants(base, guards_dir: str | Path | None = "adapters/guards") -> dict[str, dict]:
     """{variant: {"bank": GuardBank, "what": description, "random_weights": bool}}.
 
-    plr = the shipped prompt guard, rtb = the shipped ToxiGen guard, all_shipped = every shipped
-    guard in one bank; mlp and lst are random heads on the shipped layers. Without shipped adapters
+    window = the shipped prompt guard (a window head), plr = the PLR prompt guard shipped before it
+    (adapters/guards/prompt_safety_plr_v1), rtb = the shipped ToxiGen guard, all_shipped = every
+    shipped guard in one bank; mlp and lst are random heads on the shipped layers. Without shipped adapters
     for this base (e.g. a tiny test model) every variant is a random head.
     """
     n = base.n_layers
@@ -83,9 +84,16 @@ def head_variants(base, guards_dir: str | Path | None = "adapters/guards") -> di
     def add(key, adapters, what, random_weights):
         out[key] = {"bank": GuardBank(adapters), "what": what, "random_weights": random_weights}
 
-    if "prompt_safety" in shipped:
-        a = shipped["prompt_safety"]
-        add("plr", [a], f"shipped prompt_safety (PLR, linear, layers {a.cfg['layers']}, {'+'.join(a.cfg['poolings'])})", False)
+    prompt = shipped.get("prompt_safety")
+    if prompt is not None and prompt.arch == "window":
+        add("window", [prompt], f"shipped prompt_safety (window {prompt.cfg['window']}, layers {prompt.cfg['layers']})",
+            False)
+        spread = prompt.cfg["layers"]
+        before = Path(guards_dir) / "prompt_safety_plr_v1"  # the PLR prompt guard shipped before it
+        prompt = GuardAdapter.load(before, base.fingerprint, base.d_model) if before.is_dir() else None
+    if prompt is not None and prompt.arch == "plr":
+        a = prompt
+        add("plr", [a], f"prompt_safety PLR (linear, layers {a.cfg['layers']}, {'+'.join(a.cfg['poolings'])})", False)
         spread = a.cfg["layers"]
     else:
         add("plr", [random_adapter(base, "plr", {"layers": spread, "poolings": ["last"]}, "plr")],
