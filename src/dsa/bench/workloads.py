@@ -62,7 +62,7 @@ def head_variants(base, guards_dir: str | Path | None = "adapters/guards") -> di
     """{variant: {"bank": GuardBank, "what": description, "random_weights": bool}}.
 
     window = the shipped prompt guard (a window head), plr = the PLR prompt guard shipped before it
-    (adapters/guards/prompt_safety_plr_v1), rtb = the shipped ToxiGen guard, all_shipped = every
+    (adapters/baselines/prompt_safety_plr_v1), rtb = the shipped ToxiGen guard, all_shipped = every
     shipped guard in one bank; mlp and lst are random heads on the shipped layers. Without shipped adapters
     for this base (e.g. a tiny test model) every variant is a random head.
     """
@@ -89,7 +89,7 @@ def head_variants(base, guards_dir: str | Path | None = "adapters/guards") -> di
         add("window", [prompt], f"shipped prompt_safety (window {prompt.cfg['window']}, layers {prompt.cfg['layers']})",
             False)
         spread = prompt.cfg["layers"]
-        before = Path(guards_dir) / "prompt_safety_plr_v1"  # the PLR prompt guard shipped before it
+        before = Path(guards_dir).parent / "baselines" / "prompt_safety_plr_v1"  # the PLR guard shipped before it
         prompt = GuardAdapter.load(before, base.fingerprint, base.d_model) if before.is_dir() else None
     if prompt is not None and prompt.arch == "plr":
         a = prompt
