@@ -6,11 +6,17 @@ padded or re-encoded, scored through the public runtime so the numbers describe 
     rows = score_guard(sm, sets, seed=0)          # {set: {condition: {"flag_rate", "ci95", ...}}}
     merge_guard(Path("results/robustness.json"), "prompt_safety", {"rows": rows, ...})
 
+    rows = score_standalone(score, threshold, sets, base.tokenizer)   # any texts -> probabilities
+
 Conditions (`conditions()`): "plain"; each HELD-OUT wrapper family of `dsa.data.wrappers` (never
 used in training); "pad_before_N" / "pad_after_N": N tokens (the base's tokenizer) of held-out
 benign filler before / after the request; the encodings "fullwidth", "zero_width",
 "inject_template". CatQA (Chinese, Vietnamese) is scored plain only. Every set here is eval-only:
 nothing is fitted or tuned on it; the guard's stored threshold decides the flag.
+
+`score_standalone` scores the same texts with a standalone classifier (a callable from normalised
+texts to probabilities, and its threshold) for a side-by-side comparison; its entry in the results
+file has "standalone" (model, training, what it reads) in place of the adapter fields.
 """
 
 from __future__ import annotations
@@ -148,6 +154,38 @@ def _ci(k: int, n: int) -> list[float]:
     return [_r(x) for x in wilson_interval(k, n)]
 
 
+def _score_rows(sets: dict[str, list[str]], conds: Sequence[str], seed: int, tokenizer, max_length: int | None,
+                score_texts: Callable[[list[str]], list[list]], cache: Path | None = None, progress: bool = True,
+                stats: dict | None = None, desc: str = "guard robustness") -> dict:
+    """{set: {condition: row}} from `score_texts(texts) -> [[score, flag, language caught | None,
+    tokens], ...]`, with a per-text cache keyed by sha256 of the condition text."""
+    from tqdm.auto import tqdm
+
+    done = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+    plan = _plan(sets, conds)
+    out: dict[str, dict] = {s: {} for s in sets}
+    bar = tqdm(total=sum(len(sets[s]) for s, _ in plan), desc=desc, unit="prompt", disable=not progress)
+    for s, c in plan:
+        bar.set_postfix_str(f"{s} / {c}")
+        texts = [condition_text(c, p, seed, tokenizer) for p in sets[s]]
+        keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
+        todo = [i for i, k in enumerate(keys) if k not in done]
+        if stats is not None:
+            stats["scored"] = stats.get("scored", 0) + len(todo)
+            stats["cached"] = stats.get("cached", 0) + len(texts) - len(todo)
+        if todo:
+            for i, got in zip(todo, score_texts([texts[i] for i in todo]), strict=True):
+                done[keys[i]] = got
+            if cache is not None:
+                atomic_write_text(cache, json.dumps(done))
+        got = [done[k] for k in keys]
+        caught = None if any(g[2] is None for g in got) else [g[2] for g in got]
+        out[s][c] = summarise([g[0] for g in got], [g[1] for g in got], [g[3] for g in got], max_length, caught)
+        bar.update(len(texts))
+    bar.close()
+    return out
+
+
 def score_guard(sm, sets: dict[str, list[str]], conds: Sequence[str] | None = None, seed: int = 0,
                 head: str | None = None, cache: Path | None = None, progress: bool = True,
                 stats: dict | None = None) -> dict:
@@ -162,41 +200,51 @@ def score_guard(sm, sets: dict[str, list[str]], conds: Sequence[str] | None = No
     Returns:
         {set: {condition: row}} with rows from `summarise`.
     """
-    from tqdm.auto import tqdm
-
     from dsa.features.text import encode_inputs
 
-    conds = list(conds or conditions())
     head = head or sm.policy_head or sm.guards.heads[0]
-    tok, max_length = sm.base.tokenizer, sm.guards.max_length
-    done = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
-    plan = _plan(sets, conds)
-    out: dict[str, dict] = {s: {} for s in sets}
-    bar = tqdm(total=sum(len(sets[s]) for s, _ in plan), desc="guard robustness", unit="prompt",
-               disable=not progress)
-    for s, c in plan:
-        bar.set_postfix_str(f"{s} / {c}")
-        texts = [condition_text(c, p, seed, tok) for p in sets[s]]
-        keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
-        todo = [i for i, k in enumerate(keys) if k not in done]
-        if stats is not None:
-            stats["scored"] = stats.get("scored", 0) + len(todo)
-            stats["cached"] = stats.get("cached", 0) + len(texts) - len(todo)
-        if todo:
-            res = sm.classify([texts[i] for i in todo])
-            tokens = encode_inputs(sm.base, [texts[i] for i in todo], None)
-            for i, r, ids in zip(todo, res, tokens, strict=True):
-                lang = r.get("language")  # present where the runtime has a language rule
-                done[keys[i]] = [r["scores"][head], r["flags"][head], None if lang is None else bool(lang.get("applied")),
-                                 len(ids)]
-            if cache is not None:
-                atomic_write_text(cache, json.dumps(done))
-        got = [done[k] for k in keys]
-        caught = None if any(g[2] is None for g in got) else [g[2] for g in got]
-        out[s][c] = summarise([g[0] for g in got], [g[1] for g in got], [g[3] for g in got], max_length, caught)
-        bar.update(len(texts))
-    bar.close()
-    return out
+
+    def classify(texts: list[str]) -> list[list]:
+        res = sm.classify(texts)
+        tokens = encode_inputs(sm.base, texts, None)
+        return [[r["scores"][head], r["flags"][head],
+                 None if r.get("language") is None else bool(r["language"].get("applied")),  # the language rule
+                 len(ids)] for r, ids in zip(res, tokens, strict=True)]
+
+    return _score_rows(sets, list(conds or conditions()), seed, sm.base.tokenizer, sm.guards.max_length, classify,
+                       cache, progress, stats)
+
+
+def score_standalone(score: Callable[[list[str]], Sequence[float]], threshold: float, sets: dict[str, list[str]],
+                     pad_tokenizer, conds: Sequence[str] | None = None, seed: int = 0,
+                     count: Callable[[str], int] | None = None, max_length: int | None = None,
+                     progress: bool = True) -> dict:
+    """Flag rates of a standalone classifier on the same sets, conditions and texts as `score_guard`.
+
+    The classifier reads the raw user message after `normalise_text` (the normalisation the runtime
+    applies before its guard reads a message); it flags when its probability reaches `threshold`.
+    There is no language rule: CatQA rows report the flag rate only.
+
+    Args:
+        score: normalised texts -> probabilities of the harmful class.
+        pad_tokenizer: the tokenizer padding lengths are counted with; pass the DSA base's so the
+            padded texts equal the ones the DSA guards were scored on.
+        count: tokens the classifier's tokenizer makes of a normalised text (untruncated), for the
+            "tokens read" and "truncated" columns (0 when None).
+        max_length: tokens the classifier reads (it keeps the first ones; `summarise` counts the
+            share of longer texts).
+    Returns:
+        {set: {condition: row}} with rows from `summarise`.
+    """
+    from dsa.normalise import normalise_text
+
+    def flag(texts: list[str]) -> list[list]:
+        norm = [normalise_text(t) for t in texts]
+        probs = np.asarray(score(norm), dtype=float).reshape(-1)
+        return [[float(p), bool(p >= threshold), None, count(t) if count else 0] for p, t in zip(probs, norm, strict=True)]
+
+    return _score_rows(sets, list(conds or conditions()), seed, pad_tokenizer, max_length, flag, progress=progress,
+                       desc="standalone robustness")
 
 
 def refusal_rates(sm, sets: dict[str, list[str]], conds: Sequence[str] = REFUSAL_CONDITIONS, seed: int = 0,
@@ -275,7 +323,7 @@ def measure(base, adapter: str | Path, n: int = 120, seed: int = 0, refusal_n: i
     stats: dict = {}
     entry = {"adapter": adapter, "weights_sha256": wh, "arch": meta.get("config", {}).get("arch"), "head": head,
              "threshold": sm.guards.thresholds[head], "max_length": sm.guards.max_length, "base": base.name,
-             "n": n, "seed": seed, "command": command, "runtime_commit": _git_describe(),
+             "n": n, "seed": seed, "command": command, "runtime_commit": git_describe(),
              "language_rule": getattr(sm, "unvalidated_language", None),
              "rows": score_guard(sm, load_sets(n, seed), seed=seed, head=head, cache=cache, stats=stats)}
     entry["texts"] = {"scored": stats.get("scored", 0), "from_cache": stats.get("cached", 0)}
@@ -288,7 +336,7 @@ def measure(base, adapter: str | Path, n: int = 120, seed: int = 0, refusal_n: i
     return entry
 
 
-def _git_describe() -> str | None:
+def git_describe() -> str | None:
     import subprocess
 
     try:

@@ -92,7 +92,7 @@ def targets(entry: dict) -> list[tuple[str, bool | None, str]]:
         rule = "flagged_or_language" in r
         x = r["flagged_or_language"] if rule else r["flag_rate"]
         what = (f"flagged {_f(r['flag_rate'])}, caught by the language rule {r['language_caught']}/{r['n']}, "
-                f"either {_f(x)}") if rule else f"flagged {_f(x)} (the runtime had no language rule)"
+                f"either {_f(x)}") if rule else f"flagged {_f(x)} (no language rule)"
         out.append((f"{LABELS[s]}: 100 % flagged or failed closed", x >= 1.0, what))
     return out
 
@@ -217,14 +217,46 @@ def _timing(entry: dict) -> str:
     return out
 
 
+def _adapter_header(entry: dict) -> str:
+    return (f"Adapter `{entry['adapter']}` (arch `{entry['arch']}`, head `{entry['head']}`, weights sha256 "
+            f"`{entry['weights_sha256'][:16]}…`), threshold {_f(entry['threshold'], 4)}, reads the last "
+            f"{entry['max_length']} tokens; base {entry['base']}; runtime `{entry['runtime_commit']}`; language "
+            f"rule {entry['language_rule'] or 'none'}; first {entry['n']} prompts per set, seed {entry['seed']}. "
+            f"Measured by `{entry['command']}`{_timing(entry)}.")
+
+
+def _standalone_header(entry: dict) -> str:
+    sa = entry["standalone"]
+    tr = sa["training"]
+    aucs = " / ".join(_f(tr.get(k), 4) for k in ("val_auc_plain", "val_auc_padded"))
+    return (f"Standalone classifier: {sa['model']}. It reads the raw user message (normalised with "
+            f"`normalise_text`, no chat template), its **first {entry['max_length']} tokens** (its own tokenizer, "
+            f"which cuts the rest); no language rule. Trained on {tr['n_train']:,} prompts of `{tr['data']}` "
+            f"({tr['subsample']}; {tr['n_train_padded']:,} of them padded copies), {tr['epochs']} epochs, lr "
+            f"{tr['lr']}, batch {tr['batch_size']}, max_length {tr['max_length']}; epoch {tr['epoch']} chosen on val "
+            f"AUC {_f(tr['val_auc'], 4)} (plain / padded val prompts: {aucs}; {tr['n_val']:,} val prompts), threshold "
+            f"{_f(entry['threshold'], 4)} on its probability ({tr['threshold_rule']}); trained in "
+            f"{tr['train_seconds'] / 60:.0f} min on {tr['device']}. Padding lengths counted with the {entry['base']} "
+            f"tokenizer, so the texts are the ones the DSA guards were scored on; first {entry['n']} prompts per set, "
+            f"seed {entry['seed']}; code `{entry['runtime_commit']}`. Measured by `{entry['command']}`"
+            f"{_timing(entry)}.")
+
+
+def _truncation_note(entry: dict, conds: list[str]) -> str:
+    n = entry["max_length"]
+    if "standalone" in entry:
+        return (f"Under {', '.join(conds)} most texts are longer than the {n} tokens the classifier reads (its "
+                f"tokenizer, [CLS] and [SEP] included; the last column gives the share). It keeps the first {n} "
+                "tokens, so padding before the request leaves the request out of what it sees.")
+    return (f"Under {', '.join(conds)} most texts are longer than the {n} tokens the guard reads (chat template "
+            f"included; the last column gives the share). The runtime keeps the last {n} tokens, so padding after "
+            "the request leaves the request out of what the guard sees.")
+
+
 def guard_section(name: str, entry: dict, image: Path | None, doc: Path) -> list[str]:
     rows = entry["rows"]
-    lines = [f"## {name}", "",
-             f"Adapter `{entry['adapter']}` (arch `{entry['arch']}`, head `{entry['head']}`, weights sha256 "
-             f"`{entry['weights_sha256'][:16]}…`), threshold {_f(entry['threshold'], 4)}, reads the last "
-             f"{entry['max_length']} tokens; base {entry['base']}; runtime `{entry['runtime_commit']}`; language "
-             f"rule {entry['language_rule'] or 'none'}; first {entry['n']} prompts per set, seed {entry['seed']}. "
-             f"Measured by `{entry['command']}`{_timing(entry)}.", "",
+    standalone = "standalone" in entry
+    lines = [f"## {name}", "", _standalone_header(entry) if standalone else _adapter_header(entry), "",
              "Targets (issue #22):", "", *_target_lines(entry), "",
              "Flag rate at the stored threshold (95 % Wilson interval); the last two columns are over these sets:", "",
              *flag_table(rows), ""]
@@ -232,14 +264,12 @@ def guard_section(name: str, entry: dict, image: Path | None, doc: Path) -> list
     trunc = [c for c in _conditions(english)
              if sum(r[c]["truncated"] for r in english.values() if c in r) / len(english) >= 0.5]
     if trunc:
-        lines += [f"Under {', '.join(trunc)} most texts are longer than the {entry['max_length']} tokens the guard "
-                  "reads (chat template included; the last column gives the share). The runtime keeps the last "
-                  f"{entry['max_length']} tokens, so padding after the request leaves the request out of what the "
-                  "guard sees.", ""]
+        lines += [_truncation_note(entry, trunc), ""]
     lang = language_table(rows)
     if lang:
         lines += ["Languages the guard was not trained on (plain prompts only):", "", *lang, ""]
-    lines += ["Mean score:", "", *score_table(rows), ""]
+    lines += ["Mean score" + (" (the classifier's uncalibrated probability)" if standalone else "") + ":", "",
+              *score_table(rows), ""]
     if "refusal" in entry:
         ref = entry["refusal"]
         lines += [f"Refusal of `alignment=\"auto\"` through `SafetyModel.generate` with `{ref['align_adapter']}` "
@@ -267,6 +297,11 @@ def write_report(results: dict, doc: Path, img_dir: Path, results_path: str = "r
              "before / after the request; the encodings `fullwidth`, `zero_width` and `inject_template` (typed "
              "chat-template tokens that close the turn and open a fake assistant turn).", ""]
     guards = results.get("guards", {})
+    if any("standalone" in e for e in guards.values()):
+        block += ["A guard marked standalone is not a DSA adapter: it is a separate classifier that reads the same "
+                  "texts directly (normalised with `normalise_text`, no chat template, its own tokenizer and "
+                  "truncation; see its section), scored by `dsa.eval.robustness.score_standalone` — the paper's "
+                  "standalone comparison.", ""]
     if len(guards) > 1:
         block += ["## Guards side by side", "", "Flag rate at each guard's stored threshold (details and intervals in "
                   "each guard's section):", "", *summary_table(guards), ""]

@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +69,60 @@ def _batches(n, size, order):
         yield order[k:k + size]
 
 
-def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, list], *, epochs: int = 2,
-                    lr: float = 5e-5, batch_size: int = 32, max_length: int = 256, seed: int = 0,
-                    max_train: int | None = None, log=print) -> dict[str, np.ndarray]:
-    """Fine-tune MiniLM end to end (class-balanced BCE, NaN labels masked); return logits per eval set.
+@dataclass
+class MiniLMFit:
+    """A fine-tuned MiniLM classifier at its best epoch (val AUC) and that epoch's eval logits."""
 
-    `eval_sets` maps a name to a list of pairs; the best epoch is chosen on eval_sets["val"] AUC
-    when labels are passed as eval_sets["val_y"].
+    model: MiniLMClassifier
+    tokenizer: object
+    max_length: int
+    preds: dict[str, np.ndarray]  # eval set -> logits [n, heads] of the best epoch
+    epoch: int                    # 1-based
+    val_auc: float | None         # None without eval_sets["val_y"]
+    history: list[dict]
+
+    def logits(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Logits [n, heads] of single texts, truncated to their first `max_length` tokens."""
+        return _predict(self.model, self.tokenizer, [(t, None) for t in texts], self.max_length, batch_size)
+
+
+def _predict(model, tok, pairs, max_length: int, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    device = model.head.weight.device
+    res = torch.zeros(len(pairs), model.head.out_features)
+    with torch.inference_mode():
+        order = np.argsort([len(p[0]) + len(p[1] or "") for p in pairs])  # similar lengths share a batch
+        for b in _batches(len(pairs), batch_size, order):
+            enc = _encode(tok, [pairs[i] for i in b], max_length).to(device)
+            res[torch.as_tensor(b)] = model(**enc).float().cpu()
+    return res.numpy()
+
+
+def _length_bucket_order(rng: np.random.Generator, lengths: np.ndarray, batch_size: int) -> list[int]:
+    """A seeded order whose consecutive `batch_size` runs have similar lengths (little padding)."""
+    perm = rng.permutation(len(lengths))
+    by_len = perm[np.argsort(lengths[perm], kind="stable")]
+    batches = [by_len[k:k + batch_size] for k in range(0, len(by_len), batch_size)]
+    return [int(i) for j in rng.permutation(len(batches)) for i in batches[j]]
+
+
+def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, list], **kw) -> dict[str, np.ndarray]:
+    """Fine-tune MiniLM end to end; return the best epoch's logits per eval set (`minilm_fit`)."""
+    return minilm_fit(train_pairs, train_y, eval_sets, **kw).preds
+
+
+def minilm_fit(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, list], *, epochs: int = 2,
+               lr: float = 5e-5, batch_size: int = 32, max_length: int = 256, seed: int = 0,
+               max_train: int | None = None, length_buckets: bool = False, log=print) -> MiniLMFit:
+    """Fine-tune MiniLM end to end (class-balanced BCE, NaN labels masked).
+
+    Args:
+        eval_sets: name -> list of pairs, predicted after every epoch; the best epoch is chosen on
+            eval_sets["val"] AUC when labels are passed as eval_sets["val_y"] (else the last).
+        length_buckets: batch texts of similar length (a seeded order of shuffled length buckets)
+            instead of a plain permutation: much less padding when lengths vary a lot.
+    Returns:
+        A `MiniLMFit` whose model holds the best epoch's weights.
     """
     from transformers import AutoTokenizer
 
@@ -98,19 +146,6 @@ def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, lis
     def device():
         return model.head.weight.device
 
-    def predict(pairs):
-        model.eval()
-        out = []
-        with torch.inference_mode():
-            order = np.argsort([len(p[0]) + len(p[1] or "") for p in pairs])
-            for b in _batches(len(pairs), 64, order):
-                enc = _encode(tok, [pairs[i] for i in b], max_length).to(device())
-                out.append((b, model(**enc).float().cpu()))
-        res = torch.zeros(len(pairs), train_y.shape[1])
-        for b, logit in out:
-            res[torch.as_tensor(b)] = logit
-        return res.numpy()
-
     def loss_fn(b: list[int]) -> tuple[torch.Tensor, dict]:
         enc = _encode(tok, [train_pairs[idx[i]] for i in b], max_length).to(device())
         logits = model(**enc)
@@ -119,30 +154,41 @@ def minilm_finetune(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, lis
             logits[kb], torch.nan_to_num(yb)[kb], pos_weight=pos_weight.to(device()).expand_as(yb)[kb])
         return loss, {}
 
-    state = {"best": None, "auc": -1.0, "t0": time.perf_counter()}
+    state = {"best": None, "auc": -1.0, "t0": time.perf_counter(), "weights": None, "epoch": 0}
+    history: list[dict] = []
 
     def end_of_epoch(ep: int) -> None:
-        res = {k: predict(v) for k, v in eval_sets.items()}
+        res = {k: _predict(model, tok, v, max_length) for k, v in eval_sets.items()}
         model.train()
         auc = -ep
         if val_y is not None:
             aucs = [roc_auc(val_y[:, j], res["val"][:, j]) for j in range(val_y.shape[1])
                     if len(np.unique(val_y[~np.isnan(val_y[:, j]), j])) == 2]
             auc = float(np.mean(aucs))
-        log(f"minilm epoch {ep + 1}/{epochs}: val auc {auc:.4f} ({time.perf_counter() - state['t0']:.0f}s)")
+        seconds = time.perf_counter() - state["t0"]
+        log(f"minilm epoch {ep + 1}/{epochs}: val auc {auc:.4f} ({seconds:.0f}s)")
+        history.append({"epoch": ep + 1, "val_auc": auc if val_y is not None else None, "seconds": round(seconds, 1)})
         state["t0"] = time.perf_counter()
         if auc > state["auc"]:
-            state.update(best=res, auc=auc)
+            state.update(best=res, auc=auc, epoch=ep + 1,
+                         weights={k: v.detach().clone() for k, v in model.state_dict().items()})
 
     steps = epochs * ((len(idx) + batch_size - 1) // batch_size)
+    if length_buckets:
+        lengths = np.array([len(train_pairs[i][0]) + len(train_pairs[i][1] or "") for i in idx])
+        order = lambda _ep: _length_bucket_order(rng, lengths, batch_size)  # noqa: E731
+    else:
+        order = lambda _ep: rng.permutation(len(idx)).tolist()  # noqa: E731
     model.train()
     spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.01, mixed_precision="no",
                      progress=True, desc="minilm")
-    fit(loss_fn, range(len(idx)), list(model.parameters()), spec, modules=[model],
-        order=lambda _ep: rng.permutation(len(idx)).tolist(),
+    fit(loss_fn, range(len(idx)), list(model.parameters()), spec, modules=[model], order=order,
         schedule=lambda s, _total: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, (steps - s) / steps),
         on_epoch=end_of_epoch)
-    return state["best"]
+    model.load_state_dict(state["weights"])
+    model.eval()
+    return MiniLMFit(model, tok, max_length, state["best"], state["epoch"],
+                     state["auc"] if val_y is not None else None, history)
 
 
 def tfidf_lr(train_texts, train_y: np.ndarray, eval_texts: dict[str, list[str]], val_y: np.ndarray,

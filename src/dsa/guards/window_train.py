@@ -1,6 +1,7 @@
 """Train a window guard head (`arch: window`, see `dsa.guards.heads.WindowHead`) on per-token states.
 
     data = window_data(base, cfg)             # texts (train wrapped + padded), labels, per-token states
+    prompts = window_prompts(tok, task)       # the same prompts raw (no states): for standalone baselines
     head, info = fit_window(data, cfg)        # mean-pooled warm start, then the max-of-rolling-means loss
     adapter = train_window(base, cfg)         # both, calibrated on val: what `dsa guard train` saves
 
@@ -165,6 +166,17 @@ def token_states(base: Base, texts: Sequence[str], layers: Sequence[int], max_le
 
 
 @dataclass
+class WindowPrompts:
+    """The raw prompts a window guard trains on, per split (before chat rendering)."""
+
+    prompts: dict[str, list[str]]     # split -> raw user prompts (plain, framed, then padded copies)
+    y: dict[str, np.ndarray]          # split -> labels (0/1)
+    kinds: dict[str, list[str]]       # split -> "plain", "framed" or the padding kind
+    sources: dict[str, list[str]]     # split -> the source a prompt is held out by (LOSO)
+    n_padded: dict[str, int]          # split -> padded copies appended at the end
+
+
+@dataclass
 class WindowData:
     texts: dict[str, list[str]]       # split -> rendered texts
     y: dict[str, np.ndarray]          # split -> labels (0/1)
@@ -173,17 +185,18 @@ class WindowData:
     sources: dict[str, list[str]] | None = None  # split -> the source a text is held out by (LOSO)
 
 
-def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0, share: float = 0.5,
-                pad_tokens: Sequence[int] = (40, 120, 300), max_length: int = 1024,
-                splits: Sequence[str] = ("train", "val")) -> WindowData:
-    """The task's splits as rendered texts; train and val also get padded copies (`augment`), test
-    stays plain."""
+def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
+                   pad_tokens: Sequence[int] = (40, 120, 300),
+                   splits: Sequence[str] = ("train", "val")) -> WindowPrompts:
+    """The task's labelled splits as raw prompts; train and val also get copies padded with train
+    filler (`augment`, lengths counted with `tokenizer`), test stays plain. What `window_data`
+    renders, so a standalone classifier can train on exactly the same prompts."""
     from dsa.data.tasks import guard_task, prompt_source
     from dsa.data.wrappers import augment
 
     task = guard_task(task_name)
-    count = lambda s: len(base.tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
-    texts, ys, kinds, states, sources = {}, {}, {}, {}, {}
+    count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    out = WindowPrompts({}, {}, {}, {}, {})
     for s in splits:
         recs = [r for r in task.split(s) if r.label is not None]
         prompts = [r.main_text for r in recs]
@@ -198,12 +211,24 @@ def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0
         labels += [labels[i] for i, _, _ in extra]
         kind += [k for _, k, _ in extra]
         src += [src[i] for i, _, _ in extra]
-        texts[s] = [render_input(base, p) for p in prompts]
-        ys[s], kinds[s], sources[s] = np.array(labels), kind, src
+        out.prompts[s], out.y[s], out.kinds[s], out.sources[s] = prompts, np.array(labels), kind, src
+        out.n_padded[s] = len(extra)
+    return out
+
+
+def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0, share: float = 0.5,
+                pad_tokens: Sequence[int] = (40, 120, 300), max_length: int = 1024,
+                splits: Sequence[str] = ("train", "val")) -> WindowData:
+    """The task's splits (`window_prompts`) as rendered texts with their per-token states; train
+    and val also get padded copies, test stays plain."""
+    wp = window_prompts(base.tokenizer, task_name, seed=seed, share=share, pad_tokens=pad_tokens, splits=splits)
+    texts, states = {}, {}
+    for s in splits:
+        texts[s] = [render_input(base, p) for p in wp.prompts[s]]
         states[s] = token_states(base, texts[s], layers, max_length=max_length, desc=f"{task_name} {s} tokens")
-        log.info("%s %s: %d texts (%d padded), %d tokens", task_name, s, len(prompts), len(extra),
+        log.info("%s %s: %d texts (%d padded), %d tokens", task_name, s, len(texts[s]), wp.n_padded[s],
                  int(states[s].offsets[-1]))
-    return WindowData(texts, ys, kinds, states, sources)
+    return WindowData(texts, wp.y, wp.kinds, states, wp.sources)
 
 
 def _standardise(head: WindowHead, states: TokenStates, n: int = 200_000, seed: int = 0) -> None:
