@@ -43,3 +43,16 @@ def test_bench_tiny_model_writes_results_and_doc(tiny_base, tmp_path):
     text = doc.read_text()
     assert "## Targets" in text and "dsa bench --doc-only" in text and "b2×16" in text
     assert (tmp_path / "img" / "bench-batch.png").exists() and (tmp_path / "img" / "bench-streaming.png").exists()
+
+
+def test_minilm_classifier_runs_in_bf16():
+    """The standalone baseline is benchmarked in the base's dtype: a float mask must not promote
+    its bf16 states past the bf16 head."""
+    import torch
+
+    from dsa.guards.baselines import MiniLMClassifier
+
+    model = MiniLMClassifier(1).to(dtype=torch.bfloat16).eval()
+    with torch.inference_mode():
+        out = model(torch.tensor([[101, 2023, 102, 0]]), torch.tensor([[1, 1, 1, 0]]))
+    assert out.shape == (1, 1) and out.dtype == torch.bfloat16

@@ -52,7 +52,7 @@ class MiniLMClassifier(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                          token_type_ids=token_type_ids).last_hidden_state  # [b, s, 384]
-        m = attention_mask.unsqueeze(-1).float()
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # float mask would promote bf16 states past the head's dtype
         return self.head((h * m).sum(1) / m.sum(1).clamp_min(1))  # [b, heads]
 
 
