@@ -56,3 +56,16 @@ def test_minilm_classifier_runs_in_bf16():
     with torch.inference_mode():
         out = model(torch.tensor([[101, 2023, 102, 0]]), torch.tensor([[1, 1, 1, 0]]))
     assert out.shape == (1, 1) and out.dtype == torch.bfloat16
+
+
+def test_update_takes_the_codes_targets_not_the_old_files(tiny_base, tmp_path):
+    """`--update` keeps the old file's other sections but not its targets: a target added since
+    (the window head's) must be there for the doc."""
+    from dsa.bench.run import TARGETS
+
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"targets": {"guard_overhead": {"plr": 1.01}}, "guard_overhead": {}}))
+    cfg = BenchConfig.quick(lengths=(16,), batches=(1,), sections=("guard",), generative_tokens=2, guards_dir=None,
+                            update=True, out=str(out), doc=str(tmp_path / "bench.md"))
+    res = run_bench(cfg, base=tiny_base, log=lambda *_: None)
+    assert res["targets"] == TARGETS

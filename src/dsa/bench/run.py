@@ -107,7 +107,7 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
     res: dict = {"command": command, "config": asdict(cfg), "machine": system.machine(cfg.device, base.dtype),
                  "targets": TARGETS, "complete": False, "clock": clock}
     if old is not None:  # re-measure the configured sections only; keep the file's others
-        res = {**old, "complete": False,
+        res = {**old, "targets": TARGETS, "complete": False,  # targets are the code's, not the old file's
                "updated": {**old.get("updated", {}), ",".join(cfg.sections): {"command": command,
                                                                            "machine": res["machine"]}}}
     variants = workloads.head_variants(base, cfg.guards_dir)
