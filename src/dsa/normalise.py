@@ -139,12 +139,12 @@ def encode_rendered(tokenizer, texts: Sequence[str]) -> list[list[int]]:
         for i, x in zip(plain, ids, strict=True):
             out[i] = list(x)
     pat = _special_pattern(tokenizer)
+    marked = re.compile(re.escape(MARK) + "(" + pat.pattern + ")") if pat is not None and len(plain) < len(texts) else None
     for i, t in enumerate(texts):
         if out[i] is not None:
             continue
         ids: list[int] = []
         pos = 0
-        marked = re.compile(re.escape(MARK) + "(" + pat.pattern + ")") if pat is not None else None
         for m in (marked.finditer(t) if marked is not None else ()):
             ids += _plain_ids(tokenizer, t[pos:m.start()].replace(MARK, ""), split=False)
             ids += _plain_ids(tokenizer, m.group(1), split=True)

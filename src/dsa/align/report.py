@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from dsa.adapter_io import atomic_write_text
+from dsa.docblock import splice_block
 
 METRICS = ("strongreject_refusal", "strongreject_harmful", "xstest_safe_refusal", "coconot_contrast_refusal",
            "ifeval_prompt_strict", "ifeval_inst_strict", "mmlu_cloze_acc", "mmlu_acc", "ref_loglik_ratio",
@@ -184,9 +185,4 @@ def write_doc(result: dict, doc: Path, images: list[Path] = ()) -> None:
     for img in images:
         block += ["", f"![{img.stem}]({Path(os.path.relpath(img, doc.parent)).as_posix()})"]
     block += ["", END]
-    text = doc.read_text() if doc.exists() else f"# Alignment results\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1] if END in rest else ""
-    atomic_write_text(doc, head + "\n".join(block) + tail)
+    splice_block(doc, block, START, END, "# Alignment results")

@@ -162,13 +162,14 @@ def filler_text(n_tokens: int, count: Callable[[str], int] | None = None, pool: 
 
 
 def pad(prompt: str, n_tokens: int, side: str, tokenizer=None, pool: Sequence[str] = FILLER_HELDOUT,
-        seed: int = 0) -> str:
+        seed: int = 0, count: Callable[[str], int] | None = None) -> str:
     """`prompt` with about `n_tokens` tokens of benign filler "before", "after" or "around" it (half
-    each side). Token counts use `tokenizer` when given. Evaluation uses the held-out filler (the
-    default); training passes `pool=FILLER_TRAIN`."""
+    each side). Token counts use `count`, else `tokenizer` when given. Evaluation uses the held-out
+    filler (the default); training passes `pool=FILLER_TRAIN`."""
     if side not in ("before", "after", "around"):
         raise ValueError(f"side must be before, after or around, got {side!r}")
-    count = (lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])) if tokenizer is not None else None
+    if count is None and tokenizer is not None:
+        count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
     if side == "around":
         pre = filler_text(n_tokens // 2, count, pool, seed)
         post = filler_text(n_tokens - n_tokens // 2, count, pool, seed + 1)
@@ -224,18 +225,8 @@ def augment(prompts: Sequence[str], seed: int = 0, share: float = 0.5,
         if kind.startswith("pad_"):
             n = r.choice(list(pad_tokens))
             side = kind.removeprefix("pad_")
-            text = pad(p, n, side, pool=FILLER_TRAIN, seed=r.randrange(1 << 30)) if count is None else \
-                _pad_counted(p, n, side, count, r.randrange(1 << 30))
+            text = pad(p, n, side, pool=FILLER_TRAIN, seed=r.randrange(1 << 30), count=count)
         else:
             text = wrap(p, kind, seed=r.randrange(1 << 30))
         out.append((i, kind, text))
     return out
-
-
-def _pad_counted(p: str, n: int, side: str, count: Callable[[str], int], seed: int) -> str:
-    if side == "around":
-        pre = filler_text(n // 2, count, FILLER_TRAIN, seed)
-        post = filler_text(n - n // 2, count, FILLER_TRAIN, seed + 1)
-        return f"{pre} {p.strip()} {post}"
-    text = filler_text(n, count, FILLER_TRAIN, seed)
-    return f"{text} {p.strip()}" if side == "before" else f"{p.strip()} {text}"

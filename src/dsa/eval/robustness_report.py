@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from dsa.adapter_io import atomic_write_text
+from dsa.docblock import splice_block
 from dsa.eval.robustness import SETS, condition_kind, pad_spec
 
 START, END = "<!-- results:start (written by `dsa guard robustness-report`) -->", "<!-- results:end -->"
@@ -316,10 +316,5 @@ def write_report(results: dict, doc: Path, img_dir: Path, results_path: str = "r
     for name, entry in guards.items():
         block += guard_section(name, entry, images[name], doc)
     block.append(END)
-    text = doc.read_text() if doc.exists() else f"{TITLE}\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1] if END in rest else "\n"
-    atomic_write_text(doc, head + "\n".join(block) + tail)
+    splice_block(doc, block, START, END, TITLE, missing_tail="\n")
     return [doc, *(p for p in images.values() if p is not None)]
