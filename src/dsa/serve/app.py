@@ -161,7 +161,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         events: asyncio.Queue = asyncio.Queue()
         job = ModerationJob(req.input, _sink(events))
         submit(job)
-        ev = await _next_event(events, request, job)
+        async with _cancel_on_disconnect(request, job, events):
+            ev = await _next_event(events, job)
         if ev["type"] == "error":
             raise APIError(ev["status"], ev["message"], code=ev.get("code"))
         show = expose(key)
@@ -214,18 +215,16 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return _SSEResponse(_sse(events, job, cid, now, name, extras, usage, include_usage))
         text = []
-        while True:
-            ev = await _next_event(events, request, job)
-            if ev["type"] == "delta":
+        async with _cancel_on_disconnect(request, job, events):
+            while (ev := await _next_event(events, job))["type"] == "delta":
                 text.append(ev["text"])
-            elif ev["type"] == "error":
-                raise APIError(ev["status"], ev["message"], code=ev.get("code"))
-            else:
-                return {"id": cid, "object": "chat.completion", "created": now, "model": name,
-                        "system_fingerprint": sm.base.fingerprint,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                                     "logprobs": None, "finish_reason": ev["finish_reason"]}],
-                        "usage": usage(ev), "dsa": extras(ev)}
+        if ev["type"] == "error":
+            raise APIError(ev["status"], ev["message"], code=ev.get("code"))
+        return {"id": cid, "object": "chat.completion", "created": now, "model": name,
+                "system_fingerprint": sm.base.fingerprint,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                             "logprobs": None, "finish_reason": ev["finish_reason"]}],
+                "usage": usage(ev), "dsa": extras(ev)}
 
     _document_bodies(app, (ChatRequest, ModerationRequest))
     return app
@@ -327,19 +326,39 @@ def _sink(events: asyncio.Queue):
     return put
 
 
-async def _next_event(events: asyncio.Queue, request: Request, job) -> dict:
-    """The worker's next event for a non-streaming request; cancels the job if the client left."""
+async def _next_event(events: asyncio.Queue, job) -> dict:
+    """The worker's next event for a non-streaming request (inside `_cancel_on_disconnect`)."""
     try:
-        while True:
-            try:
-                return await asyncio.wait_for(events.get(), 1.0)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    job.cancelled.set()
-                    raise APIError(499, "client closed the request") from None
+        ev = await events.get()
     except asyncio.CancelledError:
         job.cancelled.set()
         raise
+    if ev is _CLIENT_GONE:
+        raise APIError(499, "client closed the request")
+    return ev
+
+
+_CLIENT_GONE = {"type": "client_gone"}
+
+
+@asynccontextmanager
+async def _cancel_on_disconnect(request: Request, job, events: asyncio.Queue):
+    """Cancel `job` the moment a non-streaming client disconnects, so its row leaves the batch at
+    the next decode step. Polling `is_disconnected` between events never fires while the worker
+    keeps sending deltas; this waits on the connection itself (the body is read, so the next ASGI
+    message is the disconnect)."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        job.cancelled.set()
+        events.put_nowait(_CLIENT_GONE)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
 
 
 def _chunk(cid: str, created: int, name: str, delta: dict, finish: str | None = None, **extra) -> str:
