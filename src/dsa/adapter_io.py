@@ -3,19 +3,20 @@
 Layout of an adapter saved at PATH (a directory):
     PATH/adapter.safetensors   tensors only (never pickle)
     PATH/adapter.json          {"kind": ..., "base_fingerprint": ..., "base_name": ..., "config": {...},
-                                "checksum": {"algorithm": "sha256-tensors-v1", "value": ...}, ...}
+                                "checksum": {"algorithm": "sha256-adapter-v2", "weights": ..., "value": ...}, ...}
 Both are written to temporary files and renamed, so a crash never leaves a half-written adapter.
-The checksum covers every tensor (name, dtype, shape, bytes) and is verified at load: a bit-flipped
-or truncated weights file is an `AdapterIntegrityError` naming the file, never a silent load.
-Adapters saved before checksums existed still load, with a warning (`scripts/adapter_checksums.py`
-adds one to such an adapter after a check that it still loads).
+The checksum covers everything a load reads: every tensor (name, dtype, shape, bytes) and every
+other field of adapter.json (thresholds, temperatures, max_length, the head config, info...). It is
+verified at load and fails closed: a bit-flipped or truncated weights file, an edited threshold, or
+an adapter without a full checksum is an `AdapterIntegrityError` naming the file, never a silent
+load. `scripts/adapter_checksums.py` upgrades an adapter whose checksum covers the weights only
+(after verifying them), or, with `--rehash`, accepts an intended edit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,8 +27,8 @@ from safetensors.torch import load_file, save_file
 WEIGHTS = "adapter.safetensors"
 CONFIG = "adapter.json"
 FORMAT_VERSION = 1
-CHECKSUM_ALGORITHM = "sha256-tensors-v1"
-log = logging.getLogger(__name__)
+CHECKSUM_ALGORITHM = "sha256-adapter-v2"
+TENSORS_ONLY = "sha256-tensors-v1"  # before v2: the weights only
 
 
 class FingerprintMismatch(ValueError):
@@ -35,17 +36,32 @@ class FingerprintMismatch(ValueError):
 
 
 class AdapterIntegrityError(ValueError):
-    """An adapter's weights are unreadable or do not match the checksum in its adapter.json."""
+    """An adapter's weights are unreadable, or its files do not match (or lack) a full checksum."""
 
 
-def tensors_checksum(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
-    """{"algorithm", "value"}: sha256 over every tensor's name, dtype, shape and raw bytes, by name."""
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return {"algorithm": CHECKSUM_ALGORITHM, "value": h.hexdigest()}
+    return h.hexdigest()
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """The weights-only checksum of adapters saved before v2 (`TENSORS_ONLY`): sha256 over every
+    tensor's name, dtype, shape and raw bytes, by name. Read only to upgrade such adapters."""
+    return {"algorithm": TENSORS_ONLY, "value": _tensors_digest(tensors)}
+
+
+def adapter_checksum(meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{"algorithm", "weights", "value"}: "weights" is the tensors' digest (as `tensors_checksum`),
+    "value" a sha256 over it and every field of `meta` but "checksum" (canonical JSON)."""
+    weights = _tensors_digest(tensors)
+    fields = json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True,
+                        separators=(",", ":"), ensure_ascii=True)
+    value = hashlib.sha256(f"{weights}\0{fields}".encode()).hexdigest()
+    return {"algorithm": CHECKSUM_ALGORITHM, "weights": weights, "value": value}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -81,8 +97,9 @@ def save_adapter(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], 
     path = Path(path)
     atomic_save_tensors(tensors, path / WEIGHTS)
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "base_fingerprint": base_fingerprint,
-            "base_name": base_name, "config": config, **(extra or {}),
-            "checksum": tensors_checksum(tensors)}
+            "base_name": base_name, "config": config, **(extra or {})}
+    meta = json.loads(json.dumps(meta))  # hash the values as a load will read them back
+    meta["checksum"] = adapter_checksum(meta, tensors)
     atomic_write_text(path / CONFIG, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -130,20 +147,34 @@ def load_adapter(path: str | Path, base_fingerprint: str | None = None,
     return meta, tensors
 
 
-def verify_checksum(path: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> bool:
-    """Check `tensors` against the checksum in `meta`; False (and a warning) when it has none."""
+def verify_checksum(path: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Check `tensors` and `meta` against the checksum in `meta`; `AdapterIntegrityError` (naming
+    the file that changed and what to do) unless it is a full checksum and matches."""
+    path = Path(path)
+    cfg, weights = path / CONFIG, path / WEIGHTS
     want = meta.get("checksum")
-    weights = Path(path) / WEIGHTS
+    script = "python scripts/adapter_checksums.py"
     if want is None:
-        log.warning("%s has no checksum in %s: its weights cannot be verified (re-save it, or run "
-                    "scripts/adapter_checksums.py)", weights, CONFIG)
-        return False
+        raise AdapterIntegrityError(
+            f"{cfg}: no checksum, so neither the weights nor the calibration can be verified. Re-save the "
+            f"adapter, or, if its files are the ones you trained, accept them with `{script} --rehash {path}`")
+    if isinstance(want, dict) and want.get("algorithm") == TENSORS_ONLY:
+        raise AdapterIntegrityError(
+            f"{cfg}: its checksum ({TENSORS_ONLY}) covers the weights only, not the calibration in "
+            f"{CONFIG} (thresholds, max_length, head config). Check those fields are the ones you "
+            f"trained, then upgrade it with `{script} {path}` (which verifies the weights first)")
     if not isinstance(want, dict) or want.get("algorithm") != CHECKSUM_ALGORITHM:
-        raise AdapterIntegrityError(f"{Path(path) / CONFIG}: unknown checksum {want!r} "
-                                    f"(expected algorithm {CHECKSUM_ALGORITHM})")
-    got = tensors_checksum(tensors)["value"]
-    if got != want.get("value"):
-        raise AdapterIntegrityError(f"{weights}: the weights do not match the checksum in {CONFIG} "
-                                    f"(got {got[:12]}…, expected {str(want.get('value'))[:12]}…): the file "
-                                    "was modified or corrupted after it was saved")
-    return True
+        raise AdapterIntegrityError(f"{cfg}: unknown checksum {want!r} (expected algorithm {CHECKSUM_ALGORITHM})")
+    got = adapter_checksum(meta, tensors)
+    if got["value"] == want.get("value"):
+        return
+    if got["weights"] != want.get("weights"):
+        raise AdapterIntegrityError(
+            f"{weights}: the weights do not match the checksum in {CONFIG} (got {got['weights'][:12]}…, "
+            f"expected {str(want.get('weights'))[:12]}…): the file was modified or corrupted after it was "
+            "saved; restore it from the saved copy or retrain")
+    raise AdapterIntegrityError(
+        f"{cfg}: does not match its checksum: a field (a threshold, temperature, max_length, the head "
+        "config, ...) was changed after the adapter was saved. Restore the saved file (e.g. `git checkout -- "
+        f"{cfg}`); to change calibration, recalibrate and save the adapter, or accept an intended edit with "
+        f"`{script} --rehash {path}`")

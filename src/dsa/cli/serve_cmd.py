@@ -1,8 +1,9 @@
 """`dsa serve`: the OpenAI-compatible HTTP server (see `dsa.serve`).
 
 Fails closed: without a prompt guard and an alignment adapter it refuses to start unless
-`--allow-unguarded`; adapter weights are checksum-verified at load; a client's λ only raises
-alignment above the guard policy unless its API key (`--api-keys`) has the override permission.
+`--allow-unguarded`; adapters (weights and calibration) are checksum-verified at load; a client's
+λ only raises alignment above the guard policy unless its API key (`--api-keys`) has the override
+permission.
 
 `--engine hf` (default) runs dsa's own batching decode loop on transformers; `--engine vllm` runs
 the dsa model inside vLLM (`dsa.vllm`; the vLLM venv, scripts/setup-vllm.sh) behind the same HTTP
