@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dsa.align.policy import make_policy
+from dsa.align.policy import make_policy, reveals_score
 
 S = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.5, 0.9, 1.0])
 
@@ -33,3 +33,12 @@ def test_max_lambda_constant_and_bad_arguments():
         make_policy("step", threshold=1.5)
     with pytest.raises(ValueError, match="width"):
         make_policy("linear", threshold=0.3, width=0)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.77, 1.0])
+def test_only_the_ramps_reveal_more_than_the_flag(threshold):
+    ramp = threshold > 0  # at threshold 0 every score is flagged: a ramp is λ = 1 throughout
+    assert reveals_score("linear", threshold) == ramp and reveals_score("sigmoid", threshold) == ramp
+    assert not reveals_score("step", threshold)
+    assert not reveals_score(make_policy("step", threshold=threshold, max_lambda=0.5), threshold)
+    assert not reveals_score(make_policy("constant", value=0.3), threshold)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from dsa.serve import ServerConfig, create_app, load_api_keys
@@ -118,6 +119,36 @@ def test_override_key_may_lower_lambda_and_see_scores():
     assert ops["dsa"]["guard_scores"]["prompt_safety/unsafe"] > 0.5
     mod = c.post("/v1/moderations", json={"input": PROMPT}, headers={"Authorization": f"Bearer {OPS}"}).json()
     assert mod["results"][0]["category_scores"]["prompt_safety/unsafe"] > 0.5
+
+
+def _ramp_model(score: float):
+    """A tiny model under the sigmoid policy whose guard scores PROMPT `score` (on the ramp below
+    the 0.5 threshold, where λ is a continuous function of the score)."""
+    from dsa.align.policy import make_policy
+
+    sm = tiny_model()
+    head = sm.guards.adapters[0].head
+    got = sm.classify([[{"role": "user", "content": PROMPT}]])[0]["scores"]["prompt_safety/unsafe"]
+    with torch.no_grad():
+        head.net.bias.add_(float(torch.logit(torch.tensor(score)) - torch.logit(torch.tensor(got))))
+    sm.policy = make_policy("sigmoid", threshold=0.5)
+    return sm
+
+
+def test_a_ramp_policy_does_not_publish_the_score_through_lambda():
+    c = _client(_ramp_model(0.42), api_keys=_keys())
+    alice, ops = ({"Authorization": f"Bearer {k}"} for k in (ALICE, OPS))
+    seen = c.post("/v1/chat/completions", json=chat_body(), headers=ops).json()["dsa"]
+    assert 0.3 < seen["guard_scores"]["prompt_safety/unsafe"] < 0.5 and 0 < seen["alignment_lambda"] < 1
+    for body in (chat_body(), chat_body(alignment=0.1)):  # auto, and a floor under the policy's λ
+        hidden = c.post("/v1/chat/completions", json=body, headers=alice).json()["dsa"]
+        assert hidden["alignment_lambda"] is None and "guard_scores" not in hidden
+        assert hidden["alignment_policy"] == ("auto" if "alignment" not in body else "floor")
+    with c.stream("POST", "/v1/chat/completions", json={**chat_body(), "stream": True}, headers=alice) as resp:
+        last = [json.loads(ln[6:]) for ln in resp.iter_lines() if ln.startswith("data: {")][-1]
+    assert last["dsa"]["alignment_lambda"] is None
+    fixed = c.post("/v1/chat/completions", json=chat_body(alignment=0.3), headers=ops).json()["dsa"]
+    assert fixed["alignment_lambda"] == pytest.approx(0.3)  # an override key's own λ is no secret
 
 
 def test_api_keys_file(tmp_path):

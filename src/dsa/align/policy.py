@@ -12,7 +12,8 @@ near-misses below `t` get partial strength.
 
 Every policy is scaled by `max_lambda` and returns exactly 0 for rows it does not align
 (so those rows take the base path bit for bit). `make_policy(name, threshold=t, **kw)` picks one
-by name.
+by name. The ramps make λ a function of the score (`reveals_score`), so a server must not show
+their λ to clients that may not see scores.
 """
 
 from __future__ import annotations
@@ -90,3 +91,16 @@ def make_policy(name: str, **kwargs: float) -> Policy:
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}: expected one of {sorted(POLICIES)}")
     return POLICIES[name](**kwargs)
+
+
+def reveals_score(policy: Policy | str, threshold: float) -> bool:
+    """Whether λ tells more about a score than whether it reaches `threshold` (the guard's flag,
+    which `/v1/moderations` gives every client): True for the ramps (`linear`, `sigmoid`), False
+    for `step` and `constant`. Decided on scores every 1/1024 and on both sides of `threshold`; a
+    policy given by name is built around `threshold`."""
+    if isinstance(policy, str):
+        policy = make_policy(policy, threshold=threshold)
+    t = torch.tensor([threshold], dtype=torch.float32)
+    s = torch.cat([torch.linspace(0, 1, 1025), t, torch.nextafter(t, torch.zeros(1))])
+    lam, below = policy(s), s < threshold
+    return any(bool((part != part[0]).any()) for part in (lam[below], lam[~below]) if part.numel())

@@ -8,10 +8,10 @@
 
 Operator policy (fail closed): λ = max(client λ, guard policy λ) unless the client's API key has
 the "override" permission; raw guard scores go only to keys with "scores" (or every client with
-`expose_scores`), since they are an oracle for tuning attacks. A prompt in a language the guard
-was not validated on fails closed (`--unvalidated-language`: flag | refuse | allow; see
-`dsa.serve.language_rule`). Every error is OpenAI's
-`{"error": {...}}`; a streaming error is an error event followed by `data: [DONE]`.
+`expose_scores`), since they are an oracle for tuning attacks, and so does λ under a ramp policy
+(`reveals_score`). A prompt in a language the guard was not validated on fails closed
+(`--unvalidated-language`: flag | refuse | allow; see `dsa.serve.language_rule`). Every error is
+OpenAI's `{"error": {...}}`; a streaming error is an error event followed by `data: [DONE]`.
 
 Engines: the app serves a `SafetyModel` through `ModelWorker` (the HF engine: its own batching
 decode loop in a thread), or any model with a `make_worker(config)` method — the vLLM engine's
@@ -35,7 +35,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dsa.align.policy import reveals_score
 from dsa.features.text import encode_inputs
+from dsa.runtime import policy_threshold
 from dsa.serve.config import ApiKey, ServerConfig
 from dsa.serve.errors import APIError, bad_request, from_validation
 from dsa.serve.language_rule import LanguageRule
@@ -110,6 +112,9 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
 
     def expose(key: ApiKey | None) -> bool:
         return config.expose_scores or (key is not None and "scores" in key.permissions)
+
+    # a ramp policy's λ is a function of the guard score: shown only to clients that see scores
+    secret_lambda = is_guarded(sm) and reveals_score(sm.policy, policy_threshold(sm.guards, sm.policy_head))
 
     def submit(job) -> None:
         try:
@@ -200,7 +205,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         cid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def extras(done: dict) -> dict:
-            out = {"alignment_lambda": done["lam"], "alignment_policy": mode, "stop_reason": done["stop_reason"]}
+            lam = None if secret_lambda and mode in ("auto", "floor") and not show else done["lam"]
+            out = {"alignment_lambda": lam, "alignment_policy": mode, "stop_reason": done["stop_reason"]}
             if lang is not None:
                 out["language"] = lang
             if show:
