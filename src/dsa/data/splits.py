@@ -10,7 +10,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+import math
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from dsa.data.records import Record, normalise_text
@@ -62,30 +66,111 @@ def dedup_key(r: Record) -> str:
                        ("text", "prompt", "response", "document", "summary"))
 
 
+_WORD = re.compile(r"[^\W_]+")
+SHINGLE = 6         # words per shingle of the containment test
+NEAR_SHARE = 0.6    # a text whose shingles lie this much inside one eval-only text is a near-duplicate,
+NEAR_JACCARD = 0.7  # and so is one whose word set has this Jaccard similarity with an eval-only text's
+
+
+def match_words(s: str) -> list[str]:
+    """The words a near-duplicate test compares: NFKC, lower case, letters and digits only (quotes,
+    punctuation and spacing never tell two prompts apart)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", str(s)).lower())
+
+
 def eval_key(r: Record) -> str:
-    """What is compared with the eval-only sets: the normalised prompt (or text)."""
-    return normalise_text(r.prompt if r.prompt is not None else (r.text or ""))
+    """What is compared with the eval-only sets (and deduplicated within a prompt task): the
+    prompt's (or text's) `match_words`."""
+    return " ".join(match_words(r.prompt if r.prompt is not None else (r.text or "")))
+
+
+class EvalIndex:
+    """The eval-only texts, asked `text in index`: true for the same words (`match_words`) or a
+    near-duplicate: at least NEAR_SHARE of the text's SHINGLE-word shingles inside one eval-only
+    text (a prompt cut from one), or a word-set Jaccard of at least NEAR_JACCARD with one (the same
+    template with another slot: "... invented in Italy?" / "... in America?"). Iterates the texts."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts = sorted({t for t in texts if t.strip()})
+        words = [match_words(t) for t in self.texts]
+        self._keys = {" ".join(w): t for w, t in zip(words, self.texts, strict=True)}
+        self._keys.pop("", None)
+        self._sets = [frozenset(w) for w in words]
+        self._shingles: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        self._words: dict[str, list[int]] = defaultdict(list)
+        for i, w in enumerate(words):
+            for sh in set(_shingles(w)):
+                self._shingles[sh].append(i)
+            for x in self._sets[i]:
+                self._words[x].append(i)
+
+    def _match(self, text: str) -> tuple[tuple[float, int | None], tuple[float, int | None]]:
+        """((shingle containment, eval text), (word Jaccard, eval text)) of the best eval-only text
+        for each; exact word matches score (1.0, it) on both."""
+        words = match_words(text)
+        if (same := self._keys.get(" ".join(words))) is not None:
+            i = self.texts.index(same)
+            return (1.0, i), (1.0, i)
+        contained: tuple[float, int | None] = (0.0, None)
+        shingles = set(_shingles(words))
+        if hits := Counter(i for sh in shingles for i in self._shingles.get(sh, ())):
+            i, n = hits.most_common(1)[0]
+            contained = (n / len(shingles), i)
+        similar: tuple[float, int | None] = (0.0, None)
+        a = frozenset(words)
+        # prefix filter: J >= t needs one of a's |a| - ceil(t |a|) + 1 rarest words in common
+        rare = sorted(a, key=lambda w: (len(self._words.get(w, ())), w))[:len(a) - math.ceil(NEAR_JACCARD * len(a)) + 1]
+        for i in {i for w in rare for i in self._words.get(w, ())}:
+            j = len(a & self._sets[i]) / len(a | self._sets[i])
+            if j > similar[0]:
+                similar = (j, i)
+        return contained, similar
+
+    def nearest(self, text: str) -> tuple[float, str | None]:
+        """(similarity, the eval-only text): the larger of shingle containment and word Jaccard
+        (1.0 for the same words); (0.0, None) when no eval-only text comes close."""
+        score, i = max(self._match(text), key=lambda m: m[0])
+        return score, (self.texts[i] if i is not None else None)
+
+    def __contains__(self, text: object) -> bool:
+        if not isinstance(text, str):
+            return False
+        (contained, _), (similar, _) = self._match(text)
+        return contained >= NEAR_SHARE or similar >= NEAR_JACCARD
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.texts)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _shingles(words: list[str]) -> list[tuple[str, ...]]:
+    return [tuple(words[j:j + SHINGLE]) for j in range(len(words) - SHINGLE + 1)]
 
 
 @functools.lru_cache(maxsize=8)
-def _eval_only(root: str) -> frozenset[str]:
-    return frozenset(normalise_text(t) for name in EVAL_ONLY_SOURCES
+def _eval_only(root: str) -> EvalIndex:
+    return EvalIndex(normalise_text(t) for name in EVAL_ONLY_SOURCES
                      for r in load_source(name, root) if r.split == "eval"
-                     for t in (r.meta.get("turns") or [r.prompt or r.text or ""])) - {""}
+                     for t in (r.meta.get("turns") or [r.prompt or r.text or ""]))
 
 
-def eval_only_texts(root: str | Path | None = None) -> set[str]:
-    """Normalised prompts/texts of every eval-only set (all MT-Bench turns included)."""
-    return set(_eval_only(str(Path(root) if root is not None else data_dir())))
+def eval_only_texts(root: str | Path | None = None) -> EvalIndex:
+    """Every eval-only set's prompts/texts (all MT-Bench turns included), normalised, as an
+    `EvalIndex`: `text in eval_only_texts()` is true for exact and near-duplicates."""
+    return _eval_only(str(Path(root) if root is not None else data_dir()))
 
 
-def deduplicate(records: Iterable[Record], against: set[str] | frozenset[str] = frozenset(),
+def deduplicate(records: Iterable[Record], against: EvalIndex | set[str] | frozenset[str] = frozenset(),
                 key: Callable[[Record], str] = dedup_key) -> list[Record]:
-    """Drop records whose `eval_key` is in `against`, then repeats of `key` (first one wins)."""
+    """Drop records whose prompt (or text) is in `against` (exact or near-duplicates, see `EvalIndex`;
+    a set of texts is indexed the same way), then repeats of `key` (first one wins)."""
+    index = against if isinstance(against, EvalIndex) else EvalIndex(against)
     seen: set[str] = set()
     out, n_eval, n_dup = [], 0, 0
     for r in records:
-        if eval_key(r) in against:
+        if (r.prompt if r.prompt is not None else (r.text or "")) in index:
             n_eval += 1
             continue
         k = key(r)
