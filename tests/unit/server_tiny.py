@@ -68,3 +68,43 @@ def live_server(app):
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@contextmanager
+def served_process(tmp_path, setup: str = ""):
+    """`dsa.serve.serve` on a tiny model in a subprocess (so it can get SIGTERM); yields (process,
+    base URL) once /health answers. `setup` is Python run on `sm` before serving (slow steps)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "serve_tiny.py"
+    script.write_text("import time\n"
+                      "from tests.unit.server_tiny import tiny_model\n"
+                      "from dsa.serve import ServerConfig, serve\n"
+                      "sm = tiny_model()\n"
+                      f"{setup}\n"
+                      f"serve(sm, ServerConfig(model_name='tiny'), port={port}, log_level='warning')\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

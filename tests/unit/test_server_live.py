@@ -2,14 +2,9 @@
 SIGTERM, and hypothesis fuzzing of every route with 0 responses >= 500."""
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +14,7 @@ from dsa.serve import ServerConfig, create_app
 from dsa.serve.config import ApiKey, _digest
 
 from .server_fuzz import any_json, chat_bodies, moderation_bodies
-from .server_tiny import PROMPT, chat_body, live_server, tiny_model
+from .server_tiny import PROMPT, chat_body, live_server, served_process, tiny_model
 
 KEY = "ops-key-0123456789abcdef"
 
@@ -99,29 +94,8 @@ def test_dropped_streams_free_their_rows_next_request_starts_and_no_hooks_are_le
 
 
 def test_sigterm_drains_and_exits_within_10_s(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    script = tmp_path / "serve_tiny.py"
-    script.write_text(
-        "import time\n"
-        "from tests.unit.server_tiny import tiny_model\n"
-        "from dsa.serve import ServerConfig, serve\n"
-        "sm = tiny_model()\n"
-        "step = sm.decode_step\n"
-        "sm.decode_step = lambda b: (time.sleep(0.05), step(b))\n"
-        f"serve(sm, ServerConfig(model_name='tiny'), port={port}, log_level='warning')\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=Path.cwd())
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with served_process(tmp_path, "step = sm.decode_step\nsm.decode_step = lambda b: (time.sleep(0.05), step(b))") \
+            as (proc, url):
         out: list = []
         started = threading.Event()
         t = threading.Thread(target=_stream, args=(url, chat_body(max_tokens=200, stream=True), None, out, started),
@@ -136,9 +110,6 @@ def test_sigterm_drains_and_exits_within_10_s(tmp_path):
         t.join(10)
         assert out and out[0][-1] == "data: [DONE]"  # the cut answer still ends cleanly
         assert "shutting down" in out[0][-2]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,9 @@ class ModelWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._drain_deadline: float | None = None
+        self._live: set = set()  # jobs submitted whose client still waits for their final event
+        self._live_lock = threading.Lock()
+        self._deadline: threading.Timer | None = None
         self.baseline_hooks = hook_count(sm.base.model)
 
     # ---- control (called from the event loop) -------------------------------------------------
@@ -166,20 +168,30 @@ class ModelWorker:
             raise Unavailable("the server is shutting down" if self.draining or self._stop.is_set()
                               else f"the model worker stopped: {self.error}")
         self.start()
-        self.queue.put(job)
+        self._track(job)
+        try:
+            self.queue.put(job)
+        except QueueFull:
+            self._forget(job)
+            raise
 
     def drain(self, within: float | None = None) -> None:
         """Refuse new work; finish what is queued or running, or after `within` seconds end it
-        with an error event (so streams still close cleanly before the server exits)."""
+        with an error event (so streams still close cleanly before the server exits). The
+        deadline is a timer of its own: a worker stuck in a long prefill cannot delay it."""
         self.draining = True
-        if within is not None:
-            self._drain_deadline = time.monotonic() + within
+        if within is not None and self._deadline is None:
+            self._deadline = threading.Timer(within, self._expire)
+            self._deadline.daemon = True
+            self._deadline.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Drain for up to `timeout` seconds, then fail whatever is left and end the thread (a
         step in progress finishes first; the thread is a daemon, so the process never waits on it
         for more than `timeout` + 1 s)."""
         self.drain()
+        if self._deadline is not None:
+            self._deadline.cancel()
         deadline = time.monotonic() + timeout
         while self._thread is not None and (self.active_rows() or len(self.queue)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -191,11 +203,49 @@ class ModelWorker:
     def queued(self) -> int:
         return len(self.queue)
 
+    def in_flight(self) -> int:
+        """Requests whose client still waits for an answer (queued, being prefilled or decoding)."""
+        with self._live_lock:
+            self._live = {j for j in self._live if not j.cancelled.is_set()}
+            return len(self._live)
+
     def active_rows(self) -> int:
         return sum(len(b) for b in self.batches)
 
     def extra_hooks(self) -> int:
         return hook_count(self.sm.base.model) - self.baseline_hooks
+
+    # ---- every request's final event -----------------------------------------------------------
+    def _track(self, job) -> None:
+        """Route the job's events through `_live`: its first final event (done, error, moderation)
+        is its last, whichever thread sends it (the worker, or the drain deadline's timer)."""
+        sink = job.sink
+
+        def put(event: dict) -> None:
+            with self._live_lock:
+                if job not in self._live:
+                    return  # already answered, or its client left
+                if event["type"] != "delta":
+                    self._live.discard(job)
+                sink(event)  # only schedules the event on the client's loop: never blocks
+
+        job.sink = put
+        with self._live_lock:
+            self._live = {j for j in self._live if not j.cancelled.is_set()}
+            self._live.add(job)
+
+    def _forget(self, job) -> None:
+        with self._live_lock:
+            self._live.discard(job)
+
+    def _expire(self) -> None:
+        """The drain deadline: every request still waiting gets a 503 now (a stream: an error
+        event and [DONE]); their rows leave the batch at the worker's next step."""
+        with self._live_lock:
+            jobs = list(self._live)
+        for job in jobs:
+            job.sink(_error(503, "the server is shutting down"))  # before `cancelled`: a cancelled job is no longer live
+            job.cancelled.set()
 
     # ---- the loop (worker thread) -------------------------------------------------------------
     def _run(self) -> None:
@@ -210,8 +260,6 @@ class ModelWorker:
             self._fail_all(503, "the server is shutting down" if self.error is None else "the model worker stopped")
 
     def _iterate(self) -> None:
-        if self._drain_deadline is not None and time.monotonic() > self._drain_deadline:
-            self._fail_all(503, "the server is shutting down")
         idle = not self.batches
         capacity = self.config.max_batch - self.active_rows()
         jobs = self.queue.take(capacity, timeout=0.5 if idle else 0.0)
