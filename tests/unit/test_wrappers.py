@@ -14,6 +14,7 @@ from dsa.data.wrappers import (
     augment,
     fullwidth,
     inject_template,
+    long_pads,
     pad,
     wrap,
     zero_width,
@@ -63,3 +64,17 @@ def test_encodings_change_every_word_and_augment_uses_train_families_only():
     kinds = {k for _, k, _ in out}
     assert kinds <= {f.name for f in TRAIN_FAMILIES} | {"pad_before", "pad_after", "pad_around"}
     assert not any(h in text for _, _, text in out for h in FILLER_HELDOUT)
+
+
+def test_long_pads_repeat_train_filler_only_and_leave_augment_unchanged():
+    prompts = [f"question number {i} about cooking" for i in range(400)]
+    before = augment(prompts, seed=0, share=0.5)
+    out = long_pads(prompts, seed=0, share=0.25, pad_tokens=(300,))
+    assert 60 < len(out) < 140 and out == long_pads(prompts, seed=0, share=0.25, pad_tokens=(300,))
+    assert {k for _, k, _ in out} <= {"pad_long_before", "pad_long_after", "pad_long_around"}
+    for i, _, text in out:
+        assert prompts[i] in text and len(text.split()) > 200  # ~300 tokens (words × 1.3)
+        assert not any(h in text for h in FILLER_HELDOUT)
+    # a subset of sentences, cycled: some copies repeat one sentence many times
+    assert max(max(text.count(s) for s in FILLER_TRAIN) for _, _, text in out) >= 5
+    assert augment(prompts, seed=0, share=0.5) == before

@@ -230,3 +230,22 @@ def augment(prompts: Sequence[str], seed: int = 0, share: float = 0.5,
             text = wrap(p, kind, seed=r.randrange(1 << 30))
         out.append((i, kind, text))
     return out
+
+
+def long_pads(prompts: Sequence[str], seed: int = 0, share: float = 0.06, pad_tokens: Sequence[int] = (500, 900),
+              count: Callable[[str], int] | None = None) -> list[tuple[int, str, str]]:
+    """Training augmentation for long, repetitive padding: for a seeded `share` of `prompts`, one copy
+    with a length from `pad_tokens` of filler before / after / around it, cycled from a seeded subset of
+    2 to all of FILLER_TRAIN (so the same few sentences may repeat many times: repetition in context
+    moves a probe's read-out, docs/results-robustness.md). Seeded apart from `augment`, so adding it
+    changes no other copy. Returns (index, "pad_long_<side>", text) triples; apply to both classes."""
+    out = []
+    for i, p in enumerate(prompts):
+        r = _rng(seed, "long_pad", p)
+        if r.random() >= share:
+            continue
+        side = r.choice(("before", "after", "around"))
+        pool = r.sample(FILLER_TRAIN, r.randint(2, len(FILLER_TRAIN)))
+        text = pad(p, r.choice(list(pad_tokens)), side, pool=pool, seed=r.randrange(1 << 30), count=count)
+        out.append((i, f"pad_long_{side}", text))
+    return out

@@ -59,6 +59,9 @@ class GuardTrainConfig:
     augment_share: float = _f(0.5, "window: share of train/val prompts (both classes) that also get a copy "
                                    "padded with train filler (dsa.data.wrappers.augment)")
     pad_tokens: list = _f([40, 120, 300], "window: padding lengths (tokens) of those copies")
+    long_pad_share: float = _f(0.0, "window: share of train/val prompts (both classes) that also get a copy "
+                                    "with long, repetitive train filler (dsa.data.wrappers.long_pads)")
+    long_pad_tokens: list = _f([500, 900], "window: padding lengths (tokens) of the long copies")
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
     seed: int = _f(0, "seed of every random choice in training")
 
