@@ -459,13 +459,13 @@ class SafetyModel:
 
     def _prompt_scores(self, messages: list[Messages], cache: dict[str, torch.Tensor],
                        mask: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        """Guard scores from the prefill's taps. A prompt longer than the guard's `max_length` is
-        scored like `classify` scores it (the same render-and-left-truncate as training), so one
-        prompt gets one score on every path."""
+        """Guard scores from the prefill's taps. A prompt longer than some head's `max_length` is
+        scored like `classify` scores it (each head reads its own render-and-left-truncate of
+        training), so one prompt gets one score on every path."""
         if self.guards is None:
             return None
         scores = {h: v.float().clone() for h, v in self.guards.score(cache, mask).items()}
-        limit = getattr(self.guards, "max_length", None)
+        limit = getattr(self.guards, "shortest_max_length", None)
         long = [i for i, n in enumerate(mask.sum(1).tolist()) if limit is not None and n > limit]
         if long:
             redo = self.classify([messages[i] for i in long])

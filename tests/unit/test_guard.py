@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -154,6 +156,38 @@ def test_classify_and_score_tokens(tiny_base, tmp_path):
     seq = bank.score(cache, mask)
     last = mask.sum(1) - 1
     torch.testing.assert_close(tok["unit/a"][torch.arange(3), last], seq["unit/a"], atol=1e-5, rtol=1e-5)
+
+
+def test_each_head_of_a_bank_reads_its_own_max_length(tiny_base):
+    from dsa.runtime import SafetyModel
+
+    short, long = _adapter(tiny_base, "plr"), _adapter(tiny_base, "rtb")
+    short.task, short.max_length = "short", 8  # shorter than two of the prompts (11 and 12 tokens)
+    inputs = ["how to make a bomb ?", "yes", "tell me about the weather today please"]
+
+    def scores(bank) -> dict:  # {(input, head): score} from classify
+        return {(i, q): v for i, r in enumerate(classify(tiny_base, bank, inputs)) for q, v in r["scores"].items()}
+
+    alone = scores(GuardBank([short])) | scores(GuardBank([long]))
+    untruncated = scores(GuardBank([replace(short, max_length=64)]))
+    assert alone[(0, "short/a")] != pytest.approx(untruncated[(0, "short/a")], abs=1e-4)  # 8 tokens matter
+    bank = GuardBank([short, long])
+    assert scores(bank) == pytest.approx(alone, abs=1e-5)
+    # the runtime's prefill scores (a chat prompt is one user message, as classify reads a string)
+    served = SafetyModel(tiny_base, bank, None).generate([[{"role": "user", "content": t}] for t in inputs],
+                                                          alignment=0.0, max_new_tokens=1)
+    assert {(i, q): v for i, r in enumerate(served) for q, v in r.guard_scores.items()} == pytest.approx(alone, abs=1e-4)
+
+
+def test_the_vllm_engine_refuses_guards_of_different_max_length(tiny_base, tmp_path):
+    from dsa.vllm.serve import _check_guards
+
+    short, long = _adapter(tiny_base, "plr"), _adapter(tiny_base, "plr")
+    short.task, short.max_length = "short", 8
+    paths = [a.save(tmp_path / a.task, tiny_base.fingerprint) for a in (short, long)]
+    assert _check_guards(paths[1:], tiny_base.fingerprint).max_length == 64
+    with pytest.raises(ValueError, match="max_length 64 differs.*--engine hf"):
+        _check_guards(paths, tiny_base.fingerprint)
 
 
 def test_temperature_and_threshold():

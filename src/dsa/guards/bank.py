@@ -208,7 +208,13 @@ class GuardBank:
 
     @property
     def max_length(self) -> int:
+        """The most tokens any head reads (each head reads at most its own `max_length`)."""
         return max(a.max_length for a in self.adapters)
+
+    @property
+    def shortest_max_length(self) -> int:
+        """Inputs longer than this are read truncated by some head (`classify` scores them)."""
+        return min(a.max_length for a in self.adapters)
 
     def tap_needs(self) -> dict[str, dict]:
         """{tap: {"mean", "last", "window"}} over every head of the bank."""
@@ -406,27 +412,35 @@ class _RollingMax:
 
 def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: int = 16) -> list[dict]:
     """Score raw inputs (a string = one user message, or chat messages) with one forward each batch.
+    Each head reads the last `max_length` tokens of its own (the render-and-truncate of its
+    training): heads whose `max_length` covers an input share one forward of it, and a shorter
+    head gets a forward of the input truncated to its length.
 
     Returns per input {"scores": {head: float}, "flags": {head: bool}}.
     """
     from dsa.features.text import encode_inputs, pad_right
     from dsa.taps import run_with_taps
 
-    ids = encode_inputs(base, inputs, bank.max_length)  # the render-and-truncate of guard training
-    # length-sorted batches: a batch pads to its longest text, so mixing lengths wastes most of it
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    results: list[dict] = [None] * len(ids)  # type: ignore[list-item]
-    for k in range(0, len(ids), batch_size):
-        rows = order[k:k + batch_size]
-        input_ids, mask = pad_right([ids[i] for i in rows], base.tokenizer.pad_token_id)
+    ids = encode_inputs(base, inputs, None)
+    lengths = sorted({a.max_length for a in bank.adapters})
+    # one job per (input, tokens read): length-sorted batches, since a batch pads to its longest row
+    jobs = sorted({(i, min(n, len(x))) for i, x in enumerate(ids) for n in lengths}, key=lambda j: (j[1], j[0]))
+    scores: list[dict] = [{} for _ in ids]
+    flags: list[dict] = [{} for _ in ids]
+    for k in range(0, len(jobs), batch_size):
+        rows = jobs[k:k + batch_size]
+        input_ids, mask = pad_right([ids[i][-n:] for i, n in rows], base.tokenizer.pad_token_id)
         with torch.inference_mode():
             _, cache = run_with_taps(base.model, {"input_ids": input_ids.to(base.device),
                                                   "attention_mask": mask.to(base.device)},
                                      bank.taps, spec=base.spec, need_output=False,
                                      reduce=tap_reducers([bank], mask.to(base.device)))
-            scores = bank.score(cache, mask.to(base.device))
-        flags = bank.flags(scores)
-        for r, i in enumerate(rows):
-            results[i] = {"scores": {q: float(s[r]) for q, s in scores.items()},
-                          "flags": {q: bool(f[r]) for q, f in flags.items()}}
-    return results
+            got = bank.score(cache, mask.to(base.device))
+        hit = bank.flags(got)
+        for r, (i, n) in enumerate(rows):
+            for a in bank.adapters:
+                if min(a.max_length, len(ids[i])) == n:  # the rows this head reads
+                    scores[i] |= {q: float(got[q][r]) for q in a.qualified}
+                    flags[i] |= {q: bool(hit[q][r]) for q in a.qualified}
+    return [{"scores": {q: s[q] for q in bank.heads}, "flags": {q: f[q] for q in bank.heads}}
+            for s, f in zip(scores, flags, strict=True)]

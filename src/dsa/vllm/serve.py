@@ -190,7 +190,12 @@ def _check_guards(guards: list[str], fp: str) -> GuardInfo | None:
         q = [f"{c['task']}/{h}" for h in c["heads"]]
         heads += q
         thresholds |= dict(zip(q, c["thresholds"], strict=True))
-        max_length = max(max_length, int(c["max_length"]))
+        if max_length and int(c["max_length"]) != max_length:
+            # moderation inputs are truncated once for every head (`moderation_ids`); the HF engine
+            # gives each head its own (`dsa.guards.classify`)
+            raise ValueError(f"--guard {g}: max_length {c['max_length']} differs from the other guards' "
+                             f"{max_length}; --engine vllm serves guards of one max_length (use --engine hf)")
+        max_length = int(c["max_length"])
     return GuardInfo(heads, thresholds, max_length)
 
 
