@@ -44,7 +44,7 @@ def test_one_prefill_per_request_and_adapter_only_when_needed():
     # one prefill for the whole batch, then one single-token step per decoded token (the last
     # picked token needs no forward)
     assert base_stack.seq_lens[0] > 1 and all(n == 1 for n in base_stack.seq_lens[1:])
-    assert len(base_stack.seq_lens) == max(len(r.token_ids) for r in res) or len(base_stack.seq_lens) == 5
+    assert len(base_stack.seq_lens) == max(len(r.token_ids) for r in res)
     assert len(tail.seq_lens) == len(base_stack.seq_lens)  # adapter decodes alongside
     base_stack.seq_lens.clear()
     tail.seq_lens.clear()

@@ -30,9 +30,11 @@ def test_official_openai_client():
         assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= 5
         assert r.model_extra["dsa"]["alignment_lambda"] == 0.5  # the override key sets λ exactly
         chunks = list(client.chat.completions.create(model="tiny", messages=msgs, max_tokens=5, stream=True,
-                                                     stream_options={"include_usage": True}))
+                                                     stream_options={"include_usage": True},
+                                                     extra_body={"alignment": 0.5}))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert text == r.choices[0].message.content or r.model_extra["dsa"]["alignment_lambda"] != 0
+        assert text == r.choices[0].message.content  # the same greedy request, streamed
+        assert [c.model_extra["dsa"]["alignment_lambda"] for c in chunks if "dsa" in c.model_extra] == [0.5]
         assert chunks[-1].usage.completion_tokens <= 5
         mod = client.moderations.create(model="tiny", input=["hello", PROMPT])
         assert len(mod.results) == 2
