@@ -122,3 +122,23 @@ def test_sigterm_during_a_long_prefill_ends_every_request_cleanly(tmp_path):
     assert streamed[-1] == "data: [DONE]", streamed[-3:]
     assert json.loads(streamed[-2][6:])["error"]["type"] == "server_error"
     assert "shutting down" in streamed[-2]
+
+
+def test_new_requests_during_the_drain_get_503_not_a_refused_connection(tmp_path):
+    with served_process(tmp_path, SLOW) as (proc, url):
+        streamed, started = [], threading.Event()
+        threading.Thread(target=_stream, args=(url, chat_body(max_tokens=200, stream=True), streamed, started),
+                         daemon=True).start()
+        assert started.wait(60)  # a stream is running: the server drains rather than exiting
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        r = httpx.post(f"{url}/v1/chat/completions", json=chat_body(), timeout=10)
+        assert r.status_code == 503 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+        assert "shutting down" in r.json()["error"]["message"]
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while not streamed[-1].startswith(("data: [DONE]", "cut")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert streamed[-1] == "data: [DONE]" and "shutting down" in streamed[-2]

@@ -153,3 +153,43 @@ def test_openapi_document_carries_the_request_bodies():
     body = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/ChatRequest"}
     assert {"ChatRequest", "ModerationRequest", "ChatMessage", "TextPart"} <= set(doc["components"]["schemas"])
+
+
+def test_405_names_the_allowed_methods():
+    with live_server(create_app(tiny_model(), ServerConfig(model_name="tiny"))) as url:
+        for method, path, allowed in (("POST", "/health", "GET"), ("GET", "/v1/chat/completions", "POST"),
+                                      ("DELETE", "/v1/moderations", "POST")):
+            r = httpx.request(method, f"{url}{path}", timeout=10)
+            assert r.status_code == 405 and r.headers.get("allow") == allowed, (path, r.headers)
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def _ranges(schema: dict) -> dict:
+    """minimum/maximum of a property, looking into anyOf branches."""
+    out = {k: schema[k] for k in ("minimum", "maximum") if k in schema}
+    for branch in schema.get("anyOf", []):
+        out |= _ranges(branch)
+    return out
+
+
+def test_openapi_document_lists_the_errors_and_value_ranges():
+    with live_server(create_app(tiny_model(), ServerConfig(model_name="tiny"))) as url:
+        doc = httpx.get(f"{url}/openapi.json", timeout=10).json()
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path in ("/v1/chat/completions", "/v1/moderations"):
+        responses = doc["paths"][path]["post"]["responses"]
+        assert {"400", "401", "404", "413", "429", "503"} <= set(responses), (path, set(responses))
+        assert all(responses[c]["content"]["application/json"]["schema"] == error
+                   for c in ("400", "401", "404", "413", "429", "503"))
+    assert "text/event-stream" in doc["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert "401" in doc["paths"]["/v1/models"]["get"]["responses"]
+    assert "404" in doc["paths"]["/v1/models/{model_id}"]["get"]["responses"]
+    # the server answers a bad request with a 400, never FastAPI's 422
+    assert not [p for p, ops in doc["paths"].items() for op in ops.values() if "422" in op["responses"]]
+    chat = doc["components"]["schemas"]["ChatRequest"]["properties"]
+    assert _ranges(chat["temperature"]) == {"minimum": 0, "maximum": 2}
+    assert _ranges(chat["alignment"]) == {"minimum": 0, "maximum": 1}
+    assert _ranges(chat["top_p"]) == {"minimum": 1, "maximum": 1}  # only top_p = 1 is served
+    assert _ranges(chat["presence_penalty"]) == {"minimum": 0, "maximum": 0}
+    assert _ranges(chat["max_tokens"]) == {"minimum": 1, "maximum": 1_000_000}
+    assert set(doc["components"]["schemas"]["ErrorResponse"]["properties"]) == {"error"}

@@ -39,7 +39,7 @@ from dsa.align.policy import reveals_score
 from dsa.features.text import encode_inputs
 from dsa.runtime import policy_threshold
 from dsa.serve.config import ApiKey, ServerConfig
-from dsa.serve.errors import APIError, bad_request, from_validation
+from dsa.serve.errors import APIError, bad_request, documented, from_validation
 from dsa.serve.language_rule import LanguageRule
 from dsa.serve.schema import ChatRequest, ModerationRequest
 from dsa.serve.worker import ChatJob, ModelWorker, ModerationJob, QueueFull, Unavailable
@@ -93,7 +93,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_r: Request, err: StarletteHTTPException) -> JSONResponse:
-        return APIError(err.status_code, str(err.detail), code=None).response()
+        return APIError(err.status_code, str(err.detail), code=None).response(err.headers)  # 405: Allow
 
     @app.exception_handler(Exception)
     async def _internal(_r: Request, err: Exception) -> JSONResponse:
@@ -124,7 +124,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         except Unavailable as err:
             raise APIError(503, str(err), code="unavailable") from None
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "not ready (draining, or the worker stopped): the same body"}})
     def health() -> JSONResponse:
         status = ("error" if not worker.alive or worker.error else "draining" if worker.draining
                   else "ok" if is_guarded(sm) else "unguarded")
@@ -143,18 +143,19 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
             body["error"] = worker.error
         return JSONResponse(body, status_code=200 if worker.ready else 503)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=documented(401))
     def models(request: Request) -> dict:
         auth(request)
         return {"object": "list", "data": [_model_card(name, created)]}
 
-    @app.get("/v1/models/{model_id}")
+    @app.get("/v1/models/{model_id}", responses=documented(401, 404))
     def model(model_id: str, request: Request) -> dict:
         auth(request)
         check_model(model_id)
         return _model_card(name, created)
 
-    @app.post("/v1/moderations", openapi_extra=_request_body(ModerationRequest))
+    @app.post("/v1/moderations", openapi_extra=_request_body(ModerationRequest),
+              responses=documented(400, 401, 404, 413, 429, 503))
     async def moderations(request: Request) -> dict:
         key = auth(request)
         req = _parse(ModerationRequest, await _read_json(request, config.max_body_bytes))
@@ -176,7 +177,10 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
              "category_scores": r["scores"] if show else {h: float(f) for h, f in r["flags"].items()}}
             for r in ev["results"]]}
 
-    @app.post("/v1/chat/completions", openapi_extra=_request_body(ChatRequest))
+    @app.post("/v1/chat/completions", openapi_extra=_request_body(ChatRequest),
+              responses={200: {"content": {"text/event-stream": {}},
+                               "description": "the answer; with \"stream\": true, server-sent events"},
+                         **documented(400, 401, 404, 413, 429, 503)})
     async def chat(request: Request):
         key = auth(request)
         req = _parse(ChatRequest, await _read_json(request, config.max_body_bytes))
@@ -243,11 +247,15 @@ def _request_body(model) -> dict:
 
 
 def _document_bodies(app: FastAPI, models) -> None:
-    """Put the request models' JSON schemas into the OpenAPI document (for clients and fuzzers)."""
+    """Put the request models' JSON schemas into the OpenAPI document (for clients and fuzzers).
+    FastAPI's automatic 422 is dropped: a bad request is a 400 here."""
     default = app.openapi
 
     def openapi() -> dict:
         doc = default()
+        for ops in doc.get("paths", {}).values():
+            for op in ops.values():
+                op.get("responses", {}).pop("422", None)
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         for model in models:
             if model.__name__ not in schemas:

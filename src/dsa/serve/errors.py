@@ -5,10 +5,37 @@ from __future__ import annotations
 import re
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
          429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+
+WHY = {400: "invalid request: a bad field, value or JSON body, or a prompt over the context",
+       401: "missing or invalid API key (only when the server has keys)",
+       404: "unknown model", 413: "request body over --max-body-bytes",
+       429: "request queue full (--max-queue); retry later",
+       503: "the server is shutting down, or the model worker stopped",
+       500: "internal error"}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error this server sends (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
+def documented(*statuses: int) -> dict:
+    """`responses=` for a route: the errors it can send, in the OpenAPI document."""
+    return {s: {"model": ErrorResponse, "description": WHY[s]} for s in statuses}
 
 
 class APIError(Exception):
@@ -22,8 +49,9 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": TYPES.get(self.status, "invalid_request_error"),
                           "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+    def response(self, headers: dict | None = None) -> JSONResponse:
+        if self.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 

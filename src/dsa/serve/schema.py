@@ -3,7 +3,6 @@ UTF-8 text, and a 400 for parameters this server cannot honour (rather than igno
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,16 +28,31 @@ def _text(s: str) -> str:
 
 
 Text = Annotated[StrictStr, Field(max_length=2_000_000)]
-Number = StrictFloat | StrictInt
 
 
-def _finite(v: float | None, name: str, lo: float, hi: float) -> float | None:
-    if v is None:
+def number(lo: float, hi: float, **kw) -> type:
+    """A finite JSON number in [lo, hi] (an integer too; not a string or a boolean): validated by
+    pydantic and shown as minimum/maximum in the OpenAPI document."""
+    return Annotated[StrictFloat, Field(ge=lo, le=hi, allow_inf_nan=False, **kw)]
+
+
+Temperature = number(0.0, 2.0)
+Lambda = number(0.0, 1.0)
+TopP = number(1.0, 1.0, description="only 1 is supported (OpenAI's range: [0, 1])")
+Penalty = number(0.0, 0.0, description="only 0 is supported (OpenAI's range: [-2, 2])")
+N = Annotated[StrictInt, Field(ge=1, le=1, description="only 1 is supported")]
+
+
+def _only(value: float, what: str):
+    """A before-validator: a number other than `value` is refused with a message saying why
+    (the field's range is exactly [value, value]; the range check alone would say 'less than')."""
+
+    def check(v):
+        if isinstance(v, int | float) and not isinstance(v, bool) and v != value:
+            raise ValueError(what)
         return v
-    v = float(v)
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise ValueError(f"{name} must be a finite number in [{lo:g}, {hi:g}]")
-    return v
+
+    return check
 
 
 class TextPart(BaseModel):
@@ -83,48 +97,25 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_tokens: StrictInt | None = Field(None, ge=1, le=1_000_000)
     max_completion_tokens: StrictInt | None = Field(None, ge=1, le=1_000_000)
-    temperature: Number | None = None
-    top_p: Number | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     seed: StrictInt | None = Field(None, ge=-INT64, lt=INT64)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     stop: Text | list[Text] | None = None
-    n: StrictInt | None = None
-    presence_penalty: Number | None = None
-    frequency_penalty: Number | None = None
+    n: N | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     logprobs: StrictBool | None = None
     user: StrictStr | None = None
-    alignment: Literal["auto"] | Number | None = Field(
+    alignment: Lambda | Literal["auto"] | None = Field(
         None, description='"auto" (default): λ from the guard policy; a number in [0, 1]: a floor on λ '
                           "(an override key may set λ exactly)")
 
-    @field_validator("temperature")
-    @classmethod
-    def _temperature(cls, v):
-        return _finite(v, "temperature", 0.0, 2.0)
-
-    @field_validator("top_p")
-    @classmethod
-    def _top_p(cls, v):
-        v = _finite(v, "top_p", 0.0, 1.0)
-        if v is not None and v != 1.0:
-            raise ValueError("only top_p = 1 is supported")
-        return v
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _penalty(cls, v):
-        v = _finite(v, "penalty", -2.0, 2.0)
-        if v:
-            raise ValueError("presence/frequency penalties are not supported (use 0)")
-        return v
-
-    @field_validator("n")
-    @classmethod
-    def _n(cls, v):
-        if v is not None and v != 1:
-            raise ValueError("only n = 1 is supported")
-        return v
+    _top_p = field_validator("top_p", mode="before")(_only(1.0, "only top_p = 1 is supported"))
+    _penalty = field_validator("presence_penalty", "frequency_penalty", mode="before")(
+        _only(0.0, "presence/frequency penalties are not supported (use 0)"))
+    _n = field_validator("n", mode="before")(_only(1, "only n = 1 is supported"))
 
     @field_validator("logprobs")
     @classmethod
@@ -132,11 +123,6 @@ class ChatRequest(BaseModel):
         if v:
             raise ValueError("logprobs are not supported")
         return v
-
-    @field_validator("alignment")
-    @classmethod
-    def _alignment(cls, v):
-        return v if v in (None, "auto") else _finite(v, "alignment", 0.0, 1.0)
 
     @field_validator("stop")
     @classmethod

@@ -100,6 +100,10 @@ class VllmWorker:
         if within is not None:
             self._drain_deadline = time.monotonic() + within
 
+    def in_flight(self) -> int:
+        """Requests still running (`dsa.serve.run` exits its drain when none are left)."""
+        return len(self.jobs)
+
     def queued(self) -> int:
         """Requests beyond the ones decoding together (approximately vLLM's waiting queue)."""
         return max(0, len(self.jobs) - self.config.max_batch)
