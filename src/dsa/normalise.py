@@ -22,6 +22,7 @@ the HF runtime, the server, guard training and the vLLM engine all call the same
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections.abc import Sequence
 
@@ -125,13 +126,25 @@ def unmark(text: str) -> str:
     return text.replace(MARK, "")
 
 
+# An HF fast tokenizer keeps `encode_special_tokens` (and padding, truncation) as state on its
+# shared Rust object and sets it at each call; a call from another thread in between gives this
+# one other ids, silently (measured in a server: a typed <|im_start|> read as a control token in
+# 1 of 78 prefills, 98 of 13,652 token counts wrong). The server counts tokens in request threads
+# while its worker encodes batches: one encode at a time.
+_ENCODE_LOCK = threading.Lock()
+
+
 def encode_rendered(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of rendered chat texts: the template's special tokens are control tokens, every
     special-token string marked by `protect_special_tokens` is tokenized as plain text.
 
     Texts without a marker are tokenized in one batched call, exactly as before normalisation
-    existed (no marker: no change to any id)."""
-    texts = list(texts)
+    existed (no marker: no change to any id). Thread-safe (one encode at a time)."""
+    with _ENCODE_LOCK:
+        return _encode_rendered(tokenizer, list(texts))
+
+
+def _encode_rendered(tokenizer, texts: list[str]) -> list[list[int]]:
     out: list[list[int] | None] = [None] * len(texts)
     plain = [i for i, t in enumerate(texts) if MARK not in t]
     if plain:

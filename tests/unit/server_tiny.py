@@ -108,3 +108,16 @@ def served_process(tmp_path, setup: str = ""):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def fast_tiny_model() -> SafetyModel:
+    """`tiny_model` over a real HF fast tokenizer (word level, `<|im_start|>`/`<|im_end|>` special
+    tokens, `tests.tiny.tiny_tokenizer`): what shares state between threads in a real server."""
+    from dsa.base import from_model
+    from tests.tiny import tiny_model as tiny_lm
+    from tests.tiny import tiny_tokenizer
+
+    base = from_model(tiny_lm("llama"), tiny_tokenizer(), name="tiny-fast")
+    torch.manual_seed(0)
+    lad = LogitAdapter(base, LogitAdapterSpec(k=2))
+    return SafetyModel(base, plr_bank(base, 0.0), lad, make_policy("step"))

@@ -140,6 +140,7 @@ class ModelWorker:
         self.draining = False
         self.error: str | None = None
         self.steps = 0
+        self.prefill_errors = 0  # batched prefills that failed and were retried one request at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -214,6 +215,10 @@ class ModelWorker:
 
     def extra_hooks(self) -> int:
         return hook_count(self.sm.base.model) - self.baseline_hooks
+
+    def health(self) -> dict:
+        """Engine-specific /health fields."""
+        return {"prefill_errors": self.prefill_errors}
 
     # ---- every request's final event -----------------------------------------------------------
     def _track(self, job) -> None:
@@ -302,7 +307,10 @@ class ModelWorker:
                 seed=[j.seed for j in chats], min_alignment=[j.min_alignment for j in chats],
                 keep_adapter=True, tags=chats)
         except Exception as err:
-            if len(chats) > 1:  # isolate the request that failed; the others still run
+            if len(chats) > 1:  # isolate the request that failed; the others still run (counted: not silent)
+                self.prefill_errors += 1
+                log.warning("a batched prefill of %d requests failed (%s: %s); admitting them one at a time",
+                            len(chats), type(err).__name__, err)
                 for job in chats:
                     self._admit([job])
                 return
