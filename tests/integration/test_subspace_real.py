@@ -7,17 +7,13 @@ from dsa.analysis.compare import analyze_updates
 from dsa.analysis.pipeline import prompt_moments
 from dsa.analysis.updates import WeightReader, open_update
 from dsa.base import resolve_base_path
+from tests.shared_data import require_data
 
 pytestmark = pytest.mark.integration
 
 
 def test_random_lora_matches_random_baseline_and_interference_is_small(real_base, tmp_path):
-    from dsa.data import DataError, data_dir
-
-    try:
-        data_dir()  # the interference half reads prompts from the shared datasets
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    require_data()  # the interference half reads prompts from the shared datasets
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared_data import require_data
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 GUARD, ADAPTER = ROOT / "adapters/guards/prompt_safety", ROOT / "adapters/align/dsa_adapter"
@@ -12,12 +14,7 @@ GUARD, ADAPTER = ROOT / "adapters/guards/prompt_safety", ROOT / "adapters/align/
 
 @pytest.fixture
 def need_data():
-    from dsa.data import DataError, data_dir
-
-    try:
-        data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    require_data()
 
 
 def test_ifeval_and_mmlu_cloze_on_the_base(real_base, need_data, tmp_path):

@@ -8,17 +8,13 @@ from dsa.align.config import AlignTrainConfig
 from dsa.align.recipes import build_examples
 from dsa.align.train_data import refusal_for
 from dsa.data.tasks import SENSITIVE_WORDS
+from tests.shared_data import require_data
 from tests.unit.align_tiny import tiny_base
 
 
 @pytest.fixture(scope="module")
 def examples():
-    from dsa.data import DataError, data_dir
-
-    try:
-        data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    require_data()
     cfg = AlignTrainConfig(n_harmful=24, n_benign=24, dpo=True, n_hh=4)
     return build_examples(cfg, tiny_base())
 

@@ -1,8 +1,8 @@
 """Refusal judge: keyword rules, and the XSTest-trained classifier's held-out agreement."""
 
-import pytest
 
 from dsa.eval.refusal import keyword_refusal, train_refusal_judge
+from tests.shared_data import require_data
 
 
 def test_keyword_rules():
@@ -14,12 +14,7 @@ def test_keyword_rules():
 
 
 def test_judge_agrees_with_human_labels():
-    from dsa.data import DataError, data_dir
-
-    try:
-        data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    require_data()
     judge = train_refusal_judge()
     assert judge.agreement["classifier"] > 0.85 and judge.agreement["n_test_prompts"] > 50
     assert judge.judge(["I can't help with that. It could hurt people.", "Here is a recipe for bread:"]) == [True, False]

@@ -7,8 +7,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from dsa.data import DataError, data_dir, eval_only_texts, normalise_text
+from dsa.data import eval_only_texts, normalise_text
 from dsa.data.contrast import CONTRAST, DOMAINS, SOURCE, contrast_records
+from tests.shared_data import require_data
 
 NEAR_DUPLICATE = 0.6  # token-Jaccard (lower-cased word sets) that counts as a near-duplicate
 
@@ -52,10 +53,7 @@ def test_records_and_seeded_splits():
 
 @pytest.fixture(scope="module")
 def eval_only():
-    try:
-        root = data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available, cannot check against the eval-only sets ({err})")
+    root = require_data("cannot check against the eval-only sets")
     return eval_only_texts(root)
 
 

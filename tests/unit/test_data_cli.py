@@ -2,10 +2,8 @@
 
 import argparse
 
-import pytest
-
 from dsa.cli import data_cmd
-from dsa.data import DataError, data_dir
+from tests.shared_data import require_data
 
 
 def run(argv):
@@ -21,10 +19,7 @@ def test_format_table_aligns_numbers():
 
 
 def test_show_and_list(capsys):
-    try:
-        data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    require_data()
     assert run(["data", "show", "xstest", "--n", "2"]) == 0
     out = capsys.readouterr().out
     assert "xstest (task): 450 rows" in out and "eval" in out

@@ -1,4 +1,5 @@
-"""The loaders and guard tasks on the real shared datasets (skipped when the folder is absent)."""
+"""The loaders and guard tasks on the real shared datasets (skipped when the folder is absent;
+a failure under DSA_REQUIRE_DATA=1, as in CI)."""
 
 import re
 from collections import Counter
@@ -19,14 +20,12 @@ from dsa.data import (
     normalise_text,
 )
 from dsa.data.splits import eval_key
+from tests.shared_data import require_data
 
 
 @pytest.fixture(scope="module")
 def root():
-    try:
-        return data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    return require_data()
 
 
 def test_every_source_loads(root):
@@ -121,6 +120,18 @@ def test_data_dir_env_and_missing_files(tmp_path, monkeypatch):
     monkeypatch.setenv("DSA_DATA", str(tmp_path / "nope"))
     with pytest.raises(DataError, match="not a directory"):
         data_dir()
+
+
+def test_missing_data_skips_or_fails_under_dsa_require_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSA_DATA", str(tmp_path / "nope"))
+    monkeypatch.delenv("DSA_REQUIRE_DATA", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="shared datasets not available"):
+        require_data()
+    monkeypatch.setenv("DSA_REQUIRE_DATA", "1")
+    with pytest.raises(pytest.fail.Exception, match="DSA_REQUIRE_DATA=1"):
+        require_data()
+    monkeypatch.setenv("DSA_DATA", str(tmp_path))
+    assert require_data() == tmp_path
 
 
 def test_red_instruct_languages(root):

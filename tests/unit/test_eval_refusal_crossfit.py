@@ -10,6 +10,7 @@ import pytest
 
 import dsa.data
 from dsa.eval import refusal
+from tests.shared_data import require_data
 
 
 def _rows(n_prompts: int = 20, per_prompt: int = 3):
@@ -86,12 +87,7 @@ def test_folds_are_seeded_and_balanced():
 
 
 def test_cross_fitted_agreement_on_xstest():
-    from dsa.data import DataError, data_dir
-
-    try:
-        data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    require_data()
     refusal.train_refusal_judge.cache_clear()
     judge = refusal.train_refusal_judge()
     a = judge.agreement

@@ -15,6 +15,7 @@ from dsa.eval.answer_cache import model_fingerprint
 from dsa.eval.lm_eval_model import DSALM, TASKS_DIR
 from dsa.eval.scoring import score_continuations
 from dsa.runtime import SafetyModel
+from tests.shared_data import require_data
 
 from .align_tiny import ProbeBank, tiny_base
 
@@ -222,12 +223,7 @@ def test_registered_as_dsa():
 def test_lm_eval_route_matches_the_api(tmp_path):
     """`simple_evaluate` with the dsa_* task YAMLs gives the numbers of `dsa.eval.utility`
     (same documents, same requests, same checkers); needs the shared datasets."""
-    from dsa.data import DataError, data_dir
-
-    try:
-        data_dir()
-    except DataError as err:
-        pytest.skip(f"shared datasets not available ({err})")
+    require_data()
     import lm_eval
     from lm_eval.tasks import TaskManager
 

@@ -10,6 +10,8 @@ import os
 
 import pytest
 
+from tests.shared_data import missing
+
 PARITY_TOKENS = 8
 REQUESTED = (0.0, 0.5, 1.0)  # the floors the mixed-λ test cycles through
 
@@ -26,7 +28,7 @@ def ref() -> dict:
         return parity.reference("prompts")
     except RuntimeError as err:
         if "no dataset folder" in str(err):
-            pytest.skip("the shared data folder (StrongREJECT, XSTest) is not available: set DSA_DATA")
+            missing("the shared data folder (StrongREJECT, XSTest) is not available: set DSA_DATA")
         raise
 
 
