@@ -7,6 +7,7 @@ weights as safetensors under `cache_dir()`; later loads read that cache in well 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -197,12 +198,40 @@ def _embedded_gguf(name: str) -> Path:
 
 
 def _materialise_embedded(name: str) -> Path:
-    """Dequantise the embedded GGUF once into a safetensors directory; return that directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Dequantise the embedded GGUF once into a safetensors directory; return that directory.
 
+    Safe for processes that load the embedded base for the first time at once: they take turns on
+    a lock file beside the cache (the later one finds the finished copy), and where no lock can be
+    taken, the loser of the final rename uses the winner's complete copy."""
     target = cache_dir() / "models" / name
     if (target / "config.json").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{name}.lock"):
+        if (target / "config.json").exists():  # another process finished it while we waited
+            return target
+        return _dequantise(name, target)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock on `path` (POSIX `flock`; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: the rename below still keeps the cache whole
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _dequantise(name: str, target: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     gguf = _embedded_gguf(name)
     t0 = time.perf_counter()
     log.warning("dequantising %s (first load only, ~20 s) into %s", gguf.name, target)
@@ -212,7 +241,6 @@ def _materialise_embedded(name: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
     try:
         model.save_pretrained(tmp)
@@ -220,7 +248,12 @@ def _materialise_embedded(name: str) -> Path:
         (tmp / "dsa_source.json").write_text(
             json.dumps({"gguf": str(gguf), "dequantise_seconds": time.perf_counter() - t0})
         )
-        os.replace(tmp, target)  # atomic: a killed first load leaves no half-written cache
+        try:
+            os.replace(tmp, target)  # atomic: a killed first load leaves no half-written cache
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+            log.info("%s was cached by another process meanwhile; using that copy", target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

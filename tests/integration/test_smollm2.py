@@ -59,3 +59,22 @@ def test_feature_extraction_on_toxigen(real_base, tmp_path):
     feats = extract_features(real_base, [r.text for r in recs], "18,-1", cache_root=tmp_path, progress=False)
     assert feats.values["layers.18.resid_post"].shape == (48, 576)
     assert torch.isfinite(feats.values["layers.29.resid_post"]).all()
+
+
+def test_two_processes_dequantising_at_once_both_get_the_cache(tmp_path):
+    """Issue #25: two first loads at once used to crash one of them (`OSError: Directory not
+    empty` from the final rename); now they take turns and both return the same complete copy."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from dsa.base import _materialise_embedded; print(_materialise_embedded('smollm2-135m-instruct'))"
+    env = {**os.environ, "DSA_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    target = tmp_path / "models" / "smollm2-135m-instruct"
+    assert {o.strip() for o, _ in outs} == {str(target)}
+    assert (target / "config.json").exists() and list(target.glob("*.safetensors"))
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".smollm2-135m-instruct-")]
