@@ -162,6 +162,10 @@ def resolve_spec(model: nn.Module, spec: ArchSpec | str | Path | Mapping | None 
     return validate_arch_spec(model, arch_spec(model, spec))
 
 
+FINGERPRINT_CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                           "num_key_value_heads", "intermediate_size", "vocab_size")
+
+
 def fingerprint(model: nn.Module, n_samples: int = 64) -> str:
     """A short, dtype-independent fingerprint of a model's config and weights.
 
@@ -170,16 +174,22 @@ def fingerprint(model: nn.Module, n_samples: int = 64) -> str:
     bf16 or fp32 give the same fingerprint, while any fine-tune changes it.
     """
     cfg = model.config
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "intermediate_size", "vocab_size")
-    h = hashlib.sha256(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
-    for name, p in sorted(model.state_dict().items()):
+    return fingerprint_tensors({k: getattr(cfg, k, None) for k in FINGERPRINT_CONFIG_KEYS},
+                               model.state_dict().items(), n_samples)
+
+
+def fingerprint_tensors(config: Mapping, tensors, n_samples: int = 64) -> str:
+    """The fingerprint of `config` (its FINGERPRINT_CONFIG_KEYS) and named `tensors` (name, tensor)
+    — the one definition `fingerprint` (a loaded model) and the vLLM engine (a weights directory,
+    `dsa.vllm.config.fingerprint_dir`) share."""
+    h = hashlib.sha256(json.dumps({k: config.get(k) for k in FINGERPRINT_CONFIG_KEYS}, sort_keys=True).encode())
+    for name, p in sorted(tensors, key=lambda kv: kv[0]):
         flat = p.detach().reshape(-1)
         k = min(n_samples, flat.numel())
         idx = torch.arange(k) * ((flat.numel() - 1) // max(k - 1, 1))
         vals = flat[idx].to(torch.bfloat16).to(torch.float32).cpu().numpy().tobytes()
         h.update(name.encode() + str(tuple(p.shape)).encode() + vals)
-    return f"{cfg.model_type}-{h.hexdigest()[:16]}"
+    return f"{config.get('model_type')}-{h.hexdigest()[:16]}"
 
 
 def _embedded_gguf(name: str) -> Path:

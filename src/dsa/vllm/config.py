@@ -8,7 +8,6 @@ directory is served as is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,11 +69,10 @@ def fingerprint_dir(path: str | Path, n_samples: int = 64) -> str:
     served model's vLLM modules have other names and fused shapes, so the files are the ground truth)."""
     from safetensors import safe_open
 
+    from dsa.base import fingerprint_tensors
+
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text())
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "intermediate_size", "vocab_size")
-    h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True).encode())
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{path}: no safetensors weights to fingerprint")
@@ -85,10 +83,4 @@ def fingerprint_dir(path: str | Path, n_samples: int = 64) -> str:
                 tensors[k] = st.get_tensor(k)
     if cfg.get("tie_word_embeddings") and "lm_head.weight" not in tensors:
         tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]  # state_dict lists tied weights twice
-    for name, p in sorted(tensors.items()):
-        flat = p.reshape(-1)
-        k = min(n_samples, flat.numel())
-        idx = torch.arange(k) * ((flat.numel() - 1) // max(k - 1, 1))
-        vals = flat[idx].to(torch.bfloat16).to(torch.float32).cpu().numpy().tobytes()
-        h.update(name.encode() + str(tuple(p.shape)).encode() + vals)
-    return f"{cfg['model_type']}-{h.hexdigest()[:16]}"
+    return fingerprint_tensors(cfg, tensors.items(), n_samples)
