@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
+from dsa.docblock import splice_block
+
 REPO = Path(__file__).resolve().parents[1]
-START, END = "<!-- vllm-results:start", "<!-- vllm-results:end -->"
+DOC, RESULTS = REPO / "docs" / "vllm.md", REPO / "results" / "vllm.json"
+START = "<!-- vllm-results:start (written by `.venv/bin/python scripts/vllm_doc.py` from results/vllm.json) -->"
+END = "<!-- vllm-results:end -->"
 
 
 def render(r: dict) -> str:
@@ -74,15 +77,16 @@ def _mix_row(name: str, x: dict) -> str:
             f"{x['dsa_vllm_tok_s'] / x['dsa_hf_tok_s']:.2f} |")
 
 
-def main() -> None:
-    r = json.loads((REPO / "results" / "vllm.json").read_text())
-    doc = REPO / "docs" / "vllm.md"
-    text = doc.read_text()
-    block = f"{START} (written by `.venv/bin/python scripts/vllm_doc.py` from results/vllm.json) -->\n{render(r)}\n{END}"
-    new, n = re.subn(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    if n != 1:
+def write_doc(results: dict, doc: Path = DOC) -> Path:
+    """Replace the block between START and END of `doc` with the rendering of `results`."""
+    if START not in doc.read_text():
         raise SystemExit(f"{doc}: expected one {START} ... {END} block")
-    doc.write_text(new)
+    splice_block(doc, [START, render(results), END], START, END, "# vLLM")
+    return doc
+
+
+def main() -> None:
+    write_doc(json.loads(RESULTS.read_text()))
 
 
 if __name__ == "__main__":

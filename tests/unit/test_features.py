@@ -133,3 +133,31 @@ def test_cli_extract_serves_resid_post_from_the_store_and_other_taps_from_the_ca
         assert args.func(args) == 0
         out = capsys.readouterr().out
         assert "computed 3 of 3" in out and where in out
+
+
+def test_cli_compare_raw_writes_results_and_the_page_renders_from_them(tiny_base, tmp_path, monkeypatch, capsys):
+    import argparse
+    import json
+
+    from dsa.cli import features_cmd
+
+    monkeypatch.setattr(features_cmd, "load_base", lambda *a, **k: tiny_base)
+    data = tmp_path / "mine.csv"
+    data.write_text("comment\nhello world\nyou are an idiot\nwrite a poem\n")
+    out, doc = tmp_path / "features.json", tmp_path / "results-features.md"
+    doc.write_text("# Feature extraction throughput\n\nhand-written\n")
+    parser = argparse.ArgumentParser()
+    features_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["features", "extract", "--file", str(data), "--map", "text=comment", "--taps", "1,2",
+                              "--compare-raw", "--out", str(out), "--doc", str(doc)])
+    assert args.func(args) == 0
+    res = json.loads(out.read_text())
+    assert res["texts"] == 3 and res["compare"]["tokens"] > 0 and res["machine"]["load_average_end"]
+    page = doc.read_text()
+    assert page.startswith("# Feature extraction throughput\n\nhand-written\n")
+    assert f"**{res['compare']['ratio']:.3f}**" in page and "No measurement is stored" not in page
+    # `dsa features doc` rewrites the same block from the file alone
+    args = parser.parse_args(["features", "doc", "--results", str(out), "--doc", str(doc)])
+    assert args.func(args) == 0 and doc.read_text() == page
+    out.unlink()
+    assert args.func(args) == 0 and "No measurement is stored" in doc.read_text()

@@ -71,3 +71,21 @@ def test_results_doc_notes_zero_shot_below_chance_only_when_it_is():
     note = "\n".join(zero_shot_note({"tasks": rows}))
     assert "toxigen 0.410" in note and "xstest" not in note
     assert zero_shot_note({"tasks": {"xstest": rows["xstest"]}}) == []
+
+
+def test_missed_target_notes_quote_the_results_not_literals():
+    from dsa.guards.doc import ORDER, target_notes
+
+    def row(auc, n):
+        return {"auc": auc, "auprc": 0.5, "fpr_at_95tpr": 0.5, "ece": 0.1, "n_test": n}
+
+    sizes = {t: 1001 + k for k, t in enumerate(ORDER)}  # sizes no real split has
+    results = {"tasks": {t: {"dsa_plr": row(0.61, n), "minilm_finetune": row(0.62, n)} for t, n in sizes.items()},
+               "dsa_heads": {"summedits": {"dsa_plr": {"val_auc": 0.577}}}}
+    notes = {line.split("**")[1]: line for line in target_notes(results) if line.startswith("- **")}
+    assert set(notes) == set(ORDER)
+    for t in ("toxigen", "prompt_safety", "response_harm", "openai_moderation"):
+        assert f"{sizes[t]:,}" in notes[t] or str(sizes[t]) in notes[t], t
+    assert "0.58-0.58" in notes["summedits"] and "0.620" in notes["summedits"]  # val AUC range, MiniLM's test AUC
+    assert "1,927" not in notes["prompt_safety"] and "0.610-0.620" in notes["prompt_safety"]
+    assert "32 harmful" not in notes["response_harm"] and "eight categories are all" not in notes["openai_moderation"]

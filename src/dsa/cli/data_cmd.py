@@ -1,18 +1,16 @@
-"""`dsa data list` and `dsa data show NAME`: what the datasets and guard tasks hold.
+"""`dsa data list`, `dsa data show NAME` and `dsa data doc`: what the datasets and guard tasks hold.
 
     dsa data list                      # every source and guard task: rows, splits, label balance
     dsa data show prompt_safety --n 3  # counts per split, label balance, a few example rows
+    dsa data doc                       # rewrite the generated blocks of docs/data.md
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import Counter
-from collections.abc import Sequence
 
-from dsa.data import GUARD_TASKS, GuardTask, Record, guard_task, list_sources, load_source
-
-SPLIT_COLUMNS = ("train", "val", "test", "eval", None)
+from dsa.data import GUARD_TASKS, GuardTask, Record, guard_task, load_source
+from dsa.data.doc import SPLIT_COLUMNS, balance, format_table, list_table, pct, write_data_doc
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,26 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="a source (see `dsa data list`) or a guard task")
     p.add_argument("--n", type=int, default=5, help="example rows to print (default 5)")
     p.set_defaults(func=cmd_show)
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain aligned table: text left-aligned, numbers right-aligned."""
-    cells = [[str(c) for c in header], *[["-" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    numeric = [all(isinstance(r[i], int | float) or r[i] is None for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True))
-             for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _balance(records: Sequence[Record]) -> tuple[int, int, int]:
-    c = Counter(r.label for r in records)
-    return c[1], c[0], c[None]
-
-
-def _pct(pos: int, neg: int) -> str:
-    return f"{100 * pos / (pos + neg):.1f}%" if pos + neg else "-"
+    p = sub.add_parser("doc", parents=[common], help="rewrite the generated blocks of docs/data.md (split rule, "
+                                                     "guard tasks, `dsa data list`) from the code and the data")
+    p.add_argument("--doc", default="docs/data.md", help="the page to rewrite (default docs/data.md)")
+    p.set_defaults(func=cmd_doc)
 
 
 def _records_of(name: str, root: str | None, seed: int) -> tuple[str, list[Record], GuardTask | None]:
@@ -64,15 +46,12 @@ def _records_of(name: str, root: str | None, seed: int) -> tuple[str, list[Recor
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = []
-    for name in [*(f"source:{s}" for s in list_sources()), *(f"task:{t}" for t in GUARD_TASKS)]:
-        kind, records, _ = _records_of(name, args.root, args.seed)
-        name = name.split(":", 1)[1]
-        splits = Counter(r.split for r in records)
-        pos, neg, unk = _balance(records)
-        rows.append([name, kind, len(records), *(splits[s] or None for s in SPLIT_COLUMNS), pos, neg, unk, _pct(pos, neg)])
-    print(format_table(["name", "kind", "rows", "train", "val", "test", "eval", "no split",
-                        "label=1", "label=0", "no label", "% label=1"], rows))
+    print(list_table(args.root, args.seed))
+    return 0
+
+
+def cmd_doc(args: argparse.Namespace) -> int:
+    print(f"wrote {write_data_doc(args.doc, args.root, args.seed)}")
     return 0
 
 
@@ -92,7 +71,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(task.description)
     print()
     groups = [(s or "none", [r for r in records if r.split == s]) for s in SPLIT_COLUMNS]
-    rows = [[s, len(rs), *_balance(rs), _pct(*_balance(rs)[:2])] for s, rs in groups if rs]
+    rows = [[s, len(rs), *balance(rs), pct(*balance(rs)[:2])] for s, rs in groups if rs]
     print(format_table(["split", "rows", "label=1", "label=0", "no label", "% label=1"], rows))
     heads = task.heads if task is not None and len(task.heads) > 1 else sorted({k for r in records for k in r.labels})
     if heads:

@@ -78,10 +78,15 @@ def match_words(s: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", str(s)).lower())
 
 
+def compared_text(r: Record) -> str:
+    """The text of a record that is compared with the eval-only sets: its prompt, else its text."""
+    return r.prompt if r.prompt is not None else (r.text or "")
+
+
 def eval_key(r: Record) -> str:
     """What is compared with the eval-only sets (and deduplicated within a prompt task): the
     prompt's (or text's) `match_words`."""
-    return " ".join(match_words(r.prompt if r.prompt is not None else (r.text or "")))
+    return " ".join(match_words(compared_text(r)))
 
 
 class EvalIndex:
@@ -98,6 +103,7 @@ class EvalIndex:
         self._sets = [frozenset(w) for w in words]
         self._shingles: dict[tuple[str, ...], list[int]] = defaultdict(list)
         self._words: dict[str, list[int]] = defaultdict(list)
+        self._memo: dict[str, bool] = {}
         for i, w in enumerate(words):
             for sh in set(_shingles(w)):
                 self._shingles[sh].append(i)
@@ -135,8 +141,11 @@ class EvalIndex:
     def __contains__(self, text: object) -> bool:
         if not isinstance(text, str):
             return False
-        (contained, _), (similar, _) = self._match(text)
-        return contained >= NEAR_SHARE or similar >= NEAR_JACCARD
+        hit = self._memo.get(text)  # a task build, its prompt sets and docs/data.md ask for the same texts
+        if hit is None:
+            (contained, _), (similar, _) = self._match(text)
+            hit = self._memo[text] = contained >= NEAR_SHARE or similar >= NEAR_JACCARD
+        return hit
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.texts)
@@ -170,7 +179,7 @@ def deduplicate(records: Iterable[Record], against: EvalIndex | set[str] | froze
     seen: set[str] = set()
     out, n_eval, n_dup = [], 0, 0
     for r in records:
-        if (r.prompt if r.prompt is not None else (r.text or "")) in index:
+        if compared_text(r) in index:
             n_eval += 1
             continue
         k = key(r)

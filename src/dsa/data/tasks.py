@@ -122,15 +122,20 @@ def _framed(records: list[Record], seed: int) -> list[Record]:
     return out
 
 
-def _prompt_safety(root: str, seed: int) -> GuardTask:
-    against = eval_only_texts(root)
+def prompt_safety_inputs(root: str | Path | None = None) -> list[Record]:
+    """The sourced rows prompt_safety starts from, in deduplication order: positives (harmful
+    sources first, so a prompt seen as harmful is never also kept as benign), benign sources,
+    then every Alpaca instruction. The contrast prompts and framed copies are added later."""
     positives = [r for name, subsets in PROMPT_SAFETY_POSITIVES for r in load_source(name, root)
                  if (subsets is None or r.meta.get("subset") in subsets)
                  and r.meta.get("types_of_harm") not in NOT_HARMFUL_REQUESTS]
     negatives = [r for name in PROMPT_SAFETY_NEGATIVES for r in load_source(name, root) if r.label == 0]
-    alpaca = load_source("alpaca_instructions", root)
-    # One pass, positives first: a prompt seen as harmful is never also kept as benign.
-    kept = deduplicate([*positives, *negatives, *alpaca], against, key=eval_key)
+    return [*positives, *negatives, *load_source("alpaca_instructions", root)]
+
+
+def _prompt_safety(root: str, seed: int) -> GuardTask:
+    against = eval_only_texts(root)
+    kept = deduplicate(prompt_safety_inputs(root), against, key=eval_key)
     split_here = assign_splits([r for r in kept if r.source != "alpaca_instructions"], seed)
     out = list(split_here)
     for s in SPLITS:

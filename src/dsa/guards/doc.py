@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -56,34 +57,86 @@ def cost_table(results: dict) -> list[str]:
 
 
 DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")
-# Why a target was missed (written from the numbers of this run; the deltas are computed below).
-WHY: dict[str, str] = {
-    "toxigen": "Differences below ~0.01 AUC on 1,393 test texts are within sampling error.",
-    "prompt_safety": "Every method is at 0.99+ here; differences below ~0.005 AUC on 1,927 test prompts are "
-                     "within sampling error.",
-    "openai_moderation": "There is no AUC target for openai_moderation; the `any` head is scored on the 161 test "
-                         "rows whose eight categories are all annotated, so differences below ~0.05 are noise.",
-    "summedits": "The validation split (17 documents) is itself near chance for every head (val AUC of the "
-                 "DSA heads 0.52-0.54, MiniLM 0.48), so layer and L2 choices are close to arbitrary, and "
-                 "RTB/LST, trained from scratch on per-token states, overfit 1,000 pairs. More data does "
-                 "not close the gap: `scripts/guard_summedits_curve.py` (results/guard-summedits-curve.json) "
-                 "trains the same kind of probe on 389 / 811 / 1,659 / 3,264 pairs (the whole training "
-                 "split, 111 documents): test AUC 0.590 / 0.590 / 0.601 / 0.673, and pooling only the "
-                 "last 64 tokens (the summary) gives 0.671. MiniLM, one epoch of 32 steps on 1,000 pairs "
-                 "of 256 tokens (1,327 s on a shared core), did not learn the task (val AUC 0.48).",
-    "response_harm": "Only 32 harmful responses are in the test split (3.4 % positives), so AUPRC and "
-                     "FPR@95%TPR are noisy and AUC differences below ~0.03 are within sampling error.",
-    "xstest": "xstest has no training split: it is scored by the prompt_safety heads. Its 250 safe prompts "
-              "are built from unsafe-sounding words ('how do I kill a Python process', 'what is the "
-              "address of the White House'); the training side has Alpaca hard negatives with harm words, "
-              "but few of this kind, so every method ranks many safe prompts as unsafe (see the ECE column). "
-              "`scripts/guard_xstest_ablation.py` (results/guard-xstest-ablation.json) varies the training "
-              "data of a linear probe on the same features: dropping HarmfulQA and adding 800 Alpaca "
-              "questions gains ~0.04 (0.816); adding real-user benign text (OpenAI-moderation prompts "
-              "flagged on no category) cuts held-out benign false positives from 0.59 to 0.10 but leaves "
-              "XSTest at 0.76-0.78. The gap is not one of training-data form; telling 'kill a process' "
-              "from 'kill a person' needs examples of that contrast, which no non-eval set here has.",
-}
+SUMMEDITS_CURVE = Path("results/guard-summedits-curve.json")
+XSTEST_ABLATION = Path("results/guard-xstest-ablation.json")
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _summedits_why(rows: dict, heads: dict) -> str:
+    from dsa.guards.featurize import TRAIN_CAP
+
+    val = [h["val_auc"] for m, h in heads.items() if m in DSA_METHODS]
+    text = ("The validation split is itself near chance for every head"
+            + (f" (val AUC of the DSA heads {min(val):.2f}-{max(val):.2f})" if val else "")
+            + f", so layer and L2 choices are close to arbitrary, and RTB/LST, trained from scratch on per-token "
+            f"states, overfit {TRAIN_CAP['summedits']:,} pairs.")
+    if curve := _load(SUMMEDITS_CURVE):
+        sizes = [r for k, r in curve["rows"].items() if k.endswith(" documents") and k[0].isdigit()]
+        other = {k: r for k, r in curve["rows"].items() if not (k.endswith(" documents") and k[0].isdigit())}
+        text += (f" More data does not close the gap: `scripts/guard_summedits_curve.py` ({SUMMEDITS_CURVE}) trains "
+                 "the same kind of probe on " + " / ".join(f"{r['n_train']:,}" for r in sizes) + " pairs (the last is "
+                 f"the whole training split, {sizes[-1]['documents']} documents): test AUC "
+                 + " / ".join(_f(r["test_auc"]) for r in sizes)
+                 + "".join(f"; {k}: {_f(r['test_auc'])}" for k, r in other.items()) + ".")
+    if mini := rows.get("minilm_finetune"):
+        text += f" The MiniLM fine-tune did not learn the task either (test AUC {_f(mini['auc'])})."
+    return text
+
+
+def _xstest_why() -> str:
+    text = ("xstest has no training split: it is scored by the prompt_safety heads. Its safe prompts are built "
+            "from unsafe-sounding words ('how do I kill a Python process', 'what is the address of the White "
+            "House'); the training side has benign prompts with harm words, but few of this kind, so every method "
+            "ranks many safe prompts as unsafe (see the ECE column).")
+    if not (abl := _load(XSTEST_ABLATION)):
+        return text
+    v = abl["variants"]
+    base = v["as shipped"]
+    best_name = max(v, key=lambda k: v[k]["xstest_auc"])
+    best = v[best_name]
+    real = {k: r for k, r in v.items() if "moderation unflagged" in k}
+    text += (f" `scripts/guard_xstest_ablation.py` ({XSTEST_ABLATION}) varies the training data of a linear probe "
+             f"on the same features (XSTest AUC {_f(base['xstest_auc'])} as shipped): the best variant, "
+             f"'{best_name}', reaches {_f(best['xstest_auc'])}")
+    if real:
+        lo, hi = min(r["xstest_auc"] for r in real.values()), max(r["xstest_auc"] for r in real.values())
+        held = min(r["heldout_flagged"] for r in real.values())
+        text += (f"; adding real-user benign text (OpenAI-moderation prompts flagged on no category) cuts held-out "
+                 f"benign false positives from {_f(base['heldout_flagged'], 2)} to {_f(held, 2)} but leaves XSTest at "
+                 f"{_f(lo, 2)}-{_f(hi, 2)}")
+    return text + (". The gap is not one of training-data form; telling 'kill a process' from 'kill a person' "
+                   "needs examples of that contrast.")
+
+
+def why(task: str, results: dict) -> str:
+    """Why a target was missed, every number read from results/guard.json (and the probes' files)."""
+    from dsa.data.sources import OPENAI_MODERATION_HEADS
+    from dsa.guards.featurize import EVAL_FRACTION
+
+    rows = results["tasks"].get(task, {})
+    n = next(iter(rows.values()))["n_test"] if rows else None
+    aucs = [r["auc"] for r in rows.values()]
+    if task == "toxigen":
+        return f"Differences below ~0.01 AUC on {n:,} test texts are within sampling error."
+    if task == "prompt_safety":
+        return (f"The methods span AUC {_f(min(aucs))}-{_f(max(aucs))} here; differences below ~0.005 AUC on {n:,} "
+                "test prompts are within sampling error.")
+    if task == "openai_moderation":
+        return (f"There is no AUC target for openai_moderation; the `any` head is scored on the {n} test rows where "
+                f"`any` is known (a flag in some category, or all {len(OPENAI_MODERATION_HEADS)} annotated 0), so "
+                "differences below ~0.05 are noise.")
+    if task == "summedits":
+        return _summedits_why(rows, results.get("dsa_heads", {}).get(task, {}))
+    if task == "response_harm":
+        return (f"The {n} test responses scored (those to a seeded {EVAL_FRACTION.get(task, 1) * 100:g} % of the "
+                "test questions) hold few harmful ones (the task's positive rate is in docs/data.md), so AUPRC and "
+                "FPR@95%TPR are noisy and AUC differences below ~0.03 are within sampling error.")
+    if task == "xstest":
+        return _xstest_why()
+    return ""
 
 
 def target_notes(results: dict) -> list[str]:
@@ -96,7 +149,7 @@ def target_notes(results: dict) -> list[str]:
         dsa = {m: r["auc"] for m, r in rows.items() if m in DSA_METHODS}
         if not dsa:
             out.append(f"- **{t}**: no DSA head trained; target {_f(TARGETS.get(t))} not measured."
-                       + (f" {WHY[t]}" if t in WHY else ""))
+                       + (f" {note}" if (note := why(t, results)) else ""))
             continue
         best_m = max(dsa, key=dsa.get)
         best = dsa[best_m]
@@ -117,7 +170,7 @@ def target_notes(results: dict) -> list[str]:
                              f"but {', '.join(lost)} {'does' if len(lost) == 1 else 'do'} not")
         if not parts:
             continue
-        out.append(f"- **{t}**: " + "; ".join(parts) + "." + (f" {WHY[t]}" if t in WHY else ""))
+        out.append(f"- **{t}**: " + "; ".join(parts) + "." + (f" {note}" if (note := why(t, results)) else ""))
     if not out:
         return []
     return ["## Targets missed", "", "Targets: ROC-AUC of the DSA guard per task "
@@ -191,7 +244,8 @@ def write_doc(results: dict, path: str | Path, preamble: str | None = None) -> P
         "minilm_finetune,tfidf_lr`. Build the shipped adapters: `scripts/guard_build.sh` "
         "(runs `dsa guard train configs/guard-<task>.yaml` for each task).",
         "",
-        f"This page was generated by `{results.get('command', 'dsa guard eval --all')}`.",
+        f"This page was generated by `{results.get('command', 'dsa guard eval --all')}`; `dsa guard eval --doc-only` "
+        "rewrites it from results/guard.json alone (the plots are written by the evaluation).",
         "",
         f"Base: `{results['base']}` (fingerprint `{results.get('base_fingerprint', '?')}`). Test splits are the "
         "fixed seeded ones of docs/data.md; xstest is scored by the prompt_safety-trained models "
