@@ -104,6 +104,19 @@ def save_adapter(path: str | Path, kind: str, tensors: dict[str, torch.Tensor], 
     return path
 
 
+def update_adapter_config(path: str | Path, changes: dict, kind: str | None = None) -> dict:
+    """Set fields of a saved adapter's config (a recalibration, e.g. `dsa guard calibrate-stream`):
+    the adapter is verified as a load verifies it, then adapter.json is rewritten with the new
+    fields and a full checksum over them and the unchanged weights. Returns the new meta."""
+    path = Path(path)
+    meta, tensors = load_adapter(path, kind=kind)
+    meta = json.loads(json.dumps({**meta, "config": {**meta["config"], **changes}}))
+    meta["checksum"] = adapter_checksum(meta, tensors)
+    atomic_write_text(path / CONFIG, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    verify_checksum(path, read_adapter_meta(path), tensors)
+    return meta
+
+
 def read_adapter_meta(path: str | Path) -> dict:
     path = Path(path)
     cfg = path / CONFIG

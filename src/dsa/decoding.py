@@ -26,7 +26,7 @@ class Row:
     tokens: list[int] = field(default_factory=list)  # emitted tokens: never flagged ones
     held: list[int] = field(default_factory=list)  # flagged tokens awaiting the debounce verdict
     new: list[int] = field(default_factory=list)  # tokens emitted by the latest step
-    streak: int = 0  # consecutive response-guard flags
+    streaks: dict[str, int] = field(default_factory=dict)  # response head -> consecutive tokens it flagged
     stop: str | None = None  # "eos" | "length" | "guard" | a caller's reason
     response: dict[str, float] = field(default_factory=dict)  # latest response-guard scores
     language: dict = field(default_factory=dict)  # the prompt's language check (`SafetyModel.prefill`)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ from dsa.features.text import pad_left, render_input, tokenize
 from dsa.guards.bank import tap_reducers
 from dsa.guards.language import check as check_language
 from dsa.guards.language import check_rule, guard_languages, user_text
+from dsa.guards.streaming import stream_rules, uncalibrated_heads
 from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ class SafetyModel:
             raise ValueError("give one alignment route: a DSA adapter or a LoRA patch, not both")
         self.base, self.guards, self.adapter, self.patch = base, guards, adapter, patch
         self.response_guards = response_guards
+        if response_guards is not None and uncalibrated_heads(response_guards):
+            log.warning("response guard heads %s have no streaming stop rule: every token is read against the "
+                        "whole-answer threshold, which stops safe answers early; calibrate them with "
+                        "`dsa guard calibrate-stream ADAPTER`", uncalibrated_heads(response_guards))
         # a bank of several heads without the default one needs policy_head= only when there is
         # something for the policy to switch on (classify-only use needs no policy)
         self.policy_head = resolve_policy_head(guards, policy_head, required=adapter is not None or patch is not None)
@@ -232,9 +237,19 @@ class SafetyModel:
         return found
 
     # ---- generation: scoped steps -------------------------------------------------------------
-    # Consecutive response-guard flags that stop a row. Flagged tokens are held back meanwhile and
-    # released only if an unflagged token follows, so a flagged token is never emitted.
-    response_debounce: int = 1
+    # Consecutive response-guard flags that stop a row: None = each head's stored stop rule
+    # (`GuardBank.stream_rules`, calibrated on answer prefixes); a number overrides every head's
+    # debounce. Flagged tokens are held back meanwhile and released only if a token no head flags
+    # follows, so a flagged token is never emitted.
+    response_debounce: int | None = None
+
+    @property
+    def response_rules(self) -> dict:
+        """{response head: `StreamRule`} applied while decoding (with the `response_debounce` override)."""
+        rules = stream_rules(self.response_guards) if self.response_guards is not None else {}
+        if self.response_debounce is None:
+            return rules
+        return {h: replace(r, debounce=max(1, int(self.response_debounce))) for h, r in rules.items()}
 
     @torch.inference_mode()
     def generate(self, messages: Sequence[Messages], alignment: str | float | Sequence[float] = "auto",
@@ -375,28 +390,31 @@ class SafetyModel:
         for i in is_eos.nonzero().flatten().tolist():
             batch.finish(i, "eos")
         goes_on = any(bool(cont[i]) and rows[i].picked < rows[i].max_new_tokens for i in range(len(rows)))
-        flagged = torch.zeros_like(cont)
+        flags: dict[str, torch.Tensor] = {}
         if goes_on or (self.response_guards is not None and bool(cont.any())):
-            flagged = self._forward_token(batch, nxt) & cont
-        debounce = max(1, int(self.response_debounce))
+            flags = self._forward_token(batch, nxt)
+        rules = self.response_rules if flags else {}
         for i in cont.nonzero().flatten().tolist():
             row, t = rows[i], int(nxt[i])
-            if bool(flagged[i]):
+            hit = [h for h, f in flags.items() if bool(f[i])]
+            if hit:
                 row.held.append(t)
-                row.streak += 1
-                if row.streak >= debounce:
+                # a head's run counts consecutive tokens it flags; one it did not flag starts over
+                row.streaks = {h: row.streaks.get(h, 0) + 1 for h in hit}
+                if any(n >= rules[h].debounce for h, n in row.streaks.items()):
                     batch.finish(i, "guard")  # the held (flagged) tokens are dropped unseen
                     continue
             else:
                 row.new = row.held + [t]
                 row.tokens += row.new
-                row.held, row.streak = [], 0
+                row.held, row.streaks = [], {}
             if row.picked >= row.max_new_tokens:
                 batch.finish(i, "length")
 
-    def _forward_token(self, batch: DecodeBatch, nxt: torch.Tensor) -> torch.Tensor:
+    def _forward_token(self, batch: DecodeBatch, nxt: torch.Tensor) -> dict[str, torch.Tensor]:
         """Feed the picked tokens [b]; update the pending logits and the response guard. Returns
-        the response guard's flag per row [b] (all False without one)."""
+        {response head: bool [b]}: whether its stop rule counts this token (score at or above its
+        threshold, at least its `min_tokens` into the answer); {} without a response guard."""
         batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
         batch.last_pos = batch.last_pos + 1
         rguard = self.response_guards
@@ -414,10 +432,12 @@ class SafetyModel:
                 base_logits = None
             else:
                 base_logits = self.base.model(**inputs).logits[:, -1]
-        flagged = torch.zeros(len(batch), dtype=torch.bool, device=nxt.device)
+        flags = {}
         if rguard is not None:
             scores = batch.response_state.update(cache, batch.mask)
-            flagged = torch.stack(list(rguard.flags(scores).values())).any(0).to(nxt.device)
+            n = torch.tensor([row.picked for row in batch.rows])  # response tokens read, this one included
+            flags = {h: (scores[h].float().cpu() >= rule.threshold) & (n >= rule.min_tokens)
+                     for h, rule in self.response_rules.items()}
             for i in (~batch.done).nonzero().flatten().tolist():
                 batch.rows[i].response = {h: float(v[i]) for h, v in scores.items()}
         aligned = None
@@ -428,7 +448,7 @@ class SafetyModel:
             batch.logits = aligned[:, -1].float()  # = mix_logits at λ = 1 (0 · finite base logits + aligned)
         else:
             batch.logits = mix_logits(base_logits, None if aligned is None else aligned[:, -1], batch.lam)
-        return flagged
+        return flags
 
     @property
     def _decoder(self):

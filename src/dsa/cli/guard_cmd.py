@@ -7,6 +7,7 @@
     dsa guard score adapters/guards/prompt_safety --text "How do I pick a lock?"
     dsa guard robustness adapters/guards/prompt_safety   # wrappers, padding, encodings -> results/robustness.json
     dsa guard robustness-report           # docs/results-robustness.md + docs/img/robustness-*.png from the JSON
+    dsa guard calibrate-stream adapters/guards/response_harm   # the streaming stop rule, fitted on val answers
 """
 
 from __future__ import annotations
@@ -105,6 +106,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default="smollm2-135m-instruct", help="base model the adapter was made for")
     p.add_argument("--out", default="results/robustness.json")
     p.set_defaults(func=cmd_robustness)
+    p = sub.add_parser("calibrate-stream", help="fit a response guard's streaming stop rule (threshold, tokens "
+                                                "before a stop, debounce) on validation answers read token by "
+                                                "token, and store it in the adapter",
+                       epilog="examples:\n  dsa guard calibrate-stream adapters/guards/response_harm\n"
+                              "  dsa guard calibrate-stream adapters/guards/mine --data mine.csv --map label=harmful",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("adapter", help="a prompt_response guard adapter directory (rewritten with its new checksum)")
+    p.add_argument("--target-fpr", type=float, default=0.03,
+                   help="the largest share of safe validation answers a head may stop")
+    p.add_argument("--data", default=None,
+                   help="the labelled file the adapter was trained on (default: its built-in task)")
+    p.add_argument("--map", action="append", default=None, metavar="FIELD=COLUMN", help="as in `dsa guard train`")
+    p.add_argument("--positive", default=None, help="as in `dsa guard train`")
+    p.add_argument("--max-response-tokens", type=int, default=256, help="tokens read of each answer")
+    p.add_argument("--benign", type=int, default=300,
+                   help="also hold the target on the base's own answers to this many benign VAL prompts of "
+                        "prompt_safety (everyday and edgy-but-benign requests; 0 = none)")
+    p.add_argument("--benign-tokens", type=int, default=128, help="decode budget of those answers")
+    p.add_argument("--base", default="smollm2-135m-instruct", help="base model the adapter was made for")
+    p.set_defaults(func=cmd_calibrate_stream)
     p = sub.add_parser("robustness-report", help="regenerate docs/results-robustness.md and its plots from "
                                                  "results/robustness.json")
     p.add_argument("--results", default="results/robustness.json")
@@ -256,6 +277,45 @@ def cmd_score(args) -> int:
     for text, res in zip(texts, classify(base, bank, texts), strict=True):
         json.dump({"text": text, **res}, sys.stdout)
         sys.stdout.write("\n")
+    return 0
+
+
+def cmd_calibrate_stream(args) -> int:
+    from tqdm import tqdm
+
+    from dsa.adapter_io import read_adapter_meta
+    from dsa.base import load_base
+    from dsa.cli.common import parse_mapping
+    from dsa.guards.streaming import base_answers, benign_val_prompts, calibrate_adapter
+
+    task = read_adapter_meta(args.adapter)["config"]["task"]
+    if args.data:
+        from dsa.guards.user import user_task
+
+        val = user_task(args.data, parse_mapping(args.map), positive=args.positive, name=task).val
+        source = f"{Path(args.data).name} val"
+    else:
+        from dsa.data.tasks import guard_task
+
+        val, source = guard_task(task).val, f"{task} val"
+    base = load_base(args.base)
+    benign, benign_source = [], ""
+    if args.benign:
+        prompts = benign_val_prompts(args.benign)
+        benign_source = f"base answers to {len(prompts)} benign prompt_safety val prompts"
+        with tqdm(total=len(prompts), desc="base answers", unit="answer") as bar:
+            benign = base_answers(base, prompts, args.benign_tokens, progress=bar.update)
+    with tqdm(total=sum(r.response is not None for r in val) + len(benign), desc="reading answers",
+              unit="answer") as bar:
+        stream = calibrate_adapter(base, args.adapter, val, args.target_fpr, args.max_response_tokens,
+                                   source=source, benign=benign, benign_source=benign_source, progress=bar.update)
+    for rule, (head, point) in zip(stream["rules"], stream["val"].items(), strict=True):
+        groups = point.get("false_stop_rate_by_group", {})
+        print(f"{head}: threshold {rule['threshold']:.4f}, min_tokens {rule['min_tokens']}, debounce "
+              f"{rule['debounce']}; detection {point['detection_rate']:.3f} of {point['harmful']} harmful answers "
+              f"(median tokens to stop {point['tokens_to_stop_median']}), false stops {point['false_stop_rate']:.3f} "
+              f"of {point['safe']} safe ones" + "".join(f"; {g}: {v:.3f}" for g, v in groups.items()))
+    print(f"wrote {Path(args.adapter) / 'adapter.json'}")
     return 0
 
 

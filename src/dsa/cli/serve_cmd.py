@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--response-guard", action="append", default=[],
                    help="guard adapter read on every decoded token before it is shown; a flag stops the "
                         "answer with finish_reason content_filter (repeatable)")
-    p.add_argument("--response-debounce", type=int, default=1,
-                   help="consecutive response-guard flags that stop an answer (flagged tokens are held back)")
+    p.add_argument("--response-debounce", type=int, default=None,
+                   help="consecutive response-guard flags that stop an answer (flagged tokens are held back); "
+                        "default: each response guard's stored stop rule (`dsa guard calibrate-stream`)")
     p.add_argument("--policy", default="step", help="guard score -> λ: step | linear | sigmoid")
     p.add_argument("--policy-head", default=None, help="guard head driving the policy (default prompt_safety/unsafe)")
     p.add_argument("--unvalidated-language", choices=("flag", "refuse", "allow"), default="flag",
@@ -107,7 +108,7 @@ def check_engine_options(args: argparse.Namespace) -> None:
     refused = []
     if args.response_guard:
         refused.append("--response-guard (streaming response guards do not run inside vLLM yet)")
-    if args.response_debounce != 1:
+    if args.response_debounce is not None:
         refused.append("--response-debounce (it only applies to response guards)")
     if args.batch_window_ms is not None:
         refused.append("--batch-window-ms (vLLM batches continuously)")

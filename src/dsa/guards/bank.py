@@ -18,6 +18,7 @@ from dsa.adapter_io import load_adapter, save_adapter
 from dsa.decoding import pad_left
 from dsa.features import pool
 from dsa.guards.heads import GuardInput, PLRHead, RTBHead, build_head, rolling_max
+from dsa.guards.streaming import StreamRule
 
 KIND = "dsa_guard"
 
@@ -104,7 +105,9 @@ def tap_reducers(banks, attention_mask: torch.Tensor, keep_full=()) -> dict:
 
 @dataclass
 class GuardAdapter:
-    """One trained head with its calibration: temperature and threshold per guard head."""
+    """One trained head with its calibration: temperature and threshold per guard head, and for a
+    response guard the stop rule of each head read token by token (`stream`, written by `dsa guard
+    calibrate-stream`: {"rules": [StreamRule fields per head], and how they were chosen})."""
 
     arch: str
     task: str
@@ -118,6 +121,16 @@ class GuardAdapter:
     window: int = 64
     target_fpr: float = 0.05
     info: dict | None = None
+    stream: dict | None = None
+
+    @property
+    def stream_rules(self) -> list[StreamRule]:
+        """Per head, when streaming stops an answer: the rule calibrated on answer prefixes, or,
+        without one, the whole-answer threshold at every token with debounce 1 (which stops safe
+        answers: a prefix is not a whole answer)."""
+        if self.stream:
+            return [StreamRule(**r) for r in self.stream["rules"]]
+        return [StreamRule(t) for t in self.thresholds]
 
     @property
     def taps(self) -> list[str]:
@@ -165,6 +178,8 @@ class GuardAdapter:
         config = {"arch": self.arch, "task": self.task, "mode": self.mode, "heads": self.heads,
                   "head": self.cfg, "temperatures": self.temperatures, "thresholds": self.thresholds,
                   "max_length": self.max_length, "window": self.window, "target_fpr": self.target_fpr}
+        if self.stream:
+            config["stream"] = self.stream
         return save_adapter(path, KIND, dict(self.head.state_dict()), config, base_fingerprint, base_name,
                             extra={"info": self.info or {}})
 
@@ -176,7 +191,8 @@ class GuardAdapter:
         head.load_state_dict(tensors)
         head.eval()
         return cls(c["arch"], c["task"], c["mode"], c["heads"], c["head"], head, c["temperatures"],
-                   c["thresholds"], c["max_length"], c["window"], c.get("target_fpr", 0.05), meta.get("info"))
+                   c["thresholds"], c["max_length"], c["window"], c.get("target_fpr", 0.05), meta.get("info"),
+                   c.get("stream"))
 
 
 class GuardBank:
@@ -205,6 +221,11 @@ class GuardBank:
     def thresholds(self) -> dict[str, float]:
         """{qualified head: stored calibrated threshold}."""
         return {q: t for a in self.adapters for q, t in zip(a.qualified, a.thresholds, strict=True)}
+
+    @property
+    def stream_rules(self) -> dict[str, StreamRule]:
+        """{qualified head: its streaming stop rule} (`GuardAdapter.stream_rules`)."""
+        return {q: r for a in self.adapters for q, r in zip(a.qualified, a.stream_rules, strict=True)}
 
     @property
     def max_length(self) -> int:
