@@ -11,6 +11,15 @@ Every phase runs a fresh `dsa serve` subprocess (shipped adapters, no API key, O
   disconnect   10 streams, 5 dropped after 3 chunks: the others finish, the next request's first
                token, tap hooks left on the model
   fuzz         hypothesis bodies (tests/unit/server_fuzz.py) on chat and moderations: responses >= 500
+  stall        a stream runs while (a) a ~3,900-token prompt, (b) one /v1/moderations call with 32 inputs of
+               30,000 characters, (c) three such calls at once are admitted: the longest gap between two
+               chunks of the running stream (and the requests' own time)
+  drop         20 clients × 5 requests, half of them dropped (streams closed after 2 chunks, non-streaming
+               requests abandoned after 0.5 s): errors, rows and queue left
+
+`--baseline DIR` runs the server from another checkout's source (`git worktree add /tmp/wt-before
+COMMIT`; the adapters are this tree's) and stores the phases under "baseline" with that commit, so
+before/after numbers come from one file and one machine.
 """
 
 from __future__ import annotations
@@ -49,10 +58,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SOURCE: Path | None = None  # --baseline: the checkout whose src/ the server runs
+
+
 @contextmanager
 def server(*args: str, cwd: Path = ROOT):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if SOURCE is not None:
+        env["PYTHONPATH"] = str(SOURCE / "src")
     proc = subprocess.Popen([DSA, "serve", "--port", str(port), "--default-max-tokens", "16", *args],
                             cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -203,9 +217,147 @@ def fuzz_phase(url: str, chat_cases: int, moderation_cases: int) -> dict:
     client.close()
     return {**counts, "failures": failures}
 
+STREAM_PROMPT = "Write a long story about a dragon who learns to bake bread."  # a visible chunk per token
+TOPICS = ["the harbour", "the old mill", "the library", "the market square", "the railway station", "the orchard",
+          "the river bridge", "the town hall"]
 
-PHASES = ("unguarded", "serial", "policy", "load", "disconnect", "fuzz")
+
+def long_prompt(notes: int = 164) -> str:
+    """Meeting notes of ~24 tokens each: 164 notes are 3,935 prompt tokens with the chat template."""
+    return "Summarise these meeting notes in one sentence.\n" + "\n".join(
+        f"Note {i}: the committee discussed {TOPICS[i % 8]} and agreed to review it again in week {i % 52 + 1}."
+        for i in range(notes))
+
+
+class Ticker:
+    """Streams answered back to back while `running`; records each stream's chunk arrival times."""
+
+    def __init__(self, url: str):
+        self.url, self.streams, self.running = url, [], threading.Event()
+        self.running.set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = chat(STREAM_PROMPT, max_tokens=1500, stream=True)
+        with httpx.Client(timeout=3600) as c:
+            while self.running.is_set():
+                times: list[float] = []
+                self.streams.append(times)
+                with c.stream("POST", f"{self.url}/v1/chat/completions", json=body) as r:
+                    for line in r.iter_lines():
+                        if '"content"' in line and '"role"' not in line:
+                            times.append(time.monotonic())
+                        if not self.running.is_set():
+                            break  # closes the stream: the server drops the row
+
+    def chunks(self) -> int:
+        return sum(len(t) for t in self.streams)
+
+    def gaps(self, start: float, end: float) -> list[float]:
+        """Gaps between consecutive chunks of one stream that overlap [start, end]."""
+        return [b - a for times in self.streams for a, b in zip(times, times[1:], strict=False)
+                if b >= start and a <= end]
+
+
+def stall_case(url: str, path: str, bodies: list[dict]) -> dict:
+    ticker = Ticker(url)
+    ticker.thread.start()
+    deadline = time.monotonic() + 600
+    while ticker.chunks() < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    steady = ticker.gaps(0, time.monotonic())
+    results: list = [None] * len(bodies)
+
+    def send(i: int) -> None:
+        t = time.monotonic()
+        r = httpx.post(f"{url}{path}", json=bodies[i], timeout=3600)
+        usage = r.json().get("usage", {}) if r.status_code == 200 else {}
+        results[i] = {"status": r.status_code, "seconds": round(time.monotonic() - t, 2),
+                      "prompt_tokens": usage.get("prompt_tokens")}
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    end = time.monotonic()
+    seen = ticker.chunks()  # the first chunk after the requests ended closes the gap spanning their end
+    while ticker.chunks() < seen + 2 and time.monotonic() < end + 600:
+        time.sleep(0.05)
+    ticker.running.clear()
+    ticker.thread.join(600)
+    gaps = sorted(ticker.gaps(start, end))
+    return {"max_gap_s": round(gaps[-1], 2) if gaps else None, "p50_gap_s": round(statistics.median(gaps), 3) if gaps else None,
+            "chunks_during": len(gaps), "steady_p50_gap_s": round(statistics.median(steady), 3) if steady else None,
+            "requests": results, "streams": len(ticker.streams)}
+
+
+def stall_phase(url: str, moderation_chars: int = 30_000, moderation_inputs: int = 32) -> dict:
+    """The longest gap between chunks of a running stream while big requests within the limits are admitted."""
+    moderation = {"model": MODEL, "input": ["-" * moderation_chars] * moderation_inputs}
+    cases = {"long_prompt": ("/v1/chat/completions", [chat(long_prompt(), max_tokens=1)]),
+             "moderation": ("/v1/moderations", [moderation]),
+             "moderation_x3": ("/v1/moderations", [moderation] * 3)}
+    out = {"stream_prompt": STREAM_PROMPT,
+           "moderation_input": f"{moderation_inputs} inputs of {moderation_chars:,} characters ('-')"}
+    for name, (path, bodies) in cases.items():
+        out[name] = stall_case(url, path, bodies)
+        print(f"  {name}: {json.dumps(out[name])}", flush=True)
+    return out
+
+
+def drop_phase(url: str, clients: int = 20, each: int = 5, max_tokens: int = 32) -> dict:
+    """Every other request is dropped: a stream closed after 2 chunks, a non-streaming request
+    abandoned after 0.5 s. Kept requests must all succeed; nothing may be left on the server."""
+    counts = {"requests": 0, "dropped": 0, "errors": 0}
+    lock = threading.Lock()
+
+    def one(c: httpx.Client, k: int, j: int) -> None:
+        drop, stream = (k + j) % 2 == 0, j % 2 == 1
+        body = chat(PROMPTS[(k + j) % len(PROMPTS)], max_tokens=max_tokens, stream=stream)
+        ok = True
+        try:
+            if stream:
+                lines = []
+                with c.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                    ok = r.status_code == 200
+                    for line in r.iter_lines():
+                        if line.startswith("data: "):
+                            lines.append(line)
+                            if drop and len(lines) >= 2:
+                                break
+                ok = ok and (drop or lines[-1:] == ["data: [DONE]"])
+            else:
+                r = c.post(f"{url}/v1/chat/completions", json=body, timeout=0.5 if drop else 600)
+                ok = r.status_code == 200
+        except httpx.TimeoutException:
+            ok = drop  # the abandoned request
+        with lock:
+            counts["requests"] += 1
+            counts["dropped"] += drop
+            counts["errors"] += not ok
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=600) as c:
+            for j in range(each):
+                one(c, k, j)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 10
+    while ((h := httpx.get(f"{url}/health").json())["active_rows"] or h["queue"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {**counts, "clients": clients, "each": each, "max_tokens": max_tokens, "rows_left": h["active_rows"],
+            "queue_left": h["queue"], "hooks_left": h["tap_hooks"]}
+
+
+PHASES = ("unguarded", "serial", "policy", "load", "disconnect", "fuzz", "stall", "drop")
 DOC = ROOT / "docs" / "server.md"
+OUT = ROOT / "results" / "server.json"
 BEGIN, END = "<!-- server-measurements:begin -->", "<!-- server-measurements:end -->"
 
 
@@ -237,7 +389,44 @@ def measurements_table(r: dict) -> str:
     if f := r.get("fuzz"):
         rows.append(f"| hypothesis fuzzing, {f['cases']} chat + moderation bodies | {f['status_5xx']} responses ≥ 500 "
                     f"({f['status_4xx']} × 4xx); {f['streams_without_done']} streams without `[DONE]` |")
+    if dr := r.get("drop"):
+        rows.append(f"| {dr['clients']} clients × {dr['each']} requests, {dr['dropped']} of {dr['requests']} dropped "
+                    f"(streams after 2 chunks, non-streaming after 0.5 s) | {dr['errors']} errors; {dr['rows_left']} "
+                    f"rows, {dr['queue_left']} queued and {dr['hooks_left']} tap hooks left |")
+    rows += stall_rows(r)
     return "\n".join(rows)
+
+
+STALL_CASES = {"long_prompt": "a {tokens}-token prompt is admitted",
+               "moderation": "one `/v1/moderations` call of {inputs} is admitted",
+               "moderation_x3": "three such moderation calls are admitted at once"}
+
+
+def stall_rows(r: dict) -> list[str]:
+    """Rows of the stall phase: the running stream's longest gap, this tree against the baseline."""
+    st, base = r.get("stall"), r.get("baseline", {})
+    if not st:
+        return []
+    old, commit = base.get("stall", {}), base.get("commit", "")[:7]
+    rows = []
+    for case, what in STALL_CASES.items():
+        c = st[case]
+        tokens = c["requests"][0].get("prompt_tokens") or "?"
+        what = what.format(tokens=f"{tokens:,}" if isinstance(tokens, int) else tokens, inputs=st["moderation_input"])
+        before = (f"; before (`{commit}`): **{old[case]['max_gap_s']:.1f} s**, the request took {_seconds(old[case])}"
+                  if case in old and old[case]["max_gap_s"] is not None else "")
+        rows.append(f"| a running stream while {what}: longest gap between its chunks | "
+                    f"**{c['max_gap_s']:.2f} s** (median {c['p50_gap_s']:.2f} s, {c['chunks_during']} chunks meanwhile; "
+                    f"{c['steady_p50_gap_s']:.2f} s without it), the request took {_seconds(c)}{before} |")
+    if (ld := r.get("load")) and (old_load := base.get("load")):
+        rows.append(f"| the dynamic-batching load above with the code before (`{commit}`), same session | "
+                    f"{old_load['rps']:.3f} req/s, p50 {old_load['p50_s']:.1f} s (now {ld['rps']:.3f} req/s) |")
+    return rows
+
+
+def _seconds(case: dict) -> str:
+    secs = [q["seconds"] for q in case["requests"]]
+    return f"{max(secs):.0f} s" + ("" if all(q["status"] == 200 for q in case["requests"]) else " (not all 200)")
 
 
 def write_doc(results: dict, doc: Path = DOC) -> None:
@@ -249,24 +438,38 @@ def write_doc(results: dict, doc: Path = DOC) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "server.json")
+    p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--phases", default=",".join(PHASES),
                    help="comma-separated subset; the others are kept from an existing --out file")
     p.add_argument("--serial-requests", type=int, default=3, help="requests per client in the serial phase")
     p.add_argument("--fuzz-chat", type=int, default=150)
     p.add_argument("--fuzz-moderations", type=int, default=50)
     p.add_argument("--doc-only", action="store_true", help="only regenerate the table in docs/server.md")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="serve from this checkout's src/ (an older commit in a git worktree) and store the "
+                        "phases under 'baseline'")
     args = p.parse_args()
     phases = set(args.phases.split(","))
     results: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.doc_only:
         write_doc(results)
         return 0
-    results |= {"command": "OMP_NUM_THREADS=1 .venv/bin/python scripts/server_load.py",
-                "machine": f"{os.cpu_count()} CPU cores, shared with other jobs; server OMP_NUM_THREADS=1"}
+    command = "OMP_NUM_THREADS=1 .venv/bin/python scripts/server_load.py"
+    target = results
+    if args.baseline is not None:
+        global SOURCE
+        SOURCE = args.baseline.resolve()
+        commit = subprocess.run(["git", "-C", str(SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        target = results.setdefault("baseline", {})
+        target |= {"commit": commit, "command": f"git worktree add {args.baseline} {commit[:7]} && {command} "
+                                                 f"--phases {args.phases} --baseline {args.baseline}"}
+    else:
+        results["command"] = command
+    results["machine"] = f"{os.cpu_count()} CPU cores, shared with other jobs; server OMP_NUM_THREADS=1"
 
     def save(name: str, value: dict) -> None:
-        results[name] = value
+        target[name] = value
         print(f"{name}: {json.dumps(value)}", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
@@ -282,7 +485,7 @@ def main() -> int:
                 save("policy", policy_phase(url))
             if "load" in phases:
                 load = load_phase(url, 20, 10, 16)
-                serial = results.get("serial", {})
+                serial = target.get("serial", {})
                 load["serial_rps"] = serial.get("rps")
                 load["speedup"] = round(load["rps"] / serial["rps"], 2) if serial.get("rps") else None
                 save("load", load)
@@ -290,8 +493,16 @@ def main() -> int:
                 save("disconnect", disconnect_phase(url))
             if "fuzz" in phases:
                 save("fuzz", fuzz_phase(url, args.fuzz_chat, args.fuzz_moderations))
-    write_doc(results)
-    print(f"wrote {args.out} and {DOC}")
+    if "stall" in phases:
+        with server("--max-batch", "32") as url:
+            save("stall", stall_phase(url))
+    if "drop" in phases:
+        with server("--max-batch", "32") as url:
+            save("drop", drop_phase(url))
+    own = args.out.resolve() == OUT  # the doc is generated from the committed results only
+    if own:
+        write_doc(results)
+    print(f"wrote {args.out}" + (f" and {DOC}" if own else ""))
     return 0
 
 

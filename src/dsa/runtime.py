@@ -325,7 +325,6 @@ class SafetyModel:
         The taps' hooks live only inside the forward call.
         """
         messages = [messages] if isinstance(messages, str) else list(messages)
-        n = len(messages)
         enc = self.encode(messages)
         ids, mask = enc["input_ids"], enc["attention_mask"]
         self.check_context(mask.sum(1).tolist(), max_new_tokens)
@@ -345,9 +344,7 @@ class SafetyModel:
             out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                                   past_key_values=base_cache, use_cache=True, logits_to_keep=1)
         scores = self._prompt_scores(messages, cache, mask)
-        lam = (self._mixed_lambda(alignment, scores, n, min_alignment) if mixed
-               else self._lambda(alignment, scores, n, min_alignment)).to(ids.device)
-        languages = self._language_rule(messages, alignment, lam)
+        lam, languages = self._row_lambdas(messages, alignment, min_alignment, scores, ids.device)
         if self.patch is not None and bool((lam > 0).any()):
             # the guard read the unpatched states; the rows to align are prefilled again at α = λ
             # (rows at λ = 0 get the base's states and KV bit for bit)
@@ -361,11 +358,29 @@ class SafetyModel:
             aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, pos, ad_cache,
                                              use_cache=True, logits_to_keep=1)
         logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
-        rows = [Row(int(_row_value(max_new_tokens, i)), float(_row_value(temperature, i)),
-                    make_generator(_row_seed(seed, i)), tag=None if tags is None else tags[i]) for i in range(n)]
         rstate = (response_state(self.response_guards, cache, mask)
                   if self.response_guards is not None else None)
-        batch = DecodeBatch(rows, mask, pos[:, -1:], base_cache, ad_cache, lam, scores, logits, rstate)
+        return self._new_batch(max_new_tokens, temperature, seed, tags, languages, mask, pos[:, -1:], base_cache,
+                               ad_cache, lam, scores, logits, rstate)
+
+    def _row_lambdas(self, messages: list[Messages], alignment, min_alignment, scores,
+                     device: torch.device) -> tuple[torch.Tensor, list[dict]]:
+        """(λ per row [b], each row's language check) once the prompt guard has read the prompts
+        (shared by `prefill` and `dsa.chunked_prefill`)."""
+        n = len(messages)
+        mixed = isinstance(alignment, list | tuple) and any(isinstance(a, str) for a in alignment)
+        lam = (self._mixed_lambda(alignment, scores, n, min_alignment) if mixed
+               else self._lambda(alignment, scores, n, min_alignment)).to(device)
+        return lam, self._language_rule(messages, alignment, lam)
+
+    def _new_batch(self, max_new_tokens, temperature, seed, tags, languages: list[dict], mask, last_pos,
+                   base_cache, ad_cache, lam, scores, logits, rstate) -> DecodeBatch:
+        """The `DecodeBatch` of prefilled prompts: one `Row` each (a refused language is finished
+        unanswered)."""
+        n = len(languages)
+        rows = [Row(int(_row_value(max_new_tokens, i)), float(_row_value(temperature, i)),
+                    make_generator(_row_seed(seed, i)), tag=None if tags is None else tags[i]) for i in range(n)]
+        batch = DecodeBatch(rows, mask, last_pos, base_cache, ad_cache, lam, scores, logits, rstate)
         for i, (row, found) in enumerate(zip(rows, languages, strict=True)):
             row.language = found
             if found.get("applied") and self.unvalidated_language == "refuse":

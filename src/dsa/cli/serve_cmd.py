@@ -61,8 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-moderation-inputs", type=int, default=d.max_moderation_inputs)
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests; more get 429")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="rows decoded together (1 = serial)")
-    p.add_argument("--max-prefill-tokens", type=int, default=d.max_prefill_tokens,
-                   help="prompt tokens admitted into the batch per decode step (bounds the stall of running streams)")
+    p.add_argument("--max-prefill-tokens", type=int, default=None,
+                   help=f"prompt tokens read between two decode steps: longer prompts and moderation inputs are "
+                        f"read in slices, so running streams wait at most one slice (default {d.max_prefill_tokens}; "
+                        f"vLLM: its max_num_batched_tokens, default 8192)")
     p.add_argument("--batch-window-ms", type=float, default=None,
                    help=f"an idle worker waits this long for more requests to share a prefill "
                         f"(default {d.batch_window_s * 1000:g}; hf engine only: vLLM batches continuously)")
@@ -146,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         allow_unguarded=args.allow_unguarded, expose_scores=args.expose_scores,
         max_prompt_tokens=args.max_prompt_tokens, default_max_tokens=args.default_max_tokens,
         max_body_bytes=args.max_body_bytes, max_moderation_inputs=args.max_moderation_inputs,
-        max_queue=args.max_queue, max_batch=args.max_batch, max_prefill_tokens=args.max_prefill_tokens,
+        max_queue=args.max_queue, max_batch=args.max_batch,
+        max_prefill_tokens=args.max_prefill_tokens or ServerConfig.max_prefill_tokens,
         batch_window_s=window_ms / 1000, unvalidated_language=args.unvalidated_language)
     keys = f"{len(config.api_keys)} API keys" if config.api_keys else "no API keys (no client may lower λ)"
     if not (guards and adapter):
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             args.base, guards, adapter, args.policy, args.policy_head, dtype=args.dtype,
             tensor_parallel_size=args.tensor_parallel_size or 1, enforce_eager=bool(args.enforce_eager),
             max_model_len=args.max_model_len, max_batch=args.max_batch,
-            max_prefill_tokens=args.max_prefill_tokens, extra=vllm_args(args.vllm_arg))
+            max_prefill_tokens=args.max_prefill_tokens or 8192, extra=vllm_args(args.vllm_arg))
         print(f"serving {args.base} on vLLM with guards {guards or 'none'}, adapter {adapter or 'none'} and {keys} "
               f"on http://{args.host}:{args.port} once the engine has started", flush=True)
         serve(served, config, args.host, args.port)

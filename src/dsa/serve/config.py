@@ -62,7 +62,11 @@ class ServerConfig:
     max_queue: int = 64  # waiting requests; more get 429
     max_batch: int = 16  # rows decoded together
     batch_window_s: float = 0.005  # an idle worker waits this long for more requests to batch
-    max_prefill_tokens: int = 8192  # prompt tokens admitted per step (at least one request)
+    # prompt tokens read per worker iteration, between two decode steps (chunked prefill); prompts
+    # over half of it, and moderation inputs, are read in slices (hf engine; vLLM: max_num_batched_tokens)
+    max_prefill_tokens: int = 128
+    # cached tokens that double what a prompt token costs that budget (`dsa.chunked_prefill.read_cost`)
+    prefill_attention_span: int = 1024
     max_stop: int = 4
     shutdown_grace_s: float = 5.0
     # a prompt in a language the guard was not validated on: "flag" (λ of a flagged prompt),
@@ -70,6 +74,10 @@ class ServerConfig:
     unvalidated_language: str | None = None
 
     def __post_init__(self) -> None:
+        if self.max_prefill_tokens < 2:
+            raise ValueError(f"max_prefill_tokens must be at least 2, got {self.max_prefill_tokens}")
+        if self.prefill_attention_span < 1:
+            raise ValueError(f"prefill_attention_span must be at least 1, got {self.prefill_attention_span}")
         if self.unvalidated_language not in (None, *UNVALIDATED_LANGUAGE_RULES):
             raise ValueError(f"unvalidated_language must be one of {list(UNVALIDATED_LANGUAGE_RULES)}, "
                              f"got {self.unvalidated_language!r}")

@@ -1,11 +1,15 @@
 """The model worker: one thread owns the model and serves every request, decoding them together.
 
 Requests reach it through a bounded queue (`JobQueue`; full → 429). Each loop iteration the
-worker (1) takes new requests up to `max_batch` rows, prefills them together and merges them into
-the running batch (dynamic batching: rows of several requests share each decode step, each with
-its own λ, budget and sampler), (2) drops rows whose client went away, (3) runs one decode step
-and hands each row's new text to its request through a thread-safe sink. No lock is held across
-network I/O: handlers only ever wait on their own event queue.
+worker (1) reads at most `max_prefill_tokens` of prompts (tokens at an empty context: a token late
+in a long prompt counts more, `dsa.chunked_prefill.read_cost`): new short prompts prefilled
+together and merged into the running batch (dynamic batching: rows of several requests share each
+decode step, each with its own λ, budget and sampler), then the next slice of the long prompts and
+moderation requests being read in chunks (`dsa.chunked_prefill`; a long prompt joins the batch once
+all of it is read), (2) drops rows whose client went away, (3) runs one decode step and hands each
+row's new text to its request through a thread-safe sink. So no admitted request holds the running
+rows for more than one slice. No lock is held across network I/O: handlers only ever wait on their
+own event queue.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dsa.chunked_prefill import (
+    ChunkedClassify,
+    ChunkedPrefill,
+    chunk_blocker,
+    read_cost,
+)
 from dsa.decoding import DecodeBatch, IncrementalDetokenizer
 from dsa.serve.config import ServerConfig
 from dsa.taps import hook_count
@@ -88,7 +98,7 @@ class StopMatcher:
 
 
 class JobQueue:
-    """A bounded FIFO the worker can take chat jobs from up to a row budget (moderations always)."""
+    """A bounded FIFO the worker takes chat jobs from up to a row budget, moderations up to a count."""
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
@@ -105,17 +115,19 @@ class JobQueue:
             self._items.append(job)
             self._cv.notify()
 
-    def take(self, max_chats: int, timeout: float) -> list:
+    def take(self, max_chats: int, timeout: float, max_moderations: int = 10**9) -> list:
         with self._cv:
             if not self._items and timeout > 0:
                 self._cv.wait(timeout)
-            out, rest, n = [], deque(), 0
+            out, rest, n, m = [], deque(), 0, 0
             while self._items:
                 job = self._items.popleft()
-                if isinstance(job, ChatJob) and n >= max_chats:
+                chat = isinstance(job, ChatJob)
+                if (chat and n >= max_chats) or (not chat and m >= max_moderations):
                     rest.append(job)
                     continue
-                n += isinstance(job, ChatJob)
+                n += chat
+                m += not chat
                 out.append(job)
             self._items = rest
             return out
@@ -130,6 +142,19 @@ class JobQueue:
             self._cv.notify_all()
 
 
+@dataclass(eq=False)
+class Reading:
+    """A request read in chunks across iterations: a long chat prompt (`ChunkedPrefill`) or a
+    moderation request (`ChunkedClassify`)."""
+
+    job: ChatJob | ModerationJob
+    task: ChunkedPrefill | ChunkedClassify
+
+
+# moderation requests being read at once (more wait in the queue, which stays bounded)
+MAX_MODERATIONS_READING = 4
+
+
 class ModelWorker:
     """Owns the `SafetyModel`; see the module docstring."""
 
@@ -137,6 +162,8 @@ class ModelWorker:
         self.sm, self.config = sm, config
         self.queue = JobQueue(config.max_queue)
         self.batches: list[DecodeBatch] = []
+        self.reading: deque[Reading] = deque()  # oldest first
+        self.chunked = chunk_blocker(sm) is None  # else long prompts are prefilled whole
         self.draining = False
         self.error: str | None = None
         self.steps = 0
@@ -194,7 +221,8 @@ class ModelWorker:
         if self._deadline is not None:
             self._deadline.cancel()
         deadline = time.monotonic() + timeout
-        while self._thread is not None and (self.active_rows() or len(self.queue)) and time.monotonic() < deadline:
+        while (self._thread is not None and (self.active_rows() or len(self.queue) or self.reading)
+               and time.monotonic() < deadline):
             time.sleep(0.05)
         self._stop.set()
         self.queue.wake()
@@ -218,7 +246,7 @@ class ModelWorker:
 
     def health(self) -> dict:
         """Engine-specific /health fields."""
-        return {"prefill_errors": self.prefill_errors}
+        return {"prefill_errors": self.prefill_errors, "reading": len(self.reading)}
 
     # ---- every request's final event -----------------------------------------------------------
     def _track(self, job) -> None:
@@ -265,39 +293,88 @@ class ModelWorker:
             self._fail_all(503, "the server is shutting down" if self.error is None else "the model worker stopped")
 
     def _iterate(self) -> None:
-        idle = not self.batches
-        capacity = self.config.max_batch - self.active_rows()
-        jobs = self.queue.take(capacity, timeout=0.5 if idle else 0.0)
+        self.reading = deque(r for r in self.reading if not r.job.cancelled.is_set())  # their clients left
+        idle = not self.batches and not self.reading
+        capacity = self.config.max_batch - self.active_rows() - self._reading_rows()
+        moderations = MAX_MODERATIONS_READING - sum(isinstance(r.job, ModerationJob) for r in self.reading)
+        jobs = self.queue.take(capacity, timeout=0.5 if idle else 0.0, max_moderations=moderations)
         n_chats = sum(isinstance(j, ChatJob) for j in jobs)
         if idle and n_chats and self.config.batch_window_s > 0 and n_chats < capacity:
             time.sleep(self.config.batch_window_s)  # let a burst of requests share one prefill
-            jobs += self.queue.take(capacity - n_chats, 0.0)
+            jobs += self.queue.take(capacity - n_chats, 0.0, max_moderations=0)
+        budget = self.config.max_prefill_tokens
+        short = []
         for job in jobs:
-            if isinstance(job, ModerationJob) and not job.cancelled.is_set():
-                self._moderate(job)
-        chats = [j for j in jobs if isinstance(j, ChatJob) and not j.cancelled.is_set()]
-        # bound one iteration's prefill so long prompts cannot stall the running streams for long
-        budget, admit = self.config.max_prefill_tokens, []
-        while chats and (not admit or budget >= chats[0].prompt_tokens):
-            budget -= chats[0].prompt_tokens
-            admit.append(chats.pop(0))
-        if chats:
-            self.queue.put_front(chats)
-        chats = admit
-        if chats:
-            self._admit(chats)
+            if job.cancelled.is_set():
+                continue
+            if isinstance(job, ChatJob) and not (self.chunked and self._cost([job]) > budget // 2):
+                short.append(job)
+            else:
+                self._start_reading(job)
+        # short prompts are prefilled whole, together: within half the budget while long ones are
+        # being read (so neither starves), else within all of it; the rest wait in the queue
+        limit = budget // 2 if self.reading else budget
+        admit = []
+        while short and (not admit or self._cost([*admit, short[0]]) <= limit):
+            admit.append(short.pop(0))
+        if short:
+            self.queue.put_front(short)
+        if admit:
+            self._admit(admit)
+            budget -= self._cost(admit)
+        # what is left of the budget reads the long prompts and moderations, oldest first
+        first = True  # the first slice always reads something, so no long read waits for ever
+        while budget > 0 and self.reading:
+            used = self._read(self.reading[0], budget, first)
+            budget, first = budget - used, False
+            if not used:
+                break
         for batch in self.batches:
             self._step(batch)
         self.batches = [b for b in self.batches if len(b)]
 
-    def _moderate(self, job: ModerationJob) -> None:
+    def _cost(self, chats: list[ChatJob]) -> int:
+        """The budget one prefill of these prompts takes: rows × the longest (they are padded to it)."""
+        return len(chats) * read_cost(max(j.prompt_tokens for j in chats), 0, self.config.prefill_attention_span)
+
+    def _reading_rows(self) -> int:
+        return sum(isinstance(r.job, ChatJob) for r in self.reading)
+
+    def _start_reading(self, job) -> None:
+        """Queue a long chat prompt or a moderation request to be read in slices."""
+        slice_tokens = max(1, self.config.max_prefill_tokens // 2)
         try:
-            job.sink({"type": "moderation", "results": self.sm.classify(job.inputs)})
+            if isinstance(job, ModerationJob):
+                task = ChunkedClassify(self.sm, job.inputs, slice_tokens, self.config.prefill_attention_span)
+            else:
+                task = ChunkedPrefill(self.sm, job.messages, alignment=job.alignment, max_new_tokens=job.max_tokens,
+                                      temperature=job.temperature, seed=job.seed, min_alignment=job.min_alignment,
+                                      tag=job, slice_tokens=slice_tokens, span=self.config.prefill_attention_span)
         except ValueError as err:
             job.sink(_error(400, str(err)))
+            return
+        self.reading.append(Reading(job, task))
+
+    def _read(self, reading: Reading, budget: int, at_least_one: bool) -> int:
+        """The next slice of the oldest request being read; once all of it is read, a chat row
+        joins the batch and a moderation is answered. Returns the tokens read."""
+        job, task = reading.job, reading.task
+        try:
+            used = task.advance(budget, at_least_one)
+            if task.done:
+                self.reading.popleft()
+                if isinstance(job, ModerationJob):
+                    job.sink({"type": "moderation", "results": task.results})
+                else:
+                    self._join([job], task.finish())
+            return used
         except Exception as err:
-            log.exception("moderation failed")
-            job.sink(_error(500, f"internal error: {type(err).__name__}"))
+            self.reading.popleft()
+            if not isinstance(err, ValueError):
+                log.exception("reading a %s failed", type(job).__name__)
+            job.sink(_error(400, str(err)) if isinstance(err, ValueError)
+                     else _error(500, f"internal error: {type(err).__name__}"))
+            return budget
 
     def _admit(self, chats: list[ChatJob]) -> None:
         try:
@@ -319,6 +396,10 @@ class ModelWorker:
             chats[0].sink(_error(400, str(err)) if isinstance(err, ValueError)
                           else _error(500, f"internal error: {type(err).__name__}"))
             return
+        self._join(chats, batch)
+
+    def _join(self, chats: list[ChatJob], batch: DecodeBatch) -> None:
+        """Merge freshly prefilled rows into a running batch (or start one)."""
         for job in chats:
             job.detok = IncrementalDetokenizer(self.sm.base.tokenizer)
             job.stopper = StopMatcher(job.stop)
@@ -371,6 +452,9 @@ class ModelWorker:
             for row in batch.rows:
                 row.tag.sink(_error(status, message))
         self.batches = []
+        for reading in self.reading:
+            reading.job.sink(_error(status, message))
+        self.reading.clear()
         for job in self.queue.take(10**9, 0.0):
             job.sink(_error(status, message))
 
