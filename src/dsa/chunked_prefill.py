@@ -42,6 +42,7 @@ from dsa.align.logit_adapter import mix_logits
 from dsa.decoding import DecodeBatch, response_state
 from dsa.features.text import encode_inputs
 from dsa.guards.bank import TapSummary, classify, merge_needs
+from dsa.kvcache import kv
 from dsa.taps import StopForward, record_taps
 from dsa.vllm.prompt_window import PromptWindow
 
@@ -191,7 +192,7 @@ class SequenceRead:
         with record_taps(sm.base.model, taps, spec=sm.base.spec, stop_after_last=not whole) as cache:
             try:
                 out = sm.base.model(input_ids=chunk, attention_mask=mask, position_ids=pos,
-                                    past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                                    **kv(sm.base.model, self.cache), use_cache=True, logits_to_keep=1)
             except StopForward:
                 out = None
         self.reader.extend(cache)

@@ -39,6 +39,7 @@ from dsa.guards.bank import tap_reducers
 from dsa.guards.language import check as check_language
 from dsa.guards.language import check_rule, guard_languages, user_text
 from dsa.guards.streaming import stream_rules, uncalibrated_heads
+from dsa.kvcache import kv
 from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
@@ -342,7 +343,7 @@ class SafetyModel:
         reduce = tap_reducers(banks, mask, keep_full=[self.adapter.input_tap] if may_align else [])
         with self._scoped_taps(taps, reduce) as cache:
             out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                  past_key_values=base_cache, use_cache=True, logits_to_keep=1)
+                                  **kv(self.base.model, base_cache), use_cache=True, logits_to_keep=1)
         scores = self._prompt_scores(messages, cache, mask)
         lam, languages = self._row_lambdas(messages, alignment, min_alignment, scores, ids.device)
         if self.patch is not None and bool((lam > 0).any()):
@@ -351,7 +352,7 @@ class SafetyModel:
             base_cache = _dynamic_cache(self.base.model.config)
             with patch_strength(self.patch, lam):
                 out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                      past_key_values=base_cache, use_cache=True, logits_to_keep=1)
+                                      **kv(self.base.model, base_cache), use_cache=True, logits_to_keep=1)
         ad_cache = aligned = None
         if self.adapter is not None and (keep_adapter or bool((lam > 0).any())):
             ad_cache = _dynamic_cache(self.adapter.tail.config)
@@ -440,7 +441,7 @@ class SafetyModel:
         aligned_only = batch.ad_cache is not None and bool((batch.lam == 1).all())
         need_aligned = batch.ad_cache is not None and bool((batch.lam > 0).any())
         inputs = dict(input_ids=nxt[:, None], attention_mask=batch.mask, position_ids=batch.last_pos,
-                      past_key_values=batch.base_cache, use_cache=True)
+                      **kv(self.base.model, batch.base_cache), use_cache=True)
         with self._scoped_taps(taps) as cache, patch_strength(self.patch, batch.lam):
             if aligned_only:
                 self._decoder(**inputs)  # the base's layers and KV cache, no LM head

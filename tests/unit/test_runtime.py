@@ -189,3 +189,15 @@ def test_safety_model_load_routes_a_lora_patch_file(tmp_path):
     assert sm.generate(PROMPTS[:1], alignment=1.0, max_new_tokens=2)[0].lam == 1.0
     with pytest.raises(ValueError, match="one alignment route"):
         SafetyModel(base, adapter=object(), patch=sm.patch)
+
+
+def test_generation_passes_the_cache_under_the_installed_transformers_name():
+    """Issue #25: the runtime passed `past_key_values=`, which transformers 5.24 warns about on every
+    first generate (removed in 5.40); the argument's name now follows the installed version."""
+    import warnings
+
+    sm = _model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sm.generate(PROMPTS, alignment=[0.0, 1.0, 0.5], max_new_tokens=4)
+    assert not [w for w in caught if "past_key_values" in str(w.message)], [str(w.message) for w in caught]

@@ -24,6 +24,7 @@ from torch import nn
 
 from dsa.adapter_io import load_adapter, save_adapter
 from dsa.base import Base
+from dsa.kvcache import kv, returned
 from dsa.taps import decoder_layers, get_submodule
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,13 @@ class LogitAdapter(nn.Module):
         With `logits=False` only the cache advances (no LM head) and the logits are None.
         """
         out = self.tail(inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids,
-                        past_key_values=past_key_values, use_cache=use_cache)
+                        **kv(self.tail, past_key_values), use_cache=use_cache)
         if not logits:
-            return None, out.past_key_values
+            return None, returned(out)
         last = out.last_hidden_state  # [batch, seq, d_model]
         if logits_to_keep:
             last = last[:, -logits_to_keep:]
-        return self.lm_head(last), out.past_key_values
+        return self.lm_head(last), returned(out)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.tail.state_dict().items() if not k.startswith("embed_tokens")}

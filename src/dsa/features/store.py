@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from dsa.adapter_io import atomic_save_tensors, atomic_write_text
 from dsa.base import Base, cache_dir
 from dsa.features.text import length_buckets, text_hash, tokenize
+from dsa.kvcache import kv as kv_arg
+from dsa.kvcache import returned
 from dsa.taps import record_taps, resolve_layers
 
 # per-token taps for RTB/LST, as fractions of depth (dsa.taps.resolve_layer): layers 4, 9, 14, 19,
@@ -114,7 +116,7 @@ def _forward_unit(base: Base, ids: list[list[int]], unit: list[int], taps: list[
     if p > 0:
         with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec) as cache:
             out = base.model(input_ids=torch.tensor([seqs[0][:p]], device=base.device), use_cache=True)
-        prefix_cache = out.past_key_values
+        prefix_cache = returned(out)
         pre = torch.stack([cache[t][0] for t in taps]).cpu()  # [L, p, d]
         pre_sum = pre.float().sum(1)  # [L, d]
         pre_tok = pre[list(ladder), -window:].transpose(0, 1)  # [<=w, T, d]
@@ -130,7 +132,7 @@ def _forward_unit(base: Base, ids: list[list[int]], unit: list[int], taps: list[
         if prefix_cache is not None:
             kv = copy.deepcopy(prefix_cache)
             kv.batch_repeat_interleave(len(batch))
-            kwargs = {"past_key_values": kv, "use_cache": True}
+            kwargs = {**kv_arg(base.model, kv), "use_cache": True}
         full_mask = torch.cat([torch.ones(len(batch), p, dtype=torch.long), mask], 1)
         with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec,
                                                  stop_after_last=True) as cache:
