@@ -2,19 +2,21 @@
 token as `SafetyModel` reads it while decoding; writes results/streaming.json and the block of
 docs/server.md generated from it.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py [--safe 300] [--generated 50]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py [--safe 300] [--generated 100]
     .venv/bin/python scripts/streaming_guard_eval.py --doc-only   # docs/server.md from the JSON
 
 Each response_harm TEST answer is teacher-forced after its prompt (`dsa.guards.streaming.read_answers`:
 the base is causal, so the states equal those of decoding it; the guard's state starts on the prompt
-and takes one update per response token, exactly as in `decode_step`). Reported: the adapter's
-stored stop rule (calibrated on the VAL split by `dsa guard calibrate-stream`: the default of
-`SafetyModel` and `dsa serve`) and, for comparison, the whole-answer threshold read at every token
-with debounce 1, 2, 3 (what the runtime did before): detection on harmful answers, tokens shown up
-to the stop, false stops on safe ones. `--generated N` adds the served path on answers the base
-itself writes: N AlpacaEval and N XSTest-safe prompts generated through `SafetyModel.generate`
-with the guard at its default (false stops only: no label says these answers are harmful). And the
-cost per token of the O(1) update against rescoring the whole transcript.
+and takes one update per response token, exactly as in `decode_step`). Reported for the shipped
+guard and for the one shipped before it (`--previous`, adapters/baselines/response_harm_v1, which
+has no stop rule: its default is the whole-answer threshold at debounce 1): the default (the stop
+rule calibrated on VAL answers by `dsa guard calibrate-stream`, what `SafetyModel` and `dsa serve`
+apply) and the whole-answer threshold read at every token with debounce 1, 2, 3: detection on
+harmful answers, tokens shown up to the stop, false stops on safe ones. `--generated N` adds the
+served path on answers the base itself writes: N AlpacaEval and N XSTest-safe prompts (eval-only
+sets) generated through `SafetyModel.generate` with each guard at its default (false stops only: no
+label says these answers are harmful). And the cost per token of the O(1) update against
+rescoring the whole transcript. Test answers are cached under runs/streaming/.
 """
 
 from __future__ import annotations
@@ -101,9 +103,49 @@ def generated(base, bank, n: int, max_new_tokens: int) -> dict:
     return {"max_new_tokens": max_new_tokens, "alignment": 0.0, **out}
 
 
+def relative(path: str) -> str:
+    return str(Path(path).resolve().relative_to(ROOT)) if Path(path).resolve().is_relative_to(ROOT) else path
+
+
+def measure(base, bank, guard: str, records, args) -> dict:
+    """One response guard on the test answers: its default (stored stop rule), its whole-answer
+    threshold read at every token with debounce 1-3, and its default on answers the base writes."""
+    from dsa.guards.streaming import StreamRule, operating_point, read_answers
+
+    head, adapter = bank.heads[0], bank.adapters[0]
+    answers = cached_answers(guard, records, lambda: read_answers(base, bank, records, args.max_response_tokens),
+                             f"test-{len(records)}-{args.max_response_tokens}")
+    harmful = [a for a in answers if a["labels"][head] == 1]
+    safe = [a for a in answers if a["labels"][head] == 0]
+    whole = bank.thresholds[head]
+    final = [a["scores"][head][-1] >= whole for a in answers]
+    rule = bank.stream_rules[head]
+    out = {
+        "guard": relative(guard), "head": head, "answers": len(answers), "harmful": len(harmful), "safe": len(safe),
+        "response_tokens_mean": round(statistics.mean(a["n"] for a in answers), 1),
+        "default": {"rule": rule.as_dict(),
+                    "calibration": {k: v for k, v in (adapter.stream or {}).items() if k != "rules"},
+                    **operating_point(answers, head, rule)},
+        "whole_answer_threshold": {"threshold": whole, **{
+            f"debounce_{k}": operating_point(answers, head, StreamRule(whole, 1, k)) for k in (1, 2, 3)}},
+        # the score after the answer's last token at the whole-answer threshold (the training
+        # transcripts also end with the end-of-turn tokens, which a streamed answer has not yet read)
+        "last_token_flag": {
+            "detection_rate": round(sum(f for f, a in zip(final, answers, strict=True) if a["labels"][head] == 1)
+                                    / max(1, len(harmful)), 4),
+            "false_positive_rate": round(sum(f for f, a in zip(final, answers, strict=True) if a["labels"][head] == 0)
+                                         / max(1, len(safe)), 4)},
+    }
+    if args.generated:
+        out["generated"] = generated(base, bank, args.generated, args.generated_tokens)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--guard", default=str(ROOT / "adapters/guards/response_harm"))
+    p.add_argument("--previous", default=str(ROOT / "adapters/baselines/response_harm_v1"),
+                   help="the response guard shipped before, measured the same way at its own default ('' = none)")
     p.add_argument("--safe", type=int, default=0,
                    help="safe answers to read, the first ones of the split (0 = all); every harmful one is read")
     p.add_argument("--max-response-tokens", type=int, default=256)
@@ -123,44 +165,22 @@ def main() -> int:
     from dsa.base import load_base
     from dsa.data.tasks import guard_task
     from dsa.guards import GuardBank
-    from dsa.guards.streaming import StreamRule, operating_point, read_answers
 
     t_start = time.perf_counter()
     base = load_base()
     bank = GuardBank.load([args.guard], base)
-    head = bank.heads[0]
-    adapter = bank.adapters[0]
-    records = [r for r in guard_task(adapter.task).test if r.label is not None]
+    records = [r for r in guard_task(bank.adapters[0].task).test if r.label is not None]
     if args.safe:
         records = [r for r in records if r.label == 1] + [r for r in records if r.label == 0][: args.safe]
-    answers = cached_answers(args.guard, records, lambda: read_answers(base, bank, records, args.max_response_tokens),
-                             f"test-{len(records)}-{args.max_response_tokens}")
-    harmful = [a for a in answers if a["labels"][head] == 1]
-    safe = [a for a in answers if a["labels"][head] == 0]
-    whole = bank.thresholds[head]
-    final = [a["scores"][head][-1] >= whole for a in answers]
-    rule = bank.stream_rules[head]
+    shipped = measure(base, bank, args.guard, records, args)
     args_used = [a for a in sys.argv[1:] if a not in ("--doc-only",)]
     out = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py" + "".join(f" {a}" for a in args_used),
-        "guard": str(Path(args.guard).relative_to(ROOT)) if Path(args.guard).resolve().is_relative_to(ROOT) else args.guard,
-        "head": head, "split": "test", "answers": len(answers), "harmful": len(harmful), "safe": len(safe),
-        "max_response_tokens": args.max_response_tokens,
-        "response_tokens_mean": round(statistics.mean(a["n"] for a in answers), 1),
-        "default": {"rule": rule.as_dict(),
-                    "calibration": {k: v for k, v in (adapter.stream or {}).items() if k != "rules"},
-                    **operating_point(answers, head, rule)},
-        "whole_answer_threshold": {"threshold": whole, **{
-            f"debounce_{k}": operating_point(answers, head, StreamRule(whole, 1, k)) for k in (1, 2, 3)}},
-        "whole_answer_flag": {
-            "detection_rate": round(sum(f for f, a in zip(final, answers, strict=True) if a["labels"][head] == 1)
-                                    / max(1, len(harmful)), 4),
-            "false_positive_rate": round(sum(f for f, a in zip(final, answers, strict=True) if a["labels"][head] == 0)
-                                         / max(1, len(safe)), 4)},
+        "split": "test", "max_response_tokens": args.max_response_tokens, **shipped,
         "cost": cost(base, bank, records),
     }
-    if args.generated:
-        out["generated"] = generated(base, bank, args.generated, args.generated_tokens)
+    if args.previous and Path(args.previous).exists():
+        out["previous"] = measure(base, GuardBank.load([args.previous], base), args.previous, records, args)
     out["seconds"] = round(time.perf_counter() - t_start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

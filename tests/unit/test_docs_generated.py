@@ -85,7 +85,10 @@ def subspace(doc: Path, img: Path) -> list[Path]:
 
 
 def server(doc: Path, img: Path) -> list[Path]:
+    from dsa.guards.streaming_doc import write_block
+
     _script("server_load").write_doc(_results("server.json"), doc)
+    write_block(doc, _results("streaming.json"))  # the streaming response guard's block
     return []
 
 

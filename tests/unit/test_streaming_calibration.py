@@ -13,6 +13,7 @@ from dsa.guards.bank import KIND, GuardAdapter
 from dsa.guards.heads import build_head
 from dsa.guards.streaming import (
     StreamRule,
+    base_answers,
     calibrate,
     calibrate_adapter,
     first_stop,
@@ -155,3 +156,22 @@ def test_calibrate_adapter_reads_answers_as_the_runtime_and_stores_the_rule(tmp_
     batch.logits[0, ids[0]] = 0  # decode the answer's first token
     sm.decode_step(batch)
     assert batch.rows[0].response[HEAD] == pytest.approx(read_answers(base, bank, [r])[0]["scores"][HEAD][0], abs=1e-5)
+
+
+def test_base_answers_are_cached_safe_records_and_join_a_split_after_its_cap():
+    from dsa.data.tasks import GuardTask
+    from dsa.guards.featurize import task_splits
+
+    base = tiny_base("llama", layers=4)
+    first = base_answers(base, ["hello there", "what is two plus two"], max_new_tokens=4)
+    assert [r.label for r in first] == [0, 0] and all(r.response for r in first)
+    from dsa.base import cache_dir
+
+    (cached,) = (cache_dir() / "base_answers").glob("*.json")
+    cached.write_text(json.dumps(["one", "two"]))  # a second call reads the cache, not the model
+    assert [r.response for r in base_answers(base, ["hello there", "what is two plus two"], max_new_tokens=4)] == \
+        ["one", "two"]
+    task = GuardTask("resp", "prompt_response", ["unsafe"],
+                     train=[Record(id=f"t{i}", source="t", prompt=f"q{i}", response="a", label=i % 2) for i in range(6)])
+    _, _, splits = task_splits(base, task, train_cap=4, extra={"train": first})
+    assert len(splits["train"].texts) == 6 and splits["train"].labels[-2:].tolist() == [[0.0], [0.0]]

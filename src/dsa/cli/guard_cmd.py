@@ -286,7 +286,7 @@ def cmd_calibrate_stream(args) -> int:
     from dsa.adapter_io import read_adapter_meta
     from dsa.base import load_base
     from dsa.cli.common import parse_mapping
-    from dsa.guards.streaming import base_answers, benign_val_prompts, calibrate_adapter
+    from dsa.guards.streaming import base_answers, benign_prompts, calibrate_adapter
 
     task = read_adapter_meta(args.adapter)["config"]["task"]
     if args.data:
@@ -301,7 +301,7 @@ def cmd_calibrate_stream(args) -> int:
     base = load_base(args.base)
     benign, benign_source = [], ""
     if args.benign:
-        prompts = benign_val_prompts(args.benign)
+        prompts = benign_prompts("val", args.benign)
         benign_source = f"base answers to {len(prompts)} benign prompt_safety val prompts"
         with tqdm(total=len(prompts), desc="base answers", unit="answer") as bar:
             benign = base_answers(base, prompts, args.benign_tokens, progress=bar.update)

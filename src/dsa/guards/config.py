@@ -63,6 +63,11 @@ class GuardTrainConfig:
                                     "with long, repetitive train filler (dsa.data.wrappers.long_pads)")
     long_pad_tokens: list = _f([500, 900], "window: padding lengths (tokens) of the long copies")
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
+    base_answers: int = _f(0, "prompt_response tasks: the base's own greedy answers to this many benign "
+                              "prompt_safety TRAIN prompts join the train split as safe answers, and to half "
+                              "as many VAL prompts the val split (dsa.guards.streaming.base_answers): the "
+                              "everyday answers a response guard reads, which a task's labelled answers lack")
+    base_answer_tokens: int = _f(128, "decode budget of those answers")
     seed: int = _f(0, "seed of every random choice in training")
 
     def __post_init__(self):
@@ -82,6 +87,8 @@ class GuardTrainConfig:
                              "weight_decays")
         if not 0 < self.target_fpr < 1:
             raise ValueError("target_fpr must be in (0, 1)")
+        if self.base_answers < 0 or self.base_answer_tokens < 1:
+            raise ValueError("base_answers must be >= 0 and base_answer_tokens >= 1")
         if self.max_length is None:
             self.max_length = TASK_MAX_LENGTH.get(self.task, 256)
         if not self.layer_sets or not all(isinstance(ls, list) and ls for ls in self.layer_sets):

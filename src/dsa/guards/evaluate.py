@@ -31,6 +31,22 @@ def _logits(head, arch, cfg, feats) -> np.ndarray:
     return predict(head, feats, "plr" if arch.startswith("plr") else arch, cfg)
 
 
+def everyday_answers(base, task, cfg: GuardTrainConfig) -> dict | None:
+    """{"train", "val": the base's own answers to benign prompts, label 0} when `cfg.base_answers`
+    asks for them (a response guard must let the answers it will read finish; the labelled
+    answers of a task like Do-Not-Answer are mostly replies to harmful questions)."""
+    if not cfg.base_answers:
+        return None
+    from dsa.data import guard_task
+    from dsa.guards.streaming import base_answers, benign_prompts
+
+    mode = (guard_task(task) if isinstance(task, str) else task).mode
+    if mode != "prompt_response":
+        raise ValueError(f"base_answers is for prompt_response guards; {cfg.task} is a {mode!r} task")
+    return {split: base_answers(base, benign_prompts(split, n), cfg.base_answer_tokens)
+            for split, n in (("train", cfg.base_answers), ("val", cfg.base_answers // 2))}
+
+
 def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None = None,
                 heads: list[str] | None = None, mode: str | None = None, feature_root=None) -> GuardAdapter:
     """Train one guard adapter as `cfg` says (features from the store, `feature_root` or the
@@ -49,7 +65,8 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
         t_feat = time.perf_counter()
         heads, mode, splits = task_features(base, task, max_length=cfg.max_length, window=cfg.window,
                                             tokens=cfg.arch != "plr",  # PLR reads pooled states only
-                                            ladder=cfg.ladder, root=feature_root)
+                                            ladder=cfg.ladder, root=feature_root,
+                                            extra=everyday_answers(base, task, cfg))
         feature_seconds = time.perf_counter() - t_feat
     else:
         feature_seconds = None

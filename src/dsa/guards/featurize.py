@@ -176,10 +176,12 @@ class SplitData:
     feats: TaskFeatures | None = None
 
 
-def task_splits(base: Base, name, train_cap: int | None = _CAP) -> tuple[list[str], str, dict[str, SplitData]]:
+def task_splits(base: Base, name, train_cap: int | None = _CAP,
+                extra: dict | None = None) -> tuple[list[str], str, dict[str, SplitData]]:
     """(heads, mode, {split: SplitData}) of a guard task (a name of dsa.data.GUARD_TASKS, or a
     `GuardTask` such as a user's file from `dsa.guards.user`), rendered as chat text; the training
-    split is capped at `train_cap` records (default: the task's TRAIN_CAP; None = all of it)."""
+    split is capped at `train_cap` records (default: the task's TRAIN_CAP; None = all of it).
+    `extra` ({split: records}) joins a split after the cap and the eval subset."""
     from dsa.data import guard_task
 
     task = guard_task(name) if isinstance(name, str) else name
@@ -187,6 +189,7 @@ def task_splits(base: Base, name, train_cap: int | None = _CAP) -> tuple[list[st
     for s in ("train", "val", "test"):
         recs = task.split(s)
         recs = train_subset(task.name, recs, train_cap) if s == "train" else eval_subset(task.name, recs)
+        recs = recs + list((extra or {}).get(s, []))
         if recs:
             groups = [r.document if task.mode == "document_summary" else
                       r.prompt if task.mode == "prompt_response" else "" for r in recs]
@@ -206,9 +209,9 @@ def features_cached(base: Base, name: str, *, max_length: int | None = None, win
 def task_features(base: Base, name: str, *, max_length: int | None = None, window: int = 64,
                   progress: bool = True, train_cap: int | None = _CAP, tokens: bool = True,
                   ladder: Sequence[int | float | str] = LADDER_LAYERS,
-                  root: Path | None = None) -> tuple[list[str], str, dict[str, SplitData]]:
+                  root: Path | None = None, extra: dict | None = None) -> tuple[list[str], str, dict[str, SplitData]]:
     """`task_splits` with features from the store attached (`root`: another store than the default)."""
-    heads, mode, splits = task_splits(base, name, train_cap)
+    heads, mode, splits = task_splits(base, name, train_cap, extra)
     name = name if isinstance(name, str) else name.name
     order = [s for s in ("train", "val", "test") if s in splits]
     texts = [t for s in order for t in splits[s].texts]

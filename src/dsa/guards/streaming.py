@@ -9,7 +9,7 @@ equal those of decoding it), the head's state started on the prompt (`GuardBank.
 and updated once per response token, exactly as in `decode_step`.
 
     answers = read_answers(base, bank, guard_task("response_harm").val)
-    answers += read_answers(base, bank, base_answers(base, benign_val_prompts(300)), group="base answers")
+    answers += read_answers(base, bank, base_answers(base, benign_prompts("val", 300)), group="base answers")
     rule, point, grid = calibrate(answers, "response_harm/unsafe", target_fpr=0.03)
 
 The safe answers of a guard task are not what users get: Do-Not-Answer's are mostly careful replies
@@ -204,33 +204,47 @@ def read_answers(base, bank, records, max_response_tokens: int = 256, batch_size
     return out
 
 
-def base_answers(base, prompts: Sequence[str], max_new_tokens: int = 128, batch_size: int = 16,
+def base_answers(base, prompts: Sequence[str], max_new_tokens: int = 128, batch_size: int = 32,
                  progress: Callable[[int], None] | None = None) -> list[Record]:
     """The base's own greedy answers (alignment 0, no guard) to `prompts`, as safe (label 0)
-    prompt/response records: the everyday answers a response guard must let finish."""
+    prompt/response records: the everyday answers a response guard must let finish. Kept in the
+    cache (`$DSA_CACHE/base_answers/`) by base fingerprint, prompts and budget (not the batch size,
+    which changes only the rounding of padded rows): generating them is the slow part."""
+    import hashlib
+    import json
+
+    from dsa.adapter_io import atomic_write_text
+    from dsa.base import cache_dir
     from dsa.runtime import SafetyModel
 
-    sm = SafetyModel(base)
-    out = []
-    for k in range(0, len(prompts), batch_size):
-        part = list(prompts[k:k + batch_size])
-        for i, (p, r) in enumerate(zip(part, sm.generate(part, alignment=0.0, max_new_tokens=max_new_tokens),
-                                       strict=True)):
-            out.append(Record(id=f"base_answer:{k + i}", source="base_answers", prompt=p, response=r.text, label=0))
+    key = hashlib.sha256(json.dumps([base.fingerprint, list(prompts), max_new_tokens]).encode())
+    path = cache_dir() / "base_answers" / f"{key.hexdigest()[:24]}.json"
+    if path.exists():
+        texts = json.loads(path.read_text())
         if progress is not None:
-            progress(len(part))
-    return out
+            progress(len(texts))
+    else:
+        sm, texts = SafetyModel(base), []
+        for k in range(0, len(prompts), batch_size):
+            part = list(prompts[k:k + batch_size])
+            texts += [r.text for r in sm.generate(part, alignment=0.0, max_new_tokens=max_new_tokens)]
+            if progress is not None:
+                progress(len(part))
+        atomic_write_text(path, json.dumps(texts))
+    return [Record(id=f"base_answer:{i}", source="base_answers", prompt=p, response=t, label=0)
+            for i, (p, t) in enumerate(zip(prompts, texts, strict=True))]
 
 
-def benign_val_prompts(n: int, seed: int = 0) -> list[str]:
-    """`n` benign VAL prompts of prompt_safety (Alpaca instructions, PHTest harmless, CoCoNot
-    preference, WildChat and OpenAI-moderation clean prompts: everyday and edgy-but-benign), in a
-    fixed seeded order; deduplicated against the eval-only sets like every training split."""
+def benign_prompts(split: str, n: int, seed: int = 0) -> list[str]:
+    """`n` benign prompts of a prompt_safety split (Alpaca instructions, PHTest harmless, CoCoNot
+    preference, WildChat and OpenAI-moderation clean prompts: everyday and edgy-but-benign; not the
+    wrapped training copies), in a fixed seeded order; deduplicated against the eval-only sets like
+    every training split."""
     import hashlib
 
     from dsa.data.tasks import guard_task
 
-    rows = [r for r in guard_task("prompt_safety").val if r.label == 0 and r.prompt]
+    rows = [r for r in guard_task("prompt_safety").split(split) if r.label == 0 and r.prompt and "frame" not in r.meta]
     rows.sort(key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
     return [r.prompt for r in rows[:n]]
 

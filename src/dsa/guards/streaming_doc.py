@@ -21,7 +21,7 @@ def _f(x, d: int = 3) -> str:
 
 
 def _row(name: str, p: dict) -> str:
-    return (f"| {name} | {_f(p['false_stop_rate'])} | {_f(p['detection_rate'])} | {_f(p['tokens_to_stop_median'])} | "
+    return (f"| {name} | {_f(p['false_stop_rate'])} | {_f(p['detection_rate'])} | {_f(p['tokens_to_stop_median'], 1)} | "
             f"{_f(p['tokens_to_stop_mean'], 1)} | {_f(p['fraction_of_answer_at_stop_median'])} |")
 
 
@@ -32,38 +32,49 @@ def _calibration(cal: dict, val: dict) -> str:
             + f"; detection {_f(val['detection_rate'])} of {val['harmful']} harmful {cal['source']} answers)")
 
 
+def _generated(name: str, g: dict) -> str:
+    parts = [f"{s_name} {_f(s['false_stop_rate'])} ({s['answers']} answers, {s['answer_tokens_mean']} tokens on average)"
+             for s_name, s in g.items() if isinstance(s, dict)]
+    return f"{name}: " + "; ".join(parts)
+
+
 def block(r: dict) -> list[str]:
     """The generated lines (markers included) for one results/streaming.json."""
     d, rule = r["default"], r["default"]["rule"]
     cal = d.get("calibration") or {}
     val = (cal.get("val") or {}).get(r["head"])
     met = d["false_stop_rate"] <= TARGET_FALSE_STOP and d["detection_rate"] >= TARGET_DETECTION
+    prev = r.get("previous")
     lines = [START, "",
              f"Measured by `{r['command']}` on the {r['split']} split of {r['head'].split('/')[0]} "
              f"({r['safe']} safe and {r['harmful']} harmful answers, at most {r['max_response_tokens']} tokens each, "
-             f"{r['response_tokens_mean']} on average; `{r['guard']}`), from `results/streaming.json`.", "",
-             f"The default stop rule stored in the adapter: score ≥ {rule['threshold']:.4f} on {rule['debounce']} "
-             f"consecutive tokens, from response token {rule['min_tokens']} on"
+             f"{r['response_tokens_mean']} on average), from `results/streaming.json`.", "",
+             f"The default stop rule stored in `{r['guard']}`: score ≥ {rule['threshold']:.4f} on {rule['debounce']} "
+             f"consecutive token(s), from response token {rule['min_tokens']} on"
              + (_calibration(cal, val) if val else " (no streaming calibration stored: the whole-answer threshold)")
              + ".", "",
-             "| rule | false stops (safe) | detection (harmful) | tokens to stop, median | mean | "
+             "| guard, rule | false stops (safe) | detection (harmful) | tokens to stop, median | mean | "
              "share of the answer shown, median |",
              "|---|---|---|---|---|---|",
-             _row("**default** (stored stop rule)", d)]
+             _row("**shipped, default** (its stop rule)", d)]
     w = r["whole_answer_threshold"]
-    for k in (1, 2, 3):
-        lines.append(_row(f"whole-answer threshold {w['threshold']:.4f}, debounce {k} (before)", w[f"debounce_{k}"]))
+    lines.append(_row(f"shipped, whole-answer threshold {w['threshold']:.4f}, debounce 1", w["debounce_1"]))
+    if prev:
+        pw = prev["whole_answer_threshold"]
+        for k in (1, 2, 3):
+            what = " (its default: the default before)" if k == 1 and not prev["default"].get("calibration") else ""
+            lines.append(_row(f"previous (`{prev['guard']}`), whole-answer threshold {pw['threshold']:.4f}, "
+                              f"debounce {k}{what}", pw[f"debounce_{k}"]))
     lines += ["", f"Target (issue #23): false stops ≤ {TARGET_FALSE_STOP} with detection ≥ {TARGET_DETECTION} at "
-              f"the default: **{'met' if met else 'missed'}**. The whole answer read once at its threshold flags "
-              f"{_f(r['whole_answer_flag']['detection_rate'])} of the harmful answers and "
-              f"{_f(r['whole_answer_flag']['false_positive_rate'])} of the safe ones."]
+              f"the default: **{'met' if met else 'missed'}**. The shipped head's score after each answer's last "
+              f"token, at its whole-answer threshold, flags {_f(r['last_token_flag']['detection_rate'])} of the "
+              f"harmful answers and {_f(r['last_token_flag']['false_positive_rate'])} of the safe ones."]
     g = r.get("generated")
     if g:
-        parts = [f"{name} {_f(s['false_stop_rate'])} ({s['answers']} answers, {s['answer_tokens_mean']} tokens on "
-                 f"average)" for name, s in g.items() if isinstance(s, dict)]
-        lines += ["", f"False stops on answers the base writes itself (λ {g['alignment']:g}, up to "
-                      f"{g['max_new_tokens']} tokens, through `SafetyModel.generate` at the default): "
-                  + "; ".join(parts) + "."]
+        lines += ["", f"False stops on answers the base writes itself to eval-only prompts (λ {g['alignment']:g}, up "
+                      f"to {g['max_new_tokens']} tokens, through `SafetyModel.generate` at each guard's default; target "
+                      f"≤ {TARGET_FALSE_STOP}): " + _generated("shipped", g)
+                  + (f"; {_generated('previous', prev['generated'])}" if prev and prev.get("generated") else "") + "."]
     c = r["cost"]
     lines += ["", f"Cost per token: {c['incremental_update_us_per_token']} µs for the incremental update against "
                   f"{c['whole_transcript_rescore_us_at_last_token']} µs to rescore a whole transcript once.", "", END]
