@@ -7,6 +7,7 @@ One engine for the module."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ WINDOW_GUARDS = [("win8", ["a", "b"], {"layers": [4, 9], "window": 8}, [1.0, 2.0
 
 @pytest.fixture(scope="module")
 def guard_dirs(tmp_path_factory, base_dir) -> list[str]:
-    """The shipped PLR prompt guard and two window guards with random weights, made for the base."""
+    """The shipped prompt guard and two window guards with random weights, made for the base (of the
+    shipped guard's max_length: the vLLM engine serves guards of one max_length)."""
     from dsa.guards.bank import GuardAdapter
     from dsa.guards.heads import build_head
     from dsa.vllm.config import fingerprint_dir
@@ -48,13 +50,14 @@ def guard_dirs(tmp_path_factory, base_dir) -> list[str]:
     fp, d = fingerprint_dir(base_dir), 576
     torch.manual_seed(0)
     dirs = [str(PROMPT_SAFETY)]
+    max_length = json.loads((PROMPT_SAFETY / "adapter.json").read_text())["config"]["max_length"]
     for task, heads, cfg, temps in WINDOW_GUARDS:
         head = build_head("window", d, len(heads), cfg)
         with torch.no_grad():
             head.net.bias.fill_(-2.0)
         out = tmp_path_factory.mktemp(task)
         GuardAdapter("window", task, "prompt", heads, cfg, head, temps, [0.5] * len(heads),
-                     max_length=1024).save(out, fp, "smollm2-135m-instruct")
+                     max_length=max_length).save(out, fp, "smollm2-135m-instruct")
         dirs.append(str(out))
     return dirs
 
