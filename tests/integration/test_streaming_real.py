@@ -16,8 +16,6 @@ BENIGN = ["Hello!", "Hi, how are you today?", "What is the capital of France?", 
 
 @pytest.fixture(scope="module")
 def sm(real_base):
-    if not GUARD.exists():
-        pytest.skip("response_harm adapter not shipped")
     return SafetyModel.load(real_base, response_guards=[GUARD])
 
 
