@@ -29,3 +29,40 @@ def test_a_retrained_adapter_drops_the_old_metrics(tmp_path, monkeypatch):
     part = json.loads((tmp_path / "context_dependent_at_step.json").read_text())
     assert "mmlu_cloze_acc" not in part and part["n"] == {"xstest_safe_refusal": 250}
     assert part["weights_sha256"] == {"a.safetensors": "new"}
+
+
+def _evaluator(tmp_path, monkeypatch):
+    """An Evaluator on tiny parts (no checkpoint loading): a guard bank and an alignment adapter."""
+    from tests.unit.server_tiny import tiny_model
+
+    monkeypatch.setattr(alignment, "PARTS", tmp_path)
+    sm = tiny_model()
+    ev = alignment.Evaluator.__new__(alignment.Evaluator)
+    ev.cfg = type("Cfg", (), {"guards": [], "dsa_adapter": None})()
+    ev.base, ev._adapter, ev._bank, ev._patch, ev._ft, ev._dpo = sm.base, sm.adapter, sm.guards, None, None, None
+    return ev
+
+
+def test_cached_answers_are_keyed_on_calibration_not_only_weight_files(tmp_path, monkeypatch):
+    ev = _evaluator(tmp_path, monkeypatch)
+    ev.cfg.max_new_tokens = 64
+    name = "context_dependent@step"
+    before, scores_before = ev.answer_file(name, "xstest_safe"), alignment._cache_file(
+        "guard_scores", ev.base.fingerprint, ev._bank)
+    adapter_only = ev.artifacts_key("dsa_adapter@1")
+    ev._bank.adapters[0].thresholds[0] = 0.9999  # recalibrated: same weights, other λs and answers
+    assert ev.answer_file(name, "xstest_safe") != before
+    assert alignment._cache_file("guard_scores", ev.base.fingerprint, ev._bank) != scores_before
+    assert ev.artifacts_key("dsa_adapter@1") == adapter_only  # a fixed λ does not read the guard
+    assert ev.artifacts_key("dsa_adapter@1") != ev.artifacts_key("dsa_adapter@0.5")
+
+
+def test_a_recalibrated_guard_drops_the_old_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(alignment, "PARTS", tmp_path)
+    w = {"a.safetensors": "same"}
+    alignment.update_part("context_dependent@step", {"mmlu_cloze_acc": 0.22}, {"mmlu_cloze_acc": 100},
+                          {"weights_sha256": w, "config_key": "k-old"})
+    alignment.update_part("context_dependent@step", {"xstest_safe_refusal": 0.5}, {"xstest_safe_refusal": 250},
+                          {"weights_sha256": w, "config_key": "k-new"})
+    part = json.loads((tmp_path / "context_dependent_at_step.json").read_text())
+    assert "mmlu_cloze_acc" not in part and part["config_key"] == "k-new"

@@ -55,18 +55,12 @@ def _h(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
 
 
-def _files_key(dirs: list[str]) -> str:
-    """Short hash of the safetensors files (names and bytes) in `dirs`."""
-    h = hashlib.sha256()
-    for d in dirs:
-        for f in sorted(Path(d).glob("*.safetensors")):
-            h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:10]
+def _cache_file(kind: str, *depends) -> Path:
+    """A JSON score cache keyed by what its scores depend on (`answer_cache.digest`: weights and
+    calibration, not only the weight files), kept apart from the parts."""
+    from dsa.eval.answer_cache import digest
 
-
-def _cache_file(kind: str, dirs: list[str]) -> Path:
-    """A JSON score cache keyed by the weight files it depends on, kept apart from the parts."""
-    return PARTS / "cache" / f"{kind}-{_files_key(dirs)}.json"
+    return PARTS / "cache" / f"{kind}-{digest(*depends)}.json"
 
 
 def _read_cache(path: Path) -> dict:
@@ -86,15 +80,17 @@ def reference_rows(n: int) -> list:
 
 
 def update_part(name: str, metrics: dict, n: dict, extra: dict | None = None) -> None:
-    """Merge metrics into a configuration's part. When `extra` carries `weights_sha256` and the part
-    on disk was measured on other weight files (by content), the old part is dropped: its metrics
-    describe weights that no longer ship."""
+    """Merge metrics into a configuration's part. When `extra` carries `weights_sha256` (or
+    `config_key`, `Evaluator.artifacts_key`: weights plus calibration and policy) and the part on
+    disk was measured on other weight files (by content) or another key, the old part is dropped:
+    its metrics describe a configuration that no longer ships."""
     path = PARTS / f"{name.replace('@', '_at_')}.json"
     part = json.loads(path.read_text()) if path.exists() else {"config": name, "n": {}}
-    new = (extra or {}).get("weights_sha256")
-    old = part.get("weights_sha256")
-    if new is not None and old is not None and sorted(old.values()) != sorted(new.values()):
-        log.warning("%s: weights changed since its part was written; earlier metrics dropped", name)
+    new, old = (extra or {}).get("weights_sha256"), part.get("weights_sha256")
+    new_key, old_key = (extra or {}).get("config_key"), part.get("config_key")
+    if ((new is not None and old is not None and sorted(old.values()) != sorted(new.values()))
+            or (new_key is not None and old_key is not None and new_key != old_key)):
+        log.warning("%s: weights or calibration changed since its part was written; earlier metrics dropped", name)
         part = {"config": name, "n": {}}
     part.update(metrics)
     part["n"].update(n)
@@ -213,8 +209,9 @@ class Evaluator:
         """λ the policy picks for each prompt (guard scores cached per prompt set)."""
         from dsa.guards import classify
 
-        # keyed by the guards' weight files: a retrained guard never reuses stale scores
-        path = _cache_file("guard_scores", self.cfg.guards)
+        # keyed by the base and the guards' weights and calibration: a retrained or recalibrated
+        # guard never reuses stale scores
+        path = _cache_file("guard_scores", self.base.fingerprint, self.bank)
         cache = _read_cache(path)
         todo = [p for p in prompts if _h(p) not in cache]
         for i in tqdm(range(0, len(todo), 32), desc="guard scores", disable=not todo):
@@ -228,9 +225,14 @@ class Evaluator:
         return sm.policy_lambda({h: torch.tensor([s[h] for s in scores]) for h in heads}).tolist()
 
     def artifacts_key(self, name: str) -> str:
-        """Short hash of the weight files a configuration's answers depend on, so cached answers
-        of a retrained adapter, patch or guard are never reused."""
-        return _files_key(self.weight_dirs(name))
+        """Short hash of everything a configuration's answers depend on (`answer_cache.
+        model_fingerprint`: base, adapter, guard weights and calibration, policy; plus the
+        alignment argument), the same key the utility stage's caches use, so cached answers of a
+        retrained or recalibrated adapter, patch, guard or policy are never reused."""
+        from dsa.eval.answer_cache import model_fingerprint
+
+        sm, alignment = self.safety_model(name)
+        return f"{model_fingerprint(sm)[:10]}{'' if alignment == 'auto' else f'-l{alignment}'}"
 
     def weight_dirs(self, name: str) -> list[str]:
         kind = name.partition("@")[0]
@@ -277,7 +279,7 @@ class Evaluator:
             metrics["strongreject_harmful"] = harmful
             n["strongreject_harmful"] = len(sets["strongreject"])
         extra = {"max_new_tokens": cfg.max_new_tokens, "via_runtime": alignment == "auto",
-                 "weights_sha256": self.weights_sha256(name)}
+                 "weights_sha256": self.weights_sha256(name), "config_key": self.artifacts_key(name)}
         if lams and name.startswith(("dsa", "context")):
             extra["mean_lambda"] = {k: _mean(v) for k, v in lams.items()}
             extra["share_aligned"] = {k: _mean([x > 0 for x in v]) for k, v in lams.items()}
@@ -296,14 +298,14 @@ class Evaluator:
             return None
         from dsa.guards import GuardBank, classify
 
-        # flags cached per (prompt, answer), keyed by the guard's weights
-        path = _cache_file("response_flags", [self.cfg.response_guard])
+        # flags cached per (prompt, answer), keyed by the base and the guard's weights and calibration
+        self.unpatch()  # the guard reads the base's own states
+        bank = GuardBank.load([self.cfg.response_guard], self.base)
+        path = _cache_file("response_flags", self.base.fingerprint, bank)
         cache = _read_cache(path)
         keys = [_h(f"{p}\x00{a}") for p, a in zip(prompts, answers, strict=True)]
         todo = sorted({(k, p, a) for k, p, a in zip(keys, prompts, answers, strict=True) if k not in cache})
         if todo:
-            self.unpatch()  # the guard reads the base's own states
-            bank = GuardBank.load([self.cfg.response_guard], self.base)
             chats = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for _, p, a in todo]
             for (k, _, _), r in zip(todo, classify(self.base, bank, chats), strict=True):
                 cache[k] = bool(any(r["flags"].values()))
@@ -317,7 +319,8 @@ class Evaluator:
 
         cfg = self.cfg
         sm, alignment = self.safety_model(name)
-        tag = f"{name.replace('@', '_at_')}-{self.artifacts_key(name)}"
+        key = self.artifacts_key(name)
+        tag = f"{name.replace('@', '_at_')}-{key}"
         metrics, n, extra = {}, {}, {}
         if cfg.n_ifeval:
             r = ifeval(sm, alignment, n=cfg.n_ifeval, max_new_tokens=cfg.ifeval_max_new_tokens,
@@ -334,7 +337,7 @@ class Evaluator:
             extra["mmlu_cloze"] = {k: r[k] for k in ("subset", "format", "mean_lambda", "share_aligned") if k in r}
         self.unpatch()
         update_part(name, metrics, n, {**extra, "via_runtime": alignment == "auto",
-                                       "weights_sha256": self.weights_sha256(name)})
+                                       "weights_sha256": self.weights_sha256(name), "config_key": key})
         return metrics
 
     # ---- log-likelihood stage -------------------------------------------------------------

@@ -53,6 +53,14 @@ def _update(h, obj) -> None:
                                                    list, tuple, dict)) else repr(type(value)))
 
 
+def digest(*objs) -> str:
+    """Short hash of modules, guard banks (heads plus calibration), tensors and plain values."""
+    h = hashlib.sha256()
+    for o in objs:
+        _update(h, o)
+    return h.hexdigest()[:12]
+
+
 def model_fingerprint(sm) -> str:
     """Short hash of everything a `SafetyModel`'s outputs depend on besides the base weights.
 
