@@ -12,6 +12,7 @@ from dsa.data.wrappers import (
     HELDOUT_FAMILIES,
     TRAIN_FAMILIES,
     augment,
+    corpus_pads,
     fullwidth,
     inject_template,
     long_pads,
@@ -78,3 +79,26 @@ def test_long_pads_repeat_train_filler_only_and_leave_augment_unchanged():
     # a subset of sentences, cycled: some copies repeat one sentence many times
     assert max(max(text.count(s) for s in FILLER_TRAIN) for _, _, text in out) >= 5
     assert augment(prompts, seed=0, share=0.5) == before
+
+
+def test_corpus_pads_use_only_the_pool_never_the_prompt_itself_and_cover_repetition():
+    prompts = [f"question number {i} about cooking" for i in range(400)]
+    pool = [f"benign pool text {i} about gardening." for i in range(50)] + prompts[:10]
+    before = (augment(prompts, seed=0, share=0.5), long_pads(prompts, seed=0, share=0.25))
+    out = corpus_pads(prompts, pool, seed=0, share=0.25, pad_tokens=(200,))
+    assert 60 < len(out) < 140 and out == corpus_pads(prompts, pool, seed=0, share=0.25, pad_tokens=(200,))
+    assert {k for _, k, _ in out} <= {"pad_corpus_before", "pad_corpus_after", "pad_corpus_around"}
+    allowed = set(pool)
+    for i, _, text in out:
+        rest = text.replace(prompts[i], "", 1)
+        assert prompts[i] in text and len(text.split()) > 130  # ~200 tokens (words × 1.3)
+        assert prompts[i] not in rest  # the prompt is never part of its own padding
+        assert not any(h in text for h in FILLER_HELDOUT + FILLER_TRAIN)
+        pieces = re.findall(r"(benign pool text \d+ about gardening\.|question number \d+ about cooking)", rest)
+        assert pieces and set(pieces) <= allowed
+    # most copies mix many pool texts; some cycle 1 to 3 of them (repetition)
+    distinct = [len(set(re.findall(r"benign pool text \d+ ", t.replace(prompts[i], "", 1)))) for i, _, t in out]
+    assert max(distinct) > 10 and 0 < sum(d <= 3 for d in distinct) < len(out)
+    assert (augment(prompts, seed=0, share=0.5), long_pads(prompts, seed=0, share=0.25)) == before
+    with pytest.raises(ValueError, match="at least 4"):
+        corpus_pads(prompts, ["a", "b"], share=1.0)

@@ -249,3 +249,30 @@ def long_pads(prompts: Sequence[str], seed: int = 0, share: float = 0.06, pad_to
         text = pad(p, r.choice(list(pad_tokens)), side, pool=pool, seed=r.randrange(1 << 30), count=count)
         out.append((i, f"pad_long_{side}", text))
     return out
+
+
+def corpus_pads(prompts: Sequence[str], pool: Sequence[str], seed: int = 0, share: float = 0.08,
+                pad_tokens: Sequence[int] = (200, 450, 800), count: Callable[[str], int] | None = None,
+                repeat_share: float = 0.25) -> list[tuple[int, str, str]]:
+    """Training augmentation with diverse padding: for a seeded `share` of `prompts`, one copy with a
+    length from `pad_tokens` of other benign texts from `pool` before / after / around it (the
+    split's own benign prompts: many sources and styles, edgy-but-safe ones included, so a probe
+    learns that no amount of benign context is a cue, where a fixed filler list teaches only that
+    those sentences are). For `repeat_share` of the copies the padding cycles 1 to 3 pool texts, so
+    repetition is covered too. The prompt itself is never in its own padding. Seeded apart from
+    `augment` and `long_pads`. Returns (index, "pad_corpus_<side>", text) triples; apply to both
+    classes alike."""
+    pool = list(dict.fromkeys(t.strip() for t in pool if t.strip()))
+    if len(pool) < 4:
+        raise ValueError(f"corpus_pads needs a pool of at least 4 distinct texts, got {len(pool)}")
+    out = []
+    for i, p in enumerate(prompts):
+        r = _rng(seed, "corpus_pad", p)
+        if r.random() >= share:
+            continue
+        side = r.choice(("before", "after", "around"))
+        k = r.randint(1, 3) if r.random() < repeat_share else min(64, len(pool))
+        sub = [t for t in r.sample(pool, min(len(pool), k + 1)) if t != p.strip()][:k]
+        text = pad(p, r.choice(list(pad_tokens)), side, pool=sub, seed=r.randrange(1 << 30), count=count)
+        out.append((i, f"pad_corpus_{side}", text))
+    return out

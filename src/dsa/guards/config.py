@@ -62,6 +62,9 @@ class GuardTrainConfig:
     long_pad_share: float = _f(0.0, "window: share of train/val prompts (both classes) that also get a copy "
                                     "with long, repetitive train filler (dsa.data.wrappers.long_pads)")
     long_pad_tokens: list = _f([500, 900], "window: padding lengths (tokens) of the long copies")
+    corpus_pad_share: float = _f(0.0, "window: share of train/val prompts (both classes) that also get a copy "
+                                      "padded with other benign prompts of the same split (dsa.data.wrappers.corpus_pads)")
+    corpus_pad_tokens: list = _f([200, 450, 800], "window: padding lengths (tokens) of the corpus-padded copies")
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
     base_answers: int = _f(0, "prompt_response tasks: the base's own greedy answers to this many benign "
                               "prompt_safety TRAIN prompts join the train split as safe answers, and to half "

@@ -187,14 +187,17 @@ class WindowData:
 
 def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
                    pad_tokens: Sequence[int] = (40, 120, 300), long_share: float = 0.0,
-                   long_tokens: Sequence[int] = (500, 900),
+                   long_tokens: Sequence[int] = (500, 900), corpus_share: float = 0.0,
+                   corpus_tokens: Sequence[int] = (200, 450, 800),
                    splits: Sequence[str] = ("train", "val")) -> WindowPrompts:
     """The task's labelled splits as raw prompts; train and val also get copies padded with train
-    filler (`augment`) and, for `long_share` of them, long repetitive copies (`long_pads`; lengths
-    counted with `tokenizer`); test stays plain. What `window_data`
+    filler (`augment`), for `long_share` of them long repetitive copies (`long_pads`) and for
+    `corpus_share` copies padded with the split's own other benign prompts (`corpus_pads`: short
+    plain benign prompts of that split only, so val padding never shares a text with train); lengths
+    counted with `tokenizer`; test stays plain. What `window_data`
     renders, so a standalone classifier can train on exactly the same prompts."""
     from dsa.data.tasks import guard_task, prompt_source
-    from dsa.data.wrappers import augment, long_pads
+    from dsa.data.wrappers import augment, corpus_pads, long_pads
 
     task = guard_task(task_name)
     count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -212,6 +215,10 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
         if s != "test" and long_share > 0:
             extra += long_pads(prompts, seed=seed + (s == "val"), share=long_share, pad_tokens=long_tokens,
                                count=count)
+        if s != "test" and corpus_share > 0:
+            pool = [p for p, y, k in zip(prompts, labels, kind, strict=True) if y == 0 and k == "plain" and len(p) <= 300]
+            extra += corpus_pads(prompts, pool, seed=seed + (s == "val"), share=corpus_share,
+                                 pad_tokens=corpus_tokens, count=count)
         prompts += [t for _, _, t in extra]
         labels += [labels[i] for i, _, _ in extra]
         kind += [k for _, k, _ in extra]
@@ -223,12 +230,14 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
 
 def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0, share: float = 0.5,
                 pad_tokens: Sequence[int] = (40, 120, 300), long_share: float = 0.0,
-                long_tokens: Sequence[int] = (500, 900), max_length: int = 1024,
+                long_tokens: Sequence[int] = (500, 900), corpus_share: float = 0.0,
+                corpus_tokens: Sequence[int] = (200, 450, 800), max_length: int = 1024,
                 splits: Sequence[str] = ("train", "val")) -> WindowData:
     """The task's splits (`window_prompts`) as rendered texts with their per-token states; train
     and val also get padded copies, test stays plain."""
     wp = window_prompts(base.tokenizer, task_name, seed=seed, share=share, pad_tokens=pad_tokens,
-                        long_share=long_share, long_tokens=long_tokens, splits=splits)
+                        long_share=long_share, long_tokens=long_tokens, corpus_share=corpus_share,
+                        corpus_tokens=corpus_tokens, splits=splits)
     texts, states = {}, {}
     for s in splits:
         texts[s] = [render_input(base, p) for p in wp.prompts[s]]
@@ -336,7 +345,9 @@ def train_window(base: Base, cfg) -> GuardAdapter:
     layers = list(cfg.layer_sets[0])
     t0 = time.perf_counter()
     data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
-                       long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens, splits=("train", "val", "test"))
+                       long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
+                       corpus_share=cfg.corpus_pad_share, corpus_tokens=cfg.corpus_pad_tokens,
+                       splits=("train", "val", "test"))
     feature_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     sweep, best = [], None
