@@ -5,7 +5,7 @@
     out[1].guard_scores, out[1].lam, out[1].text, out[1].stop_reason
 
 Data flow of `generate`: tokens → base prefill (taps recorded in the same forward) → guard
-heads → policy λ per row → decode loop: base logits, and aligned logits from the DSA adapter
+heads → λ per row (`dsa.align.policy.decide_lambda`) → decode loop: base logits, and aligned logits from the DSA adapter
 with its own KV cache only when some row has λ > 0; rows with λ = 0 get the base logits exactly.
 
 Languages the guard was not validated on fail closed (`unvalidated_language=`, `dsa.guards.language`):
@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 
 from dsa.align.logit_adapter import LogitAdapter, mix_logits
-from dsa.align.policy import Policy, make_policy
+from dsa.align.policy import (
+    Policy,
+    check_alignment_request,
+    decide_lambdas,
+    flagged_lambda,
+    lambda_per_row,
+    make_policy,
+    may_align,
+)
 from dsa.base import Base, load_base
 from dsa.decoding import (
     DecodeBatch,
@@ -181,13 +189,29 @@ class SafetyModel:
         check_alignment_request(alignment, min_alignment, guarded=self.guards is not None,
                                 can_align=self.can_align)
 
-    def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int,
-                min_alignment=None) -> torch.Tensor:
-        self.check_alignment(alignment, min_alignment)
-        lam = self.policy_lambda(scores) if alignment == "auto" else _per_row(alignment, batch, "alignment")
-        if min_alignment is not None:  # a floor: the policy (or a fixed λ) can only be raised
-            lam = torch.maximum(lam, _per_row(min_alignment, batch, "min_alignment"))
-        return lam
+    def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int, min_alignment=None,
+                language_flagged: Sequence[bool] | None = None) -> torch.Tensor:
+        """λ [batch] by `dsa.align.policy.decide_lambdas`, once the request is checked here.
+
+        `alignment` is "auto", one λ, one per row, or (the server's batches) a list mixing "auto"
+        and numbers; `min_alignment` a floor (one value or one per row); `language_flagged` the
+        rows the unvalidated-language rule flags."""
+        if _is_mixed(alignment):
+            if len(alignment) != batch:
+                raise ValueError(f"got {len(alignment)} alignment values for a batch of {batch}")
+            floors = _floors(min_alignment, batch)
+            for a, f in zip(alignment, floors.tolist() if floors is not None else [None] * batch, strict=True):
+                self.check_alignment(a, f)
+            rows = list(alignment)
+        else:
+            self.check_alignment(alignment, min_alignment)
+            rows = (["auto"] * batch if isinstance(alignment, str)
+                    else lambda_per_row(alignment, batch, "alignment").tolist())
+            floors = _floors(min_alignment, batch)
+        policy = self.policy_lambda(scores) if "auto" in rows else None
+        flagged = self.flagged_lambda if language_flagged is not None and any(language_flagged) else None
+        return decide_lambdas(policy, rows, floors, can_align=self.can_align, language_flagged=language_flagged,
+                              flagged_lambda=flagged)
 
     def classify(self, messages: Sequence[Messages]) -> list[dict]:
         """Guard scores and flags per conversation (delegates to `dsa.guards.classify`), and the
@@ -224,17 +248,14 @@ class SafetyModel:
             out.append(found | {"rule": self.unvalidated_language, "applied": applies})
         return out
 
-    def _language_rule(self, messages: list[Messages], alignment, lam: torch.Tensor) -> list[dict]:
-        """The language check of each row; "auto" rows it applies to get at least the flagged λ
-        (in place). Rows with a fixed λ (an override) are reported, not changed."""
+    def _language_rule(self, messages: list[Messages], alignment) -> list[dict]:
+        """The language check of each row. The rule applies to "auto" rows only (`decide_lambda`
+        raises their λ to the flagged λ); rows with a fixed λ (an override) are reported, not changed."""
         found = self.check_languages(messages)
         rows = alignment if isinstance(alignment, list | tuple) else [alignment] * len(messages)
-        auto = [a == "auto" for a in rows]
-        for i, f in enumerate(found):
+        for f, a in zip(found, rows, strict=True):
             if f:
-                f["applied"] = f["applied"] and auto[i]
-                if f["applied"]:
-                    lam[i] = max(float(lam[i]), self.flagged_lambda)
+                f["applied"] = f["applied"] and isinstance(a, str) and a == "auto"
         return found
 
     # ---- generation: scoped steps -------------------------------------------------------------
@@ -329,18 +350,18 @@ class SafetyModel:
         enc = self.encode(messages)
         ids, mask = enc["input_ids"], enc["attention_mask"]
         self.check_context(mask.sum(1).tolist(), max_new_tokens)
-        mixed = isinstance(alignment, list | tuple) and any(isinstance(a, str) for a in alignment)
+        mixed = _is_mixed(alignment)
         if not mixed:
             self.check_alignment(alignment, min_alignment)
-        may_align = self.adapter is not None and (keep_adapter or mixed or _may_align(alignment, min_alignment))
-        taps = self._taps(may_align)
+        need_adapter = self.adapter is not None and (keep_adapter or mixed or may_align(alignment, min_alignment))
+        taps = self._taps(need_adapter)
         if self.response_guards is not None:
             taps += [t for t in self.response_guards.taps if t not in taps]
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         base_cache = _dynamic_cache(self.base.model.config)
         # guard taps are pooled inside their hooks (the adapter's input tap is kept whole)
         banks = [b for b in (self.guards, self.response_guards) if b is not None]
-        reduce = tap_reducers(banks, mask, keep_full=[self.adapter.input_tap] if may_align else [])
+        reduce = tap_reducers(banks, mask, keep_full=[self.adapter.input_tap] if need_adapter else [])
         with self._scoped_taps(taps, reduce) as cache:
             out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                                   **kv(self.base.model, base_cache), use_cache=True, logits_to_keep=1)
@@ -368,11 +389,10 @@ class SafetyModel:
                      device: torch.device) -> tuple[torch.Tensor, list[dict]]:
         """(λ per row [b], each row's language check) once the prompt guard has read the prompts
         (shared by `prefill` and `dsa.chunked_prefill`)."""
-        n = len(messages)
-        mixed = isinstance(alignment, list | tuple) and any(isinstance(a, str) for a in alignment)
-        lam = (self._mixed_lambda(alignment, scores, n, min_alignment) if mixed
-               else self._lambda(alignment, scores, n, min_alignment)).to(device)
-        return lam, self._language_rule(messages, alignment, lam)
+        found = self._language_rule(messages, alignment)
+        lam = self._lambda(alignment, scores, len(messages), min_alignment,
+                           language_flagged=[bool(f) and f["applied"] for f in found])
+        return lam.to(device), found
 
     def _new_batch(self, max_new_tokens, temperature, seed, tags, languages: list[dict], mask, last_pos,
                    base_cache, ad_cache, lam, scores, logits, rstate) -> DecodeBatch:
@@ -510,21 +530,6 @@ class SafetyModel:
                     scores[h][i] = redo[j]["scores"][h]
         return scores
 
-    def _mixed_lambda(self, alignment: Sequence, scores, batch: int, min_alignment=None) -> torch.Tensor:
-        """λ per row when rows mix "auto" (the policy) and fixed numbers; then the floor."""
-        if len(alignment) != batch:
-            raise ValueError(f"got {len(alignment)} alignment values for a batch of {batch}")
-        auto = [a == "auto" for a in alignment]
-        for a in alignment:
-            self.check_alignment(a)
-        policy = self.policy_lambda(scores) if any(auto) else None
-        lam = torch.tensor([float(policy[i]) if auto[i] else float(alignment[i]) for i in range(batch)])
-        if min_alignment is not None:
-            lam = torch.maximum(lam, _per_row(min_alignment, batch, "min_alignment"))
-        if not self.can_align and bool((lam > 0).any()):
-            raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
-        return lam
-
     @torch.inference_mode()
     def forward_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -583,23 +588,6 @@ def _adapter_kind(path) -> str | None:
     return read_adapter_meta(path).get("kind")
 
 
-def check_alignment_request(alignment, min_alignment, *, guarded: bool, can_align: bool) -> None:
-    """Raise ValueError unless a model with (`guarded`, `can_align`) can serve this alignment
-    request (shared by the HF runtime and the vLLM engine)."""
-    if isinstance(alignment, str):
-        if alignment != "auto":
-            raise ValueError(f"alignment must be 'auto', a number or one number per row, got {alignment!r}")
-        if not guarded:
-            raise ValueError("alignment='auto' needs a prompt guard (none loaded)")
-        if not can_align:
-            raise ValueError("alignment='auto' needs an alignment adapter (none loaded): without one "
-                             "no λ can be applied; pass alignment=0 to generate unaligned")
-    else:
-        _lambda_values(alignment, "alignment")
-    if not can_align and _may_align(alignment, min_alignment):
-        raise ValueError("alignment > 0 needs a DSA alignment adapter (none loaded)")
-
-
 def resolve_policy_head(guards, name: str | None, required: bool = True) -> str | None:
     """The qualified guard head that drives the policy: `name` (a qualified head, or a task whose
     bank has one head), else "prompt_safety/unsafe", else the only head of a one-head bank; with
@@ -626,43 +614,19 @@ def resolve_policy_head(guards, name: str | None, required: bool = True) -> str 
     raise ValueError(f"policy head {name!r} is not loaded: expected one of {heads}")
 
 
-def flagged_lambda(policy: Policy) -> float:
-    """λ a policy gives a prompt its head flags outright (score 1.0)."""
-    return float(policy(torch.tensor([1.0]))[0])
-
-
 def policy_threshold(guards, head: str) -> float:
     """The stored calibrated threshold of `head` (0.5 for banks that store none)."""
     thresholds = getattr(guards, "thresholds", None) or {}
     return float(thresholds.get(head, 0.5))
 
 
-def _lambda_values(x, name: str) -> torch.Tensor:
-    """λ values as a flat float tensor; each must be a finite number in [0, 1]."""
-    if isinstance(x, bool) or (isinstance(x, Sequence) and any(isinstance(v, bool) for v in x)):
-        raise ValueError(f"{name} must be a number in [0, 1], not a boolean")
-    try:
-        t = torch.as_tensor(x, dtype=torch.float32).flatten()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be 'auto', a number in [0, 1] or one number per row, got {x!r}") from None
-    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool((t > 1).any()):
-        raise ValueError(f"{name} must be finite and in [0, 1], got {x!r}")
-    return t
+def _is_mixed(alignment) -> bool:
+    """A list of per-row alignments with some "auto" among the numbers (the server's batches)."""
+    return isinstance(alignment, list | tuple) and any(isinstance(a, str) for a in alignment)
 
 
-def _per_row(x, batch: int, name: str) -> torch.Tensor:
-    t = _lambda_values(x, name)
-    t = t.expand(batch).clone() if t.numel() == 1 else t
-    if t.numel() != batch:
-        raise ValueError(f"got {t.numel()} {name} values for a batch of {batch}")
-    return t
-
-
-def _may_align(alignment, min_alignment) -> bool:
-    """Whether some row may get λ > 0 (so the adapter's input tap is needed)."""
-    if isinstance(alignment, str) or bool(_lambda_values(alignment, "alignment").ne(0).any()):
-        return True
-    return min_alignment is not None and bool(_lambda_values(min_alignment, "min_alignment").ne(0).any())
+def _floors(min_alignment, batch: int) -> torch.Tensor | None:
+    return None if min_alignment is None else lambda_per_row(min_alignment, batch, "min_alignment")
 
 
 def _row_value(x, i: int):

@@ -7,7 +7,7 @@
     POST /v1/moderations         guard flags per input in OpenAI's moderation shape
 
 Operator policy (fail closed): λ = max(client λ, guard policy λ) unless the client's API key has
-the "override" permission; raw guard scores go only to keys with "scores" (or every client with
+the "override" permission (`dsa.align.policy.request_alignment`, which every engine shares); raw guard scores go only to keys with "scores" (or every client with
 `expose_scores`), since they are an oracle for tuning attacks, and so does λ under a ramp policy
 (`reveals_score`). A prompt in a language the guard was not validated on fails closed
 (`--unvalidated-language`: flag | refuse | allow; see `dsa.serve.language_rule`). Every error is
@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dsa.align.policy import reveals_score
+from dsa.align.policy import effective_floor, request_alignment, reveals_score
 from dsa.features.text import encode_inputs
 from dsa.runtime import policy_threshold
 from dsa.serve.config import ApiKey, ServerConfig
@@ -186,7 +186,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         req = _parse(ChatRequest, await _read_json(request, config.max_body_bytes))
         check_model(req.model)
         messages = [m.as_dict() for m in req.messages]
-        alignment, floor, mode = _operator_policy(sm, req.alignment, key)
+        override = key is not None and "override" in key.permissions
+        alignment, floor, mode = request_alignment(req.alignment, exact=override, guarded=is_guarded(sm))
         try:
             sm.check_alignment(alignment, floor)
         except ValueError as err:
@@ -195,8 +196,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         show = expose(key)
         lang = await run_in_threadpool(languages.check, messages, mode, show) if languages is not None else None
         refuse = lang is not None and lang["applied"] and languages.rule == "refuse"
-        if lang is not None and lang["applied"] and languages.rule == "flag":
-            floor = max(floor or 0.0, languages.flagged_lambda)  # at least a flagged prompt's λ
+        if lang is not None and lang["applied"] and languages.rule == "flag":  # at least a flagged prompt's λ
+            floor = effective_floor(alignment, floor, language_flagged=True, flagged_lambda=languages.flagged_lambda)
         events: asyncio.Queue = asyncio.Queue()
         job = ChatJob(messages, alignment, floor or 0.0, max_tokens, float(req.temperature or 0.0), req.seed,
                       req.stop or [], _sink(events), prompt_tokens)
@@ -265,23 +266,6 @@ def _document_bodies(app: FastAPI, models) -> None:
         return doc
 
     app.openapi = openapi
-
-
-def _operator_policy(sm, client, key: ApiKey | None) -> tuple[str | float, float | None, str]:
-    """(alignment, min_alignment, policy name) for a client's requested λ.
-
-    Without a client λ the guard policy decides ("auto"). A client λ is a floor on the policy's λ
-    (it can only make answers safer); only a key with "override" sets λ exactly. A server without
-    a guard and an adapter (--allow-unguarded) has no policy: λ is what the client asks (0 default).
-    """
-    override = key is not None and "override" in key.permissions
-    if client in (None, "auto"):
-        return ("auto", None, "auto") if is_guarded(sm) else (0.0, None, "unguarded")
-    if override:
-        return float(client), None, "override"
-    if is_guarded(sm):
-        return "auto", float(client), "floor"
-    return float(client), None, "unguarded"
 
 
 def _budget(sm, config: ServerConfig, messages: list[dict], asked: int | None) -> tuple[int, int]:

@@ -61,11 +61,10 @@ def _flagged_lambda(sm) -> float | None:
     """λ the served policy gives a prompt its head flags outright (score 1.0)."""
     if sm.adapter is None or sm.policy_head is None:
         return None
-    from dsa.runtime import flagged_lambda, policy_threshold
+    from dsa.align.policy import flagged_lambda, make_policy
+    from dsa.runtime import policy_threshold
 
     policy = sm.policy
     if isinstance(policy, str):  # an engine that keeps the policy's name (vLLM) builds it as it does
-        from dsa.align.policy import make_policy
-
         policy = make_policy(policy, threshold=policy_threshold(sm.guards, sm.policy_head))
     return flagged_lambda(policy)

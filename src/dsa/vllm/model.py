@@ -10,7 +10,8 @@ One step of the engine:
         (`PromptWindow`) (split by `query_start_loc`; chunked prefill is fine, prefix caching is
         refused because cached prompt tokens never reach the model)
     → when a prompt is complete: the guard heads' scores, λ = max(policy(score), requested floor)
-        (or the requested λ exactly, for `dsa_alignment_exact` requests on an engine that allows them)
+        (or the requested λ exactly, for `dsa_alignment_exact` requests on an engine that allows them;
+        `row_lambda`, by `dsa.align.policy.decide_lambda`)
     → the adapter tail (k extra decoder layers named `dsa_tail.layers.{L+i}`, so they get their
         own paged KV cache) when some row needs it
     → compute_logits: (1 − λ)·base + λ·aligned per row; λ = 0 rows are the base logits bit for bit.
@@ -36,7 +37,7 @@ from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 
 from dsa.adapter_io import load_adapter
-from dsa.align.policy import make_policy
+from dsa.align.policy import decide_lambda, make_policy, request_alignment
 from dsa.guards.bank import GuardAdapter, GuardBank
 from dsa.guards.heads import GuardInput
 from dsa.runtime import policy_threshold, resolve_policy_head
@@ -223,7 +224,8 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         else:
             lam = torch.zeros(len(rows))
         for i, row in enumerate(rows):
-            row.lam = row_lambda(float(lam[i]), row, self.dsa_config.allow_exact_alignment, bool(self.k))
+            row.lam = row_lambda(float(lam[i]), row, self.dsa_config.allow_exact_alignment, bool(self.k),
+                                 guarded=self.bank is not None)
             row.scores = {q: float(s[i]) for q, s in scores.items()}
             row.sums, row.last, row.windows = {}, {}, {}
             ROWS.store(row)
@@ -269,17 +271,17 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         return loaded
 
 
-def row_lambda(policy_lam: float, row, allow_exact: bool, can_align: bool) -> float:
-    """λ of a request whose prompt has been scored: max(policy λ, the requested floor); the
-    requested value exactly for a `dsa_alignment_exact` request on an engine that allows it (an
-    engine that does not serves it as a floor, so its clients can only raise λ); 0 without an adapter."""
-    if not can_align:
-        return 0.0
-    floor = 0.0 if row.alignment == "auto" else float(row.alignment)
-    if row.exact and not allow_exact:
+def row_lambda(policy_lam: float, row, allow_exact: bool, can_align: bool, guarded: bool = True) -> float:
+    """λ of a request whose prompt has been scored (`dsa.align.policy`: `request_alignment` then
+    `decide_lambda`): max(policy λ, the requested floor); the requested value exactly for a
+    `dsa_alignment_exact` request on an engine that allows it (an engine that does not serves it
+    as a floor, so its clients can only raise λ); 0 without an adapter. `guarded`: the engine has
+    guard heads (without them the policy λ is 0 and the requested value is λ)."""
+    if row.exact and not allow_exact and can_align:
         log.warning("%s asked for an exact λ, which this engine does not allow (allow_exact_alignment=False): "
                     "served as a floor", row.key or "a request")
-    return floor if row.exact and allow_exact else max(policy_lam, floor)
+    req = request_alignment(row.alignment, exact=row.exact and allow_exact, guarded=guarded)
+    return decide_lambda(policy_lam, req.alignment, req.floor, can_align=can_align)
 
 
 class _default_dtype:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsa.adapter_io import load_adapter, read_adapter_meta
+from dsa.align.policy import check_alignment_request
 from dsa.features.text import encode_inputs, render_input, tokenize
-from dsa.runtime import check_alignment_request, resolve_policy_head
+from dsa.runtime import resolve_policy_head
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides, fingerprint_dir
 
 NEEDS_VENV = ("--engine vllm needs the vLLM venv: scripts/setup-vllm.sh, then "
