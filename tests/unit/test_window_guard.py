@@ -157,3 +157,17 @@ def test_window_prompts_are_the_raw_prompts_window_data_renders(monkeypatch):
         assert wp.prompts[s][n:] == [t for _, _, t in want] and wp.kinds[s][n:] == [k for _, k, _ in want]
         assert wp.y[s][n:].tolist() == [wp.y[s][i] for i, _, _ in want]
     assert wp.n_padded["train"] > 0 and wp.n_padded["val"] > 0 and wp.n_padded["test"] == 0
+
+
+def test_val_flag_rates_are_read_per_kind_of_copy():
+    import numpy as np
+
+    from dsa.guards.window_train import flag_rates_by_kind, kind_group
+
+    assert [kind_group(k) for k in ("plain", "roleplay", "pad_before", "pad_long_after", "pad_corpus_around")] == [
+        "plain", "framed", "pad", "pad_long", "pad_corpus"]
+    kinds = ["plain", "plain", "pad_corpus_before", "pad_corpus_after", "pad_corpus_around"]
+    y = np.array([0, 1, 0, 0, 1])
+    out = flag_rates_by_kind(kinds, y, np.array([0.2, 0.9, 0.8, 0.1, 0.95]), 0.5)
+    assert out["plain"] == {"benign": 0.0, "harmful": 1.0, "n_benign": 1, "n_harmful": 1}
+    assert out["pad_corpus"] == {"benign": 0.5, "harmful": 1.0, "n_benign": 2, "n_harmful": 1}

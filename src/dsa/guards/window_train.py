@@ -339,6 +339,7 @@ def train_window(base: Base, cfg) -> GuardAdapter:
     """`dsa guard train` for `arch: window`: every (window, weight decay) candidate of `cfg` fitted on
     the augmented train split, the best val AUC kept, calibrated on val (temperature + threshold at
     `cfg.target_fpr`), test AUC on the plain test split recorded."""
+    from dsa.guards.calibrate import calibrated
     from dsa.guards.train import calibrate
 
     cfg = cfg.resolved(base.n_layers)
@@ -362,14 +363,41 @@ def train_window(base: Base, cfg) -> GuardAdapter:
     y_va = data.y["val"][:, None].astype(float)
     val_logits = predict_window(head, data.states["val"])
     temps, thresholds = calibrate(val_logits, y_va, cfg.target_fpr)
+    val_flags = flag_rates_by_kind(data.kinds["val"], data.y["val"], calibrated(val_logits[:, 0], temps[0]),
+                                   thresholds[0])
     test_auc = roc_auc(data.y["test"], predict_window(head, data.states["test"])[:, 0])
     context = int(getattr(base.model.config, "max_position_embeddings", 0) or 8192)
     info = {"val_auc": float(best[0]), "test_auc": float(test_auc), "window": w, "weight_decay": wd,
             "params": sum(p.numel() for p in head.parameters()), "train_seconds": time.perf_counter() - t0,
             "feature_seconds": feature_seconds, "sweep": sweep, "languages": ["en"],
+            "val_flag_rates": val_flags,
             "n_train": len(data.y["train"]), "n_val": len(data.y["val"]), "n_test": len(data.y["test"])}
     return GuardAdapter("window", cfg.task, "prompt", ["unsafe"], {"layers": layers, "window": w}, head, temps,
                         thresholds, max_length=context, target_fpr=cfg.target_fpr, info=info)
+
+
+def kind_group(kind: str) -> str:
+    """A training copy's kind as a group: plain, framed (train wrapper families), pad (short train
+    filler), pad_long (long repetitive train filler) or pad_corpus (other benign prompts)."""
+    for g in ("pad_long", "pad_corpus"):
+        if kind.startswith(g):
+            return g
+    return "pad" if kind.startswith("pad_") else "plain" if kind == "plain" else "framed"
+
+
+def flag_rates_by_kind(kinds: Sequence[str], y: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    """{group: {"benign": flag rate, "harmful": flag rate, "n_benign", "n_harmful"}} at `threshold`
+    (`kind_group`): whether a kind of padding moves the operating point, read on val."""
+    out = {}
+    groups = np.array([kind_group(k) for k in kinds])
+    for g in dict.fromkeys(groups.tolist()):
+        row = {}
+        for name, label in (("benign", 0), ("harmful", 1)):
+            m = (groups == g) & (y == label)
+            row[name] = float((probs[m] >= threshold).mean()) if m.any() else None
+            row[f"n_{name}"] = int(m.sum())
+        out[g] = row
+    return out
 
 
 def val_report(head: WindowHead, data: WindowData, idx: Sequence[int] | None = None) -> dict:

@@ -1,0 +1,62 @@
+"""Flag rates of window guards on the val split, per kind of copy (plain, framed, short train
+filler, long repetitive filler, padding made of other benign val prompts), at each guard's stored
+threshold. Writes results/guard-val-flags.json.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_val_flags.py adapters/guards/prompt_safety [more guards]
+
+Val is not eval-only: this is the check a new guard is chosen by (does any kind of benign padding
+move the operating point?), before the robustness report reads the eval-only sets. Every guard is
+read on the same val copies, built by configs/guard-prompt_safety.yaml's augmentation settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    from dsa.adapter_io import atomic_write_text
+    from dsa.base import load_base
+    from dsa.eval.metrics import roc_auc
+    from dsa.guards.bank import GuardAdapter
+    from dsa.guards.calibrate import calibrated
+    from dsa.guards.config import GuardTrainConfig
+    from dsa.guards.window_train import flag_rates_by_kind, predict_window, window_data
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("guards", nargs="+")
+    p.add_argument("--config", default="configs/guard-prompt_safety.yaml")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "guard-val-flags.json")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    base = load_base()
+    cfg = GuardTrainConfig.load(args.config).resolved(base.n_layers)
+    layers = list(cfg.layer_sets[0])
+    data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
+                       long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
+                       corpus_share=cfg.corpus_pad_share, corpus_tokens=cfg.corpus_pad_tokens, splits=("val",))
+    y = data.y["val"]
+    rows = {}
+    for g in args.guards:
+        a = GuardAdapter.load(g, base.fingerprint, base.d_model)
+        if a.arch != "window" or list(a.head.layers) != layers:
+            raise SystemExit(f"{g}: a window guard on layers {layers} is needed, got {a.arch} {a.cfg}")
+        logits = predict_window(a.head, data.states["val"])[:, 0]
+        probs = calibrated(logits, a.temperatures[0])
+        rows[g] = {"threshold": a.thresholds[0], "val_auc": roc_auc(y, logits),
+                   "flag_rates": flag_rates_by_kind(data.kinds["val"], y, probs, a.thresholds[0])}
+        print(g, json.dumps(rows[g]["flag_rates"]))
+    out = {"command": "python scripts/guard_val_flags.py " + " ".join(args.guards), "config": args.config,
+           "n_val": int(len(y)), "guards": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
