@@ -5,7 +5,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from dsa.server import ServerConfig, create_app
+from dsa.serve import ServerConfig, create_app
 
 from .align_tiny import ForwardCounter
 from .server_tiny import PROMPT, chat_body, tiny_model
