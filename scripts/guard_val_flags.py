@@ -2,7 +2,8 @@
 filler, long repetitive filler, padding made of other benign val prompts), at each guard's stored
 threshold. Writes results/guard-val-flags.json.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_val_flags.py adapters/guards/prompt_safety [more guards]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_val_flags.py adapters/guards/prompt_safety [more guards] \
+        [--set key=value ...]   (config overrides, e.g. --set corpus_pad_share=0.08 to read corpus-padded copies too)
 
 Val is not eval-only: this is the check a new guard is chosen by (does any kind of benign padding
 move the operating point?), before the robustness report reads the eval-only sets. Every guard is
@@ -31,11 +32,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("guards", nargs="+")
     p.add_argument("--config", default="configs/guard-prompt_safety.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the config (the val copies' augmentation)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "guard-val-flags.json")
     args = p.parse_args()
     t0 = time.perf_counter()
     base = load_base()
-    cfg = GuardTrainConfig.load(args.config).resolved(base.n_layers)
+    cfg = GuardTrainConfig.load(args.config, args.overrides).resolved(base.n_layers)
     layers = list(cfg.layer_sets[0])
     data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
                        long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
@@ -51,7 +54,8 @@ def main() -> int:
         rows[g] = {"threshold": a.thresholds[0], "val_auc": roc_auc(y, logits),
                    "flag_rates": flag_rates_by_kind(data.kinds["val"], y, probs, a.thresholds[0])}
         print(g, json.dumps(rows[g]["flag_rates"]))
-    out = {"command": "python scripts/guard_val_flags.py " + " ".join(args.guards), "config": args.config,
+    command = " ".join(["python scripts/guard_val_flags.py", *args.guards, *(f"--set {o}" for o in args.overrides)])
+    out = {"command": command, "config": args.config, "overrides": args.overrides,
            "n_val": int(len(y)), "guards": rows, "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
