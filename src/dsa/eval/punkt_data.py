@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dsa.adapter_io import atomic_write_text
 
-WHEEL = "llama-index-core==0.14.25"  # also pinned in requirements-lock.txt
+WHEEL = "llama-index-core==0.14.25"  # downloaded, not installed (so not in the lock); FILES checks its data
 _PREFIX = "llama_index/core/_static/nltk_cache/tokenizers/punkt_tab/"
 FILES = {  # NLTK punkt_tab/english, as shipped in that wheel
     "english/abbrev_types.txt": "92a3e070f43d9b4c5534758ca40ad7343b04e7e29bfe0c2eb658a39445a4f779",
