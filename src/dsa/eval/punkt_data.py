@@ -5,7 +5,7 @@ which NLTK normally downloads from the internet at import time. Here it comes fr
 the `llama-index-core` wheel ships NLTK's own punkt_tab data (MIT). We `pip download` that one
 wheel (no install, no dependencies), check the four English files against the sha256 sums below
 and copy them to `<venv>/nltk_data/tokenizers/punkt_tab/english/`, a folder on NLTK's default
-search path. `scripts/setup.sh` runs this once:
+search path. `scripts/setup.sh` calls `install_punkt()`; by hand:
 
     .venv/bin/python -m dsa.eval.punkt_data
 """
