@@ -1,6 +1,7 @@
 """Flag rates of window guards on the val split, per kind of copy (plain, framed, short train
-filler, long repetitive filler, padding made of other benign val prompts), at each guard's stored
-threshold. Writes results/guard-val-flags.json.
+filler, long repetitive filler, padding made of other benign val prompts) and, for the plain val
+prompts, per length (naturally long everyday prompts: a guard must not flag long traffic because it
+is long), at each guard's stored threshold. Writes results/guard-val-flags.json.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/guard_val_flags.py adapters/guards/prompt_safety [more guards] \
         [--set key=value ...]   (config overrides, e.g. --set corpus_pad_share=0.08 to read corpus-padded copies too)
@@ -17,7 +18,25 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+BUCKETS = ((0, 128), (128, 384), (384, 1 << 30))  # tokens read (chat template included)
+
+
+def by_length(lengths: np.ndarray, plain: np.ndarray, y: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    """{"lo-hi": {"benign", "harmful" flag rates, "n_benign", "n_harmful"}} over the plain prompts."""
+    out = {}
+    for lo, hi in BUCKETS:
+        row = {}
+        for name, label in (("benign", 0), ("harmful", 1)):
+            m = plain & (y == label) & (lengths >= lo) & (lengths < hi)
+            row[name] = float((probs[m] >= threshold).mean()) if m.any() else None
+            row[f"n_{name}"] = int(m.sum())
+        out[f"{lo}-{hi if hi < 1 << 30 else 'inf'}"] = row
+    return out
 
 
 def main() -> int:
@@ -44,6 +63,8 @@ def main() -> int:
                        long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
                        corpus_share=cfg.corpus_pad_share, corpus_tokens=cfg.corpus_pad_tokens, splits=("val",))
     y = data.y["val"]
+    lengths = data.states["val"].lengths().numpy()
+    plain = np.array([k == "plain" for k in data.kinds["val"]])
     rows = {}
     for g in args.guards:
         a = GuardAdapter.load(g, base.fingerprint, base.d_model)
@@ -52,8 +73,9 @@ def main() -> int:
         logits = predict_window(a.head, data.states["val"])[:, 0]
         probs = calibrated(logits, a.temperatures[0])
         rows[g] = {"threshold": a.thresholds[0], "val_auc": roc_auc(y, logits),
-                   "flag_rates": flag_rates_by_kind(data.kinds["val"], y, probs, a.thresholds[0])}
-        print(g, json.dumps(rows[g]["flag_rates"]))
+                   "flag_rates": flag_rates_by_kind(data.kinds["val"], y, probs, a.thresholds[0]),
+                   "plain_by_tokens": by_length(lengths, plain, y, probs, a.thresholds[0])}
+        print(g, json.dumps(rows[g]["flag_rates"]), json.dumps(rows[g]["plain_by_tokens"]))
     command = " ".join(["python scripts/guard_val_flags.py", *args.guards, *(f"--set {o}" for o in args.overrides)])
     out = {"command": command, "config": args.config, "overrides": args.overrides,
            "n_val": int(len(y)), "guards": rows, "seconds": round(time.perf_counter() - t0, 1)}
