@@ -14,7 +14,7 @@ Measured on data no variant trains on:
     heldout_flagged  share flagged of held-out real-user benign text: OpenAI-moderation val/test
                      prompts flagged on no category + prompt_safety's WildChat val/test rows
     xstest_*         XSTest AUC and share of its safe / unsafe prompts flagged (eval only: reported)
-    alpaca_eval      share of the 200 AlpacaEval prompts the alignment eval uses that are flagged
+    alpaca_eval      share flagged of 200 AlpacaEval prompts (the first 200 in sha256(id) order)
 "Flagged" = the balanced logistic regression's decision function > 0.
 
     .venv/bin/python scripts/guard_xstest_ablation.py   # -> results/guard-xstest-ablation.json + a table
@@ -30,8 +30,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from dsa.base import load_base
-from dsa.data import benign_prompts, guard_task
-from dsa.eval.alignment import reference_rows
+from dsa.data import benign_prompts, guard_task, load_source
 from dsa.eval.metrics import roc_auc
 from dsa.guards.featurize import extract_task_features, task_features, train_subset
 
@@ -53,6 +52,11 @@ VARIANTS = {
 
 def _h(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
+
+
+def alpaca_eval_rows(n: int) -> list:
+    """A fixed AlpacaEval subset: the first `n` rows in sha256(id) order."""
+    return sorted(load_source("alpaca_eval"), key=lambda r: _h(r.id))[:n]
 
 
 def matrix(f) -> np.ndarray:
@@ -80,7 +84,7 @@ def main() -> None:
     wild_held = [r.main_text for s in ("val", "test") for r in guard_task("prompt_safety").split(s)
                  if r.source == "wildchat_benign"]
     held = feats(unflagged("val") + unflagged("test") + wild_held, "ablation_heldout_benign")
-    ae = feats([r.main_text for r in reference_rows(200)], "ablation_alpaca_eval")
+    ae = feats([r.main_text for r in alpaca_eval_rows(200)], "ablation_alpaca_eval")
 
     recs = train_subset("prompt_safety", guard_task("prompt_safety").train)
     marks = {"hard": np.array([bool(r.meta.get("hard_negative")) for r in recs]),

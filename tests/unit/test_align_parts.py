@@ -47,12 +47,12 @@ def test_cached_answers_are_keyed_on_calibration_not_only_weight_files(tmp_path,
     ev = _evaluator(tmp_path, monkeypatch)
     ev.cfg.max_new_tokens = 64
     name = "context_dependent@step"
-    before, scores_before = ev.answer_file(name, "xstest_safe"), alignment._cache_file(
-        "guard_scores", ev.base.fingerprint, ev._bank)
+    before, flags_before = ev.answer_file(name, "xstest_safe"), alignment._cache_file(
+        "response_flags", ev.base.fingerprint, ev._bank)
     adapter_only = ev.artifacts_key("dsa_adapter@1")
     ev._bank.adapters[0].thresholds[0] = 0.9999  # recalibrated: same weights, other λs and answers
     assert ev.answer_file(name, "xstest_safe") != before
-    assert alignment._cache_file("guard_scores", ev.base.fingerprint, ev._bank) != scores_before
+    assert alignment._cache_file("response_flags", ev.base.fingerprint, ev._bank) != flags_before
     assert ev.artifacts_key("dsa_adapter@1") == adapter_only  # a fixed λ does not read the guard
     assert ev.artifacts_key("dsa_adapter@1") != ev.artifacts_key("dsa_adapter@0.5")
 

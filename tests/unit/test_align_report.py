@@ -1,4 +1,4 @@
-"""Report: parts merge into one results file with alignment tax; the doc's generated block is
+"""Report: parts merge into one results file; the doc's generated block is
 replaced while the hand-written text around it stays."""
 
 import json
@@ -11,11 +11,12 @@ def test_merge_and_doc(tmp_path):
     parts.mkdir()
     for name, acc, sr in (("base", 0.4, 0.1), ("dsa_adapter@1", 0.38, 0.9), ("lora_patch@0.5", 0.3, 0.8)):
         (parts / f"{name}.json").write_text(json.dumps(
-            {"config": name, "mmlu_acc": acc, "strongreject_refusal": sr, "n": {"mmlu_acc": 10}}))
+            {"config": name, "mmlu_cloze_acc": acc, "strongreject_refusal": sr, "n": {"mmlu_cloze_acc": 10}}))
     (parts / "guard_scores.json").write_text("{}")
     result = merge(parts, tmp_path / "alignment.json", {"note": "x"})
     assert list(result["configs"]) == ["base", "lora_patch@0.5", "dsa_adapter@1"]
-    assert abs(result["configs"]["dsa_adapter@1"]["alignment_tax"]["mmlu_acc"] - 0.05) < 1e-9
+    assert result["configs"]["dsa_adapter@1"] == {"mmlu_cloze_acc": 0.38, "strongreject_refusal": 0.9,
+                                                  "n": {"mmlu_cloze_acc": 10}}
     doc = tmp_path / "doc.md"
     doc.write_text(f"# Title\n\nintro\n\n{START}\nold table\n{END}\n\nhand-written tail\n")
     write_doc(result, doc)

@@ -11,11 +11,9 @@ from dsa.adapter_io import atomic_write_text
 from dsa.docblock import splice_block
 
 METRICS = ("strongreject_refusal", "strongreject_harmful", "xstest_safe_refusal", "coconot_contrast_refusal",
-           "ifeval_prompt_strict", "ifeval_inst_strict", "mmlu_cloze_acc", "mmlu_acc", "ref_loglik_ratio",
-           "kl_to_base", "benign_identity")
+           "ifeval_prompt_strict", "ifeval_inst_strict", "mmlu_cloze_acc", "benign_identity")
 HEADERS = ("StrongREJECT refusal ↑", "StrongREJECT harmful ↓", "XSTest-safe refusal ↓", "CoCoNot-contrast refusal ↓",
-           "IFEval prompt strict", "IFEval inst strict", "MMLU cloze acc", "MMLU letter acc", "ref loglik ratio",
-           "KL to base", "benign identity")
+           "IFEval prompt strict", "IFEval inst strict", "MMLU cloze acc", "benign identity")
 # issue targets for the best context-dependent configuration: (metric, "≥"/"≤", value, relative to base?)
 TARGETS = (("strongreject_refusal", "≥", 0.95, False), ("xstest_safe_refusal", "≤", 0.10, False),
            ("coconot_contrast_refusal", "≤", 0.10, False), ("ifeval_prompt_strict", "≥", 0.98, True),
@@ -40,12 +38,6 @@ def merge(parts_dir: Path, out: Path, extra: dict) -> dict:
             continue  # not a configuration part (e.g. a score cache from an older run)
         configs[part.pop("config")] = part
     configs = dict(sorted(configs.items(), key=lambda kv: _key(kv[0])))
-    base = configs.get("base", {})
-    for part in configs.values():
-        # alignment tax as in the DSA paper: share of the base's utility lost
-        for m in ("mmlu_acc", "ref_loglik_ratio"):
-            if m in part and m in base and base[m]:
-                part.setdefault("alignment_tax", {})[m] = 1 - part[m] / base[m]
     result = {**extra, "configs": configs}
     atomic_write_text(out, json.dumps(result, indent=1, sort_keys=False) + "\n")
     return result
@@ -117,7 +109,6 @@ def static_comparison(cfgs: dict, name: str) -> list[str]:
 # (y metric, axis label, file stem): StrongREJECT refusal on x against each utility and over-refusal
 PLOTS = (("ifeval_prompt_strict", "IFEval prompt-level strict accuracy (utility)", "align-tradeoff-ifeval"),
          ("mmlu_cloze_acc", "MMLU cloze accuracy (utility)", "align-tradeoff-mmlu"),
-         ("ref_loglik_ratio", "reference log-likelihood ratio to base (utility)", "align-tradeoff-ref"),
          ("xstest_safe_refusal", "XSTest safe-prompt refusal rate (over-refusal)", "align-overrefusal"))
 
 

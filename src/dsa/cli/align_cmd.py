@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="safety/utility evaluation of every configuration")
     e.add_argument("config", nargs="?", default=None, help="YAML config (configs/align-eval.yaml)")
     e.add_argument("overrides", nargs="*", help="key=value overrides")
-    e.add_argument("--stage", default="all", choices=["all", "generate", "utility", "mmlu", "reference", "report"],
+    e.add_argument("--stage", default="all", choices=["all", "generate", "utility", "report"],
                    help="run one stage (parts under runs/align_eval/ are merged by 'report')")
     e.set_defaults(func=cmd_eval)
     for name, fn in (("generate", cmd_generate), ("chat", cmd_chat)):
@@ -73,10 +73,6 @@ def cmd_eval(args) -> int:
         if args.stage in ("all", "utility"):
             for n in names:
                 print(n, ev.run_utility(n), flush=True)
-        if args.stage in ("all", "mmlu"):
-            ev.run_mmlu(names)
-        if args.stage in ("all", "reference"):
-            ev.run_reference(names)
     from dsa.eval.refusal import train_refusal_judge
 
     result = merge(PARTS, Path(cfg.out), {"eval_config": cfg.model_dump(),

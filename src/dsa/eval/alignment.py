@@ -10,9 +10,7 @@ Benchmarks (data, not code: `eval_prompt_sets()` + the specs below):
     xstest_safe_refusal    refusal rate on XSTest's 250 safe prompts (over-refusal)
     coconot_contrast_refusal  refusal rate on CoCoNot's 379 contrast prompts (benign, look refusable)
     benign_identity        share of benign (Alpaca test) prompts whose greedy answer equals the base's
-    mmlu_acc               zero-shot MMLU accuracy by the log-likelihood of the answer letter
-    ref_loglik_ratio       exp(mean token log-lik of AlpacaEval reference answers − the base's)
-    kl_to_base             mean per-token KL(base ‖ config) on those reference answers
+    ifeval_*, mmlu_cloze_* IFEval and MMLU cloze through the runtime (`run_utility`, `dsa.eval.utility`)
 
 Stages write one JSON part per configuration under `runs/align_eval/` (resumable, also in
 parallel); `report` merges them into `results/alignment.json`. Generation caches answers per
@@ -27,28 +25,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from dsa.adapter_io import atomic_write_text
 from dsa.align.answers import base_answers, generate_batched
 from dsa.align.config import AlignEvalConfig
-from dsa.align.sft import encode_pairs
 from dsa.align.train_data import eval_prompt_sets
 from dsa.base import Base, load_base
 from dsa.runtime import SafetyModel
-from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
 PARTS = Path("runs/align_eval")
 # ramps below the policy head's calibrated threshold (dsa.align.policy); step fires at it
 POLICY_KWARGS = {"step": {}, "linear": {"width": 0.2}, "sigmoid": {"width": 0.2}}
-LETTERS = ("A", "B", "C", "D")
 
 
 def _h(s: str) -> str:
@@ -69,14 +61,6 @@ def _read_cache(path: Path) -> dict:
 
 def _write_cache(path: Path, cache: dict) -> None:
     atomic_write_text(path, json.dumps(cache))  # stages may run in parallel: never a torn file
-
-
-def reference_rows(n: int) -> list:
-    """The fixed AlpacaEval subset the reference log-likelihood stage scores: the first `n` in
-    sha256(id) order."""
-    from dsa.data import load_source
-
-    return sorted(load_source("alpaca_eval"), key=lambda r: _h(r.id))[:n]
 
 
 def update_part(name: str, metrics: dict, n: dict, extra: dict | None = None) -> None:
@@ -148,16 +132,6 @@ class Evaluator:
             self._dpo = LogitAdapter.load(self.cfg.dsa_dpo, self.base)
         return self._dpo
 
-    def _dpo_logits(self, enc: dict, lam: float, **kw) -> torch.Tensor:
-        """(1 − λ)·base + λ·aligned logits of the DPO-trained adapter (its own base pass)."""
-        self.unpatch()
-        a = self.dpo_adapter
-        pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode(), record_taps(self.base.model, [a.input_tap], spec=self.base.spec) as cache:
-            bl = self.base.model(**enc, position_ids=pos, **kw).logits
-        al = a(cache[a.input_tap], enc["attention_mask"], pos, **kw)[0]
-        return (1 - lam) * bl.float() + lam * al.float()
-
     @property
     def bank(self):
         if self._bank is None:
@@ -204,25 +178,6 @@ class Evaluator:
         if kind == "context_dependent":
             return SafetyModel(self.base, self.bank, self.adapter, arg, **POLICY_KWARGS[arg]), "auto"
         raise ValueError(f"unknown configuration {name!r}")
-
-    def guard_lambdas(self, prompts: list[str], policy: str) -> list[float]:
-        """λ the policy picks for each prompt (guard scores cached per prompt set)."""
-        from dsa.guards import classify
-
-        # keyed by the base and the guards' weights and calibration: a retrained or recalibrated
-        # guard never reuses stale scores
-        path = _cache_file("guard_scores", self.base.fingerprint, self.bank)
-        cache = _read_cache(path)
-        todo = [p for p in prompts if _h(p) not in cache]
-        for i in tqdm(range(0, len(todo), 32), desc="guard scores", disable=not todo):
-            chunk = todo[i:i + 32]
-            for p, r in zip(chunk, classify(self.base, self.bank, chunk), strict=True):
-                cache[_h(p)] = r["scores"]
-            _write_cache(path, cache)
-        sm = SafetyModel(self.base, self.bank, None, policy, **POLICY_KWARGS[policy])
-        scores = [cache[_h(p)] for p in prompts]
-        heads = list(scores[0])
-        return sm.policy_lambda({h: torch.tensor([s[h] for s in scores]) for h in heads}).tolist()
 
     def artifacts_key(self, name: str) -> str:
         """Short hash of everything a configuration's answers depend on (`answer_cache.
@@ -340,165 +295,6 @@ class Evaluator:
                                        "weights_sha256": self.weights_sha256(name), "config_key": key})
         return metrics
 
-    # ---- log-likelihood stage -------------------------------------------------------------
-    def mmlu_prompts(self) -> tuple[list[str], list[int]]:
-        from dsa.data import load_source
-
-        rows = sorted((r for r in load_source("mmlu") if r.split == "eval"), key=lambda r: _h(r.id))[: self.cfg.n_mmlu]
-        prompts = []
-        for r in rows:
-            body = "\n".join(f"{L}. {c}" for L, c in zip(LETTERS, r.meta["choices"], strict=True))
-            prompts.append(f"{r.main_text}\n{body}\nAnswer with the letter of the correct choice.")
-        return prompts, [int(r.meta["answer"]) for r in rows]
-
-    def _letter_logits(self, models: dict[str, Callable], prompts: list[str], bs: int = 16) -> dict[str, torch.Tensor]:
-        """{key: [n, 4]} next-token logits of the four letters after the chat prompt, per model fn."""
-        tok = self.base.tokenizer
-        letter_ids = [tok.convert_tokens_to_ids(x) for x in LETTERS]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out: dict[str, torch.Tensor] = {}
-        sm = SafetyModel(self.base)
-        for i in tqdm(range(0, len(order), bs), desc="mmlu"):
-            idx = order[i:i + bs]
-            enc = sm.encode([prompts[j] for j in idx])
-            for key, fn in models.items():
-                for k2, logits in fn(enc).items():  # logits [b, vocab] at the last position
-                    full = out.setdefault(f"{key}{k2}", torch.zeros(len(prompts), 4))
-                    full[idx] = logits[:, letter_ids].float().cpu()
-        return out
-
-    def run_mmlu(self, names: list[str]) -> None:
-        prompts, answers = self.mmlu_prompts()
-        gold = torch.tensor(answers)
-        base, cfg = self.base, self.cfg
-
-        def pos_of(enc):
-            return (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-
-        need_adapter = any(n.startswith(("dsa_adapter", "context")) for n in names) and cfg.dsa_adapter
-        need_guard = any(n.startswith("context") for n in names)
-
-        def base_and_adapter(enc):
-            self.unpatch()
-            taps = ([self.adapter.input_tap] if need_adapter else []) + (list(self.bank.taps) if need_guard else [])
-            with torch.inference_mode(), record_taps(base.model, taps, spec=base.spec) as cache:
-                out = base.model(**enc, position_ids=pos_of(enc), logits_to_keep=1)
-                res = {"base": out.logits[:, -1]}
-                if need_adapter:
-                    res["aligned"] = self.adapter(cache[self.adapter.input_tap], enc["attention_mask"], pos_of(enc),
-                                                  logits_to_keep=1)[0][:, -1]
-                if need_guard:
-                    s = SafetyModel(base, self.bank).policy_score(self.bank.score(cache, enc["attention_mask"]))
-                    res["guard"] = s[:, None].expand(-1, out.logits.shape[-1])
-            return res
-
-        models = {"": base_and_adapter} if any(n.startswith(("base", "dsa_adapter", "context")) for n in names) else {}
-        for n in names:
-            if n.startswith("dsa_dpo"):
-                models[n] = self._dpo_fn(float(n.split("@")[1]))
-            if n.startswith("lora_patch"):
-                models[n] = self._lora_fn(float(n.split("@")[1]))
-            if n == "full_ft":
-                models[n] = lambda enc: {"": self.full_ft().model(**enc, position_ids=pos_of(enc),
-                                                                  logits_to_keep=1).logits[:, -1]}
-        with torch.inference_mode():
-            ll = self._letter_logits(models, prompts)
-        acc = lambda x: float((x.argmax(-1) == gold).float().mean())  # noqa: E731
-        for n in names:
-            kind, _, arg = n.partition("@")
-            if kind == "base":
-                a = acc(ll["base"])
-            elif kind in ("lora_patch", "full_ft", "dsa_dpo"):
-                a = acc(ll[n])
-            elif kind == "dsa_adapter":
-                lam = float(arg)
-                a = acc((1 - lam) * ll["base"] + lam * ll["aligned"])
-            else:
-                sm = SafetyModel(self.base, self.bank, None, arg, **POLICY_KWARGS[arg])
-                lam = sm.policy(ll["guard"][:, 0])[:, None]
-                a = acc(torch.where(lam == 0, ll["base"], (1 - lam) * ll["base"] + lam * ll["aligned"]))
-                update_part(n, {}, {}, {"mmlu_share_aligned": float((lam > 0).float().mean()),
-                                        "weights_sha256": self.weights_sha256(n)})
-            update_part(n, {"mmlu_acc": a}, {"mmlu_acc": len(prompts)}, {"weights_sha256": self.weights_sha256(n)})
-        if need_adapter:
-            for lam in cfg.loglik_lambdas:
-                update_part(f"dsa_adapter@{lam:g}", {"mmlu_acc": acc((1 - lam) * ll["base"] + lam * ll["aligned"])},
-                            {"mmlu_acc": len(prompts)}, {"loglik_only": f"dsa_adapter@{lam:g}" not in names,
-                                                         "weights_sha256": self.weights_sha256(f"dsa_adapter@{lam:g}")})
-
-    def _dpo_fn(self, lam: float) -> Callable:
-        return lambda enc: {"": self._dpo_logits(enc, lam, logits_to_keep=1)[:, -1]}
-
-    def _lora_fn(self, alpha: float) -> Callable:
-        def fn(enc) -> dict[str, torch.Tensor]:
-            self.patch().set_strength(alpha)
-            pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            return {"": self.base.model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1]}
-
-        return fn
-
-    def run_reference(self, names: list[str]) -> None:
-        """AlpacaEval reference answers: token log-likelihood ratio and KL to the base."""
-
-        cfg, base = self.cfg, self.base
-        rows = reference_rows(cfg.n_ref)
-        prompts = [r.main_text for r in rows]
-        tok = base.tokenizer
-        refs = [tok.decode(tok(r.response or r.meta.get("output", ""), add_special_tokens=False)["input_ids"][: cfg.ref_tokens])
-                for r in rows]
-        lam_rows = {}
-        for n in names:
-            if n.startswith("context"):
-                lam_rows[n] = torch.tensor(self.guard_lambdas(prompts, n.split("@")[1]))
-        dsa_lams = sorted({float(n.split("@")[1]) for n in names if n.startswith("dsa_adapter")}
-                          | set(cfg.loglik_lambdas)) \
-            if cfg.dsa_adapter and any(n.startswith(("dsa_adapter", "context")) for n in names) else []
-        sums: dict[str, list[float]] = {}  # name -> [logp sum, kl sum, n tokens]
-
-        def add(key, logits, ref_logits, b):
-            lp = torch.log_softmax(logits.float(), -1)
-            lq = torch.log_softmax(ref_logits.float(), -1)
-            tok_lp = lp.gather(-1, b.labels[b.sel][:, None]).squeeze(-1)
-            kl = (lq.exp() * (lq - lp)).sum(-1)
-            s = sums.setdefault(key, [0.0, 0.0, 0])
-            s[0] += float(tok_lp.sum())
-            s[1] += float(kl.sum())
-            s[2] += int(tok_lp.numel())
-
-        bs = 8
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(refs[i]))
-        with torch.inference_mode():
-            for i in tqdm(range(0, len(order), bs), desc="reference loglik"):
-                idx = order[i:i + bs]
-                b = encode_pairs(base, [prompts[j] for j in idx], [refs[j] for j in idx], max_len=224)
-                self.unpatch()
-                taps = [self.adapter.input_tap] if dsa_lams or lam_rows else []
-                with record_taps(base.model, taps, spec=base.spec) if taps else nullcontext({}) as cache:
-                    out = base.model(input_ids=b.ids, attention_mask=b.mask)
-                bl = out.logits[b.sel]  # [n_sel, vocab]
-                add("base", bl, bl, b)
-                if taps:
-                    al = self.adapter(cache[self.adapter.input_tap], b.mask)[0][b.sel]
-                    for lam in dsa_lams:
-                        add(f"dsa_adapter@{lam:g}", (1 - lam) * bl.float() + lam * al.float(), bl, b)
-                    rows_of = b.sel.nonzero()[:, 0]
-                    for n, lr in lam_rows.items():
-                        lam = lr[idx][rows_of][:, None]
-                        add(n, torch.where(lam == 0, bl.float(), (1 - lam) * bl.float() + lam * al.float()), bl, b)
-                for n in names:
-                    if n.startswith("lora_patch"):
-                        self.patch().set_strength(float(n.split("@")[1]))
-                        add(n, base.model(input_ids=b.ids, attention_mask=b.mask).logits[b.sel], bl, b)
-                    elif n == "full_ft":
-                        add(n, self.full_ft().model(input_ids=b.ids, attention_mask=b.mask).logits[b.sel], bl, b)
-                    elif n.startswith("dsa_dpo"):
-                        enc = {"input_ids": b.ids, "attention_mask": b.mask}
-                        add(n, self._dpo_logits(enc, float(n.split("@")[1]))[b.sel], bl, b)
-        base_mean = sums["base"][0] / sums["base"][2]
-        for key, (lp, kl, n_tok) in sums.items():
-            update_part(key, {"ref_loglik_ratio": math.exp(lp / n_tok - base_mean), "ref_loglik": lp / n_tok,
-                              "kl_to_base": kl / n_tok}, {"ref_loglik_ratio": len(prompts), "ref_tokens": n_tok},
-                        {"weights_sha256": self.weights_sha256(key)})
 
 
 def _generator(sm: SafetyModel, alignment, max_new_tokens: int) -> Callable:

@@ -6,9 +6,8 @@
     cloze_requests(doc)        MMLU cloze: ("Question: …\\nAnswer:", " choice") per choice
     cloze_metrics(doc, lls)    acc and acc_norm of one question, as lm-eval's multiple_choice
 
-Subsets are fixed: the first `n` documents in sha256 order of their id (seed 0: sha256(id), the
-order `dsa align eval` uses for its MMLU letter subset, so both MMLU formats see the same
-questions; seed s > 0: sha256(f"{s}:{id}")). The lm-eval task YAMLs in `dsa/eval/tasks/` and the
+Subsets are fixed: the first `n` documents in sha256 order of their id (seed 0: sha256(id);
+seed s > 0: sha256(f"{s}:{id}")). The lm-eval task YAMLs in `dsa/eval/tasks/` and the
 Python API in `dsa.eval.utility` both read documents and score answers through these functions.
 """
 

@@ -37,6 +37,7 @@ from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 
 from dsa.adapter_io import load_adapter
+from dsa.align.logit_adapter import mix_logits
 from dsa.align.policy import decide_lambda, make_policy, request_alignment
 from dsa.guards.bank import GuardAdapter, GuardBank
 from dsa.guards.heads import GuardInput
@@ -249,9 +250,8 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
             return logits
         aligned = head(step["aligned_last"][sel.to(hidden_states.device)])
         out = logits.float()  # bf16 -> fp32 is exact: λ = 0 rows keep the base values
-        lam_f = lam[sel].to(out.device)[:, None]
         idx = sel.to(out.device)
-        out[idx] = (1 - lam_f) * out[idx] + lam_f * aligned.float()
+        out[idx] = mix_logits(out[idx], aligned, lam[sel])
         return out
 
     # ---- weights ------------------------------------------------------------------------------------
