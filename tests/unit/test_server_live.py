@@ -193,3 +193,9 @@ def test_openapi_document_lists_the_errors_and_value_ranges():
     assert _ranges(chat["presence_penalty"]) == {"minimum": 0, "maximum": 0}
     assert _ranges(chat["max_tokens"]) == {"minimum": 1, "maximum": 1_000_000}
     assert set(doc["components"]["schemas"]["ErrorResponse"]["properties"]) == {"error"}
+    # what the server refuses the schema excludes (schemathesis sent logprobs: true and input: [] as valid)
+    assert chat["logprobs"]["anyOf"][0] == {"const": False, "type": "boolean"}
+    moderation = doc["components"]["schemas"]["ModerationRequest"]["properties"]["input"]["anyOf"]
+    assert all(b.get("minItems") == 1 for b in moderation if b.get("type") == "array")
+    stop = {"minLength": 1, "maxLength": 256, "type": "string"}
+    assert chat["stop"]["anyOf"][:2] == [stop, {"items": stop, "maxItems": 4, "type": "array"}]

@@ -28,6 +28,7 @@ def _text(s: str) -> str:
 
 
 Text = Annotated[StrictStr, Field(max_length=2_000_000)]
+StopText = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 
 
 def number(lo: float, hi: float, **kw) -> type:
@@ -102,11 +103,11 @@ class ChatRequest(BaseModel):
     seed: StrictInt | None = Field(None, ge=-INT64, lt=INT64)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    stop: Text | list[Text] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = None
     n: N | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logprobs: StrictBool | None = None
+    logprobs: Literal[False] | None = Field(None, description="not supported: false or absent")
     user: StrictStr | None = None
     alignment: Lambda | Literal["auto"] | None = Field(
         None, description='"auto" (default): λ from the guard policy; a number in [0, 1]: a floor on λ '
@@ -117,20 +118,27 @@ class ChatRequest(BaseModel):
         _only(0.0, "presence/frequency penalties are not supported (use 0)"))
     _n = field_validator("n", mode="before")(_only(1, "only n = 1 is supported"))
 
-    @field_validator("logprobs")
+    @field_validator("logprobs", mode="before")
     @classmethod
     def _logprobs(cls, v):
-        if v:
+        if v is True:
             raise ValueError("logprobs are not supported")
+        if v is not None and v is not False:
+            raise ValueError("logprobs must be false or absent (logprobs are not supported)")
+        return v
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_limits(cls, v):
+        stops = [v] if isinstance(v, str) else v if isinstance(v, list) else []
+        if len(stops) > 4 or any(isinstance(s, str) and not 0 < len(s) <= 256 for s in stops):
+            raise ValueError("stop takes at most 4 non-empty strings of up to 256 characters")
         return v
 
     @field_validator("stop")
     @classmethod
     def _stop(cls, v):
-        stops = [v] if isinstance(v, str) else (v or [])
-        if len(stops) > 4 or any(not s or len(s) > 256 for s in stops):
-            raise ValueError("stop takes at most 4 non-empty strings of up to 256 characters")
-        return [_text(s) for s in stops]
+        return [_text(s) for s in ([v] if isinstance(v, str) else (v or []))]
 
     def budget(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -141,12 +149,17 @@ class ModerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: StrictStr | None = None
-    input: Text | list[Text] | list[TextPart]
+    input: Text | Annotated[list[Text], Field(min_length=1)] | Annotated[list[TextPart], Field(min_length=1)]
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _not_empty(cls, v: Any):
+        if isinstance(v, list) and not v:
+            raise ValueError("input must not be an empty list")
+        return v
 
     @field_validator("input")
     @classmethod
     def _input(cls, v: Any):
-        if isinstance(v, list) and not v:
-            raise ValueError("input must not be an empty list")
         items = [v] if isinstance(v, str) else v
         return [_text(x if isinstance(x, str) else x.text) for x in items]
