@@ -38,7 +38,8 @@ from collections.abc import Sequence
 
 import torch
 
-from dsa.align.logit_adapter import mix_logits
+from dsa.align.logit_adapter import mix_rows
+from dsa.align.policy import may_align
 from dsa.decoding import DecodeBatch, response_state
 from dsa.features.text import encode_inputs
 from dsa.guards.bank import TapSummary, classify, merge_needs
@@ -291,9 +292,11 @@ class ChunkedClassify:
 
 
 class ChunkedPrefill:
-    """One conversation's `SafetyModel.prefill` (server semantics: `keep_adapter=True`) in chunks;
-    arguments as `prefill` for one row. A prompt longer than some guard head's `max_length` is then
-    rescored as `classify` reads it (`ChunkedClassify`), as the one-shot prefill does."""
+    """One conversation's `SafetyModel.prefill` in chunks; arguments as `prefill` for one row. A
+    prompt longer than some guard head's `max_length` is then rescored as `classify` reads it
+    (`ChunkedClassify`), as the one-shot prefill does. The DSA adapter reads the prompt alongside
+    the base when the row may get λ > 0 (an "auto" row's λ is known only once the guard has read
+    all of it); its state joins the batch only when λ > 0."""
 
     def __init__(self, sm, messages, alignment="auto", max_new_tokens: int = 64, temperature: float = 0.0,
                  seed: int | None = None, min_alignment=None, tag=None, slice_tokens: int = 128,
@@ -309,7 +312,8 @@ class ChunkedPrefill:
         rbank = sm.response_guards
         reader = GuardReader(sm.guards.adapters if sm.guards is not None else (),
                              rbank.tap_needs() if rbank is not None else None)
-        self.main = SequenceRead(sm, ids, reader, adapter=sm.adapter is not None, logits=True, span=span)
+        adapter = sm.adapter is not None and may_align(alignment, min_alignment)
+        self.main = SequenceRead(sm, ids, reader, adapter=adapter, logits=True, span=span)
         limit = getattr(sm.guards, "shortest_max_length", None)
         self.rescore = (ChunkedClassify(sm, self.messages, slice_tokens, span)
                         if limit is not None and len(ids) > limit else None)
@@ -340,8 +344,10 @@ class ChunkedPrefill:
         device = sm.base.device
         mask = reader.mask.to(device)
         lam, languages = sm._row_lambdas(self.messages, self.alignment, self.min_alignment, scores, device)
-        logits = mix_logits(self.main.base_logits, self.main.aligned_logits, lam)
+        aligned = bool(lam[0] > 0) and self.main.ad_cache is not None  # else the adapter's state is dropped
+        rows = torch.zeros(int(aligned), dtype=torch.long, device=device)
+        logits = mix_rows(self.main.base_logits, self.main.aligned_logits if aligned else None, lam, rows)
         rstate = response_state(sm.response_guards, reader.summaries(), mask) if sm.response_guards else None
+        ad_cache = self.main.ad_cache if aligned else None
         return sm._new_batch(self.max_new_tokens, self.temperature, self.seed, [self.tag], languages, mask,
-                             mask.sum(1, keepdim=True) - 1, self.main.cache, self.main.ad_cache, lam, scores,
-                             logits, rstate)
+                             mask.sum(1, keepdim=True) - 1, self.main.cache, ad_cache, lam, scores, logits, rstate)

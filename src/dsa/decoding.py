@@ -3,7 +3,8 @@
 A `DecodeBatch` holds only tensors and per-row bookkeeping — no hooks, no locks — so a consumer
 may abandon it at any step: nothing on the model needs releasing. Rows can leave (`select`) and
 batches can be joined (`merge`, left-padding the KV caches), which is what the server's dynamic
-batching does at step boundaries.
+batching does at step boundaries. The DSA adapter's KV cache holds only the rows with λ > 0 (the
+sub-batch `ad_rows`, kept through both), so rows at λ = 0 never run the adapter.
 """
 
 from __future__ import annotations
@@ -37,13 +38,20 @@ class DecodeBatch:
 
     mask [b, s] and the KV caches are left-padded to a common width s; `last_pos` [b, 1] is each
     row's last position; `logits` [b, vocab] are the pending (already mixed) next-token logits.
+    `ad_rows` [a] are the rows (ascending) whose adapter state `ad_cache` holds, in its order: the
+    rows with λ > 0 (default: every row when there is an `ad_cache`); `ad_cache` is None when a = 0.
     """
 
     def __init__(self, rows: list[Row], mask: torch.Tensor, last_pos: torch.Tensor, base_cache,
                  ad_cache, lam: torch.Tensor, scores: dict[str, torch.Tensor] | None,
-                 logits: torch.Tensor, response_state=None):
+                 logits: torch.Tensor, response_state=None, ad_rows: torch.Tensor | None = None):
         self.rows, self.mask, self.last_pos = rows, mask, last_pos
         self.base_cache, self.ad_cache = base_cache, ad_cache
+        if ad_rows is None:
+            ad_rows = torch.arange(len(rows) if ad_cache is not None else 0, device=mask.device)
+        self.ad_rows = ad_rows.to(device=mask.device, dtype=torch.long)
+        if self.ad_cache is not None and not len(self.ad_rows):
+            self.ad_cache = None
         self.lam, self.scores, self.logits = lam, scores, logits
         self.response_state = response_state
         self.done = torch.zeros(len(rows), dtype=torch.bool, device=mask.device)
@@ -66,14 +74,22 @@ class DecodeBatch:
 
     def select(self, keep: list[int]) -> None:
         """Keep only rows `keep` (in that order), and drop KV columns no kept row attends to."""
-        idx = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        device = self.mask.device
+        idx = torch.tensor(keep, dtype=torch.long, device=device)
         self.rows = [self.rows[i] for i in keep]
         self.mask, self.last_pos, self.lam = self.mask[idx], self.last_pos[idx], self.lam[idx]
         self.logits, self.done = self.logits[idx], self.done[idx]
         self.scores = {h: v[idx] for h, v in self.scores.items()} if self.scores else self.scores
-        for cache in (self.base_cache, self.ad_cache):
-            if cache is not None:
-                _map_layers(cache, lambda t: t[idx])
+        _map_layers(self.base_cache, lambda t: t[idx])
+        # the adapter's sub-batch: kept rows that had adapter state, at their new positions
+        slot = {int(r): j for j, r in enumerate(self.ad_rows.tolist())}
+        kept = [(new, slot[old]) for new, old in enumerate(keep) if old in slot]
+        self.ad_rows = torch.tensor([new for new, _ in kept], dtype=torch.long, device=device)
+        if not kept:
+            self.ad_cache = None
+        elif self.ad_cache is not None:
+            ad_idx = torch.tensor([j for _, j in kept], dtype=torch.long, device=device)
+            _map_layers(self.ad_cache, lambda t: t[ad_idx])
         if self.response_state is not None:
             self.response_state.select(idx)
         real = self.mask.any(0).nonzero()
@@ -87,13 +103,14 @@ class DecodeBatch:
                 self.response_state.trim(start)
 
     def can_merge(self, other: DecodeBatch) -> bool:
-        same_cache = (self.ad_cache is None) == (other.ad_cache is None)
+        """Whether `other` (of the same model) can join this batch: the same guards, plain KV layers.
+        The adapter's sub-batches need not match (a batch without λ > 0 rows has none)."""
         same_guard = (self.response_state is None) == (other.response_state is None)
         same_heads = (self.scores is None) == (other.scores is None) and (
             self.scores is None or set(self.scores) == set(other.scores))
         layers_ok = all(_plain_layers(c) for c in (self.base_cache, other.base_cache, self.ad_cache,
                                                      other.ad_cache) if c is not None)
-        return same_cache and same_guard and same_heads and layers_ok
+        return same_guard and same_heads and layers_ok
 
     def merge(self, other: DecodeBatch) -> None:
         """Append `other`'s rows (a fresh prefill) to this batch, left-padding to a common width."""
@@ -102,12 +119,9 @@ class DecodeBatch:
             return
         width = max(self.mask.shape[1], other.mask.shape[1])
         self.mask = torch.cat([pad_left(self.mask, width, 1), pad_left(other.mask, width, 1)])
-        for mine, theirs in ((self.base_cache, other.base_cache), (self.ad_cache, other.ad_cache)):
-            if mine is None:
-                continue
-            for a, b in zip(mine.layers, theirs.layers, strict=True):
-                a.keys = torch.cat([pad_left(a.keys, width, 2), pad_left(b.keys, width, 2)])
-                a.values = torch.cat([pad_left(a.values, width, 2), pad_left(b.values, width, 2)])
+        self.base_cache = _join_caches(self.base_cache, other.base_cache, width)
+        self.ad_cache = _join_caches(self.ad_cache, other.ad_cache, width)
+        self.ad_rows = torch.cat([self.ad_rows, other.ad_rows.to(self.ad_rows.device) + len(self)])
         if self.response_state is not None:
             self.response_state.merge(other.response_state, width)
         self.rows += other.rows
@@ -125,7 +139,23 @@ def _plain_layers(cache) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+def _join_caches(mine, theirs, width: int):
+    """Rows of `theirs` after those of `mine`, each left-padded to `width` columns (either may be
+    None: an adapter sub-batch without rows)."""
+    if mine is None or theirs is None:
+        cache = theirs if mine is None else mine
+        if cache is not None:
+            _map_layers(cache, lambda t: pad_left(t, width, 2))
+        return cache
+    for a, b in zip(mine.layers, theirs.layers, strict=True):
+        a.keys = torch.cat([pad_left(a.keys, width, 2), pad_left(b.keys, width, 2)])
+        a.values = torch.cat([pad_left(a.values, width, 2), pad_left(b.values, width, 2)])
+    return mine
+
+
 def _map_layers(cache, fn) -> None:
+    if cache is None:
+        return
     for layer in cache.layers:
         if getattr(layer, "keys", None) is not None and layer.keys.numel():
             layer.keys, layer.values = fn(layer.keys), fn(layer.values)

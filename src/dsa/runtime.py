@@ -6,7 +6,8 @@
 
 Data flow of `generate`: tokens → base prefill (taps recorded in the same forward) → guard
 heads → λ per row (`dsa.align.policy.decide_lambda`) → decode loop: base logits, and aligned logits from the DSA adapter
-with its own KV cache only when some row has λ > 0; rows with λ = 0 get the base logits exactly.
+run on the rows with λ > 0 only (its own KV cache holds just those rows, `DecodeBatch.ad_rows`); rows with
+λ = 0 never enter the adapter and get the base logits exactly.
 
 Languages the guard was not validated on fail closed (`unvalidated_language=`, `dsa.guards.language`):
 "flag" gives an "auto" row whose user messages are in such a language at least the λ of a
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from dsa.align.logit_adapter import LogitAdapter, mix_logits
+from dsa.align.logit_adapter import LogitAdapter, mix_logits, mix_rows
 from dsa.align.policy import (
     Policy,
     check_alignment_request,
@@ -334,15 +335,14 @@ class SafetyModel:
     @torch.inference_mode()
     def prefill(self, messages: Sequence[Messages], alignment="auto", max_new_tokens: int | Sequence[int] = 64,
                 temperature: float | Sequence[float] = 0.0, seed: int | Sequence[int | None] | None = None,
-                min_alignment=None, keep_adapter: bool = False, tags: Sequence | None = None) -> DecodeBatch:
+                min_alignment=None, tags: Sequence | None = None) -> DecodeBatch:
         """One base forward over a batch of prompts: guard scores, λ per row, the adapter's prefill
-        and the response guard's state. Returns the batch, ready for `decode_step`.
+        of the rows with λ > 0 and the response guard's state. Returns the batch, ready for
+        `decode_step` (and for `DecodeBatch.merge` with other prefills of this model).
 
         Args: as `generate`, and
             alignment: also a list mixing "auto" and numbers, one per row.
             max_new_tokens, temperature, seed: one value, or one per row.
-            keep_adapter: run the adapter even when every λ is 0, so that rows with λ > 0 can be
-                merged into this batch later (the server's dynamic batching).
             tags: one caller handle per row, kept on `Row.tag`.
         The taps' hooks live only inside the forward call.
         """
@@ -353,7 +353,7 @@ class SafetyModel:
         mixed = _is_mixed(alignment)
         if not mixed:
             self.check_alignment(alignment, min_alignment)
-        need_adapter = self.adapter is not None and (keep_adapter or mixed or may_align(alignment, min_alignment))
+        need_adapter = self.adapter is not None and (mixed or may_align(alignment, min_alignment))
         taps = self._taps(need_adapter)
         if self.response_guards is not None:
             taps += [t for t in self.response_guards.taps if t not in taps]
@@ -375,11 +375,13 @@ class SafetyModel:
                 out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                                       **kv(self.base.model, base_cache), use_cache=True, logits_to_keep=1)
         ad_cache = aligned = None
-        if self.adapter is not None and (keep_adapter or bool((lam > 0).any())):
+        rows = (lam > 0).nonzero().flatten()
+        if self.adapter is not None and len(rows):  # the adapter reads the rows with λ > 0 only
             ad_cache = _dynamic_cache(self.adapter.tail.config)
-            aligned, ad_cache = self.adapter(cache[self.adapter.input_tap], mask, pos, ad_cache,
+            aligned, ad_cache = self.adapter(cache[self.adapter.input_tap][rows], mask[rows], pos[rows], ad_cache,
                                              use_cache=True, logits_to_keep=1)
-        logits = mix_logits(out.logits[:, -1], None if aligned is None else aligned[:, -1], lam)
+            aligned = aligned[:, -1]
+        logits = mix_rows(out.logits[:, -1], aligned, lam, rows)
         rstate = (response_state(self.response_guards, cache, mask)
                   if self.response_guards is not None else None)
         return self._new_batch(max_new_tokens, temperature, seed, tags, languages, mask, pos[:, -1:], base_cache,
@@ -397,11 +399,12 @@ class SafetyModel:
     def _new_batch(self, max_new_tokens, temperature, seed, tags, languages: list[dict], mask, last_pos,
                    base_cache, ad_cache, lam, scores, logits, rstate) -> DecodeBatch:
         """The `DecodeBatch` of prefilled prompts: one `Row` each (a refused language is finished
-        unanswered)."""
+        unanswered). `ad_cache` holds the adapter's state of the rows with λ > 0, in batch order."""
         n = len(languages)
         rows = [Row(int(_row_value(max_new_tokens, i)), float(_row_value(temperature, i)),
                     make_generator(_row_seed(seed, i)), tag=None if tags is None else tags[i]) for i in range(n)]
-        batch = DecodeBatch(rows, mask, last_pos, base_cache, ad_cache, lam, scores, logits, rstate)
+        batch = DecodeBatch(rows, mask, last_pos, base_cache, ad_cache, lam, scores, logits, rstate,
+                            ad_rows=(lam > 0).nonzero().flatten())
         for i, (row, found) in enumerate(zip(rows, languages, strict=True)):
             row.language = found
             if found.get("applied") and self.unvalidated_language == "refuse":
@@ -454,12 +457,13 @@ class SafetyModel:
         batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
         batch.last_pos = batch.last_pos + 1
         rguard = self.response_guards
+        rows = batch.ad_rows  # the adapter's sub-batch: the rows with λ > 0
         taps = [self.adapter.input_tap] if batch.ad_cache is not None else []
         taps += [t for t in (rguard.taps if rguard is not None else []) if t not in taps]
         # An LM head is a big part of a decode step (vocabulary × d_model): skip the base's when every
-        # row is at λ = 1 (its logits would be multiplied by 0) and the adapter's when every row is at 0.
-        aligned_only = batch.ad_cache is not None and bool((batch.lam == 1).all())
-        need_aligned = batch.ad_cache is not None and bool((batch.lam > 0).any())
+        # row is at λ = 1 (its logits would be multiplied by 0) and the adapter's when no row it runs on is above 0.
+        aligned_only = batch.ad_cache is not None and len(rows) == len(batch) and bool((batch.lam == 1).all())
+        need_aligned = batch.ad_cache is not None and bool((batch.lam[rows] > 0).any())
         inputs = dict(input_ids=nxt[:, None], attention_mask=batch.mask, position_ids=batch.last_pos,
                       **kv(self.base.model, batch.base_cache), use_cache=True)
         with self._scoped_taps(taps) as cache, patch_strength(self.patch, batch.lam):
@@ -478,12 +482,14 @@ class SafetyModel:
                 batch.rows[i].response = {h: float(v[i]) for h, v in scores.items()}
         aligned = None
         if batch.ad_cache is not None:
-            aligned, batch.ad_cache = self.adapter(cache[self.adapter.input_tap], batch.mask, batch.last_pos,
-                                                   batch.ad_cache, use_cache=True, logits=need_aligned)
+            aligned, batch.ad_cache = self.adapter(cache[self.adapter.input_tap][rows], batch.mask[rows],
+                                                   batch.last_pos[rows], batch.ad_cache, use_cache=True,
+                                                   logits=need_aligned)
+            aligned = None if aligned is None else aligned[:, -1]
         if aligned_only:
-            batch.logits = aligned[:, -1].float()  # = mix_logits at λ = 1 (0 · finite base logits + aligned)
+            batch.logits = aligned.float()  # = mix_logits at λ = 1 (0 · finite base logits + aligned)
         else:
-            batch.logits = mix_logits(base_logits, None if aligned is None else aligned[:, -1], batch.lam)
+            batch.logits = mix_rows(base_logits, aligned, batch.lam, rows)
         return flags
 
     @property

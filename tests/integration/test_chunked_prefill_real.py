@@ -42,7 +42,7 @@ def _tolerance(sm) -> float:
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["harmful", "benign"])
 def test_chunked_prefill_equals_one_shot_on_the_real_model(sm, prompt):
-    one = sm.prefill([prompt], max_new_tokens=12, keep_adapter=True)
+    one = sm.prefill([prompt], max_new_tokens=12)
     read = ChunkedPrefill(sm, prompt, max_new_tokens=12)
     while not read.done:
         read.advance(128)

@@ -75,7 +75,7 @@ def _answer(sm, batch) -> list[int]:
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
 def test_chunked_prefill_equals_one_shot(chunk):
     sm = _model()
-    one = sm.prefill([LONG], max_new_tokens=12, keep_adapter=True)
+    one = sm.prefill([LONG], max_new_tokens=12)
     many, steps = _chunked(sm, LONG, chunk, max_new_tokens=12)
     assert steps >= -(-int(one.mask.sum()) // chunk) and (steps == 1) == (chunk == 1000)
     assert set(many.scores) == set(one.scores) == {"prompt_safety/unsafe", "other/unsafe", "third/unsafe"}
@@ -89,7 +89,7 @@ def test_chunked_prefill_equals_one_shot(chunk):
 @pytest.mark.parametrize("threshold", [0.0, 1.0])  # every prompt flagged (λ 1: the adapter's logits) / none
 def test_chunked_prefill_gives_the_policys_lambda_and_the_same_answer(threshold):
     sm = _model(threshold=threshold)
-    one = sm.prefill([LONG], max_new_tokens=10, keep_adapter=True)
+    one = sm.prefill([LONG], max_new_tokens=10)
     many, _ = _chunked(sm, LONG, 9, max_new_tokens=10)
     assert float(one.lam[0]) == float(many.lam[0]) == (1.0 if threshold == 0.0 else 0.0)
     assert _answer(sm, many) == _answer(sm, one)
@@ -97,7 +97,7 @@ def test_chunked_prefill_gives_the_policys_lambda_and_the_same_answer(threshold)
 
 def test_a_prompt_longer_than_a_heads_max_length_is_rescored_as_classify_reads_it():
     sm = _model(plr_max_length=20)  # the PLR head reads the last 20 tokens of classify's rendering
-    one = sm.prefill([LONG], max_new_tokens=4, keep_adapter=True)
+    one = sm.prefill([LONG], max_new_tokens=4)
     read = ChunkedPrefill(sm, LONG, max_new_tokens=4, slice_tokens=6)
     assert read.rescore is not None
     while not read.done:
@@ -110,7 +110,7 @@ def test_a_prompt_longer_than_a_heads_max_length_is_rescored_as_classify_reads_i
 
 def test_response_guard_state_after_a_chunked_prefill_equals_one_shot():
     sm = _model(response=True)
-    one = sm.prefill([LONG], max_new_tokens=8, keep_adapter=True)
+    one = sm.prefill([LONG], max_new_tokens=8)
     many, _ = _chunked(sm, LONG, 11, max_new_tokens=8)
     for _ in range(5):
         sm.decode_step(one)
@@ -122,8 +122,8 @@ def test_response_guard_state_after_a_chunked_prefill_equals_one_shot():
 
 def test_a_chunked_row_merges_into_a_running_batch_and_answers_as_alone():
     sm = _model()
-    alone = _answer(sm, sm.prefill([LONG], max_new_tokens=8, keep_adapter=True))
-    running = sm.prefill(["hello there"], max_new_tokens=12, keep_adapter=True)
+    alone = _answer(sm, sm.prefill([LONG], max_new_tokens=8))
+    running = sm.prefill(["hello there"], max_new_tokens=12)
     sm.decode_step(running)
     many, _ = _chunked(sm, LONG, 16, max_new_tokens=8)
     assert running.can_merge(many)

@@ -1,5 +1,6 @@
 """Decode steps skip an LM head whose logits would be discarded: the base's when every row is at
-λ = 1, the adapter's when every row is at λ = 0. The logits must not change."""
+λ = 1 (rows at λ = 0 never run the adapter at all: tests/unit/test_adapter_rows.py). The logits
+must not change."""
 
 import torch
 
@@ -19,8 +20,8 @@ def _model():
     return SafetyModel(base, adapter=adapter)
 
 
-def _step_logits(sm, alignment, keep_adapter=False):
-    batch = sm.prefill(PROMPTS, alignment=alignment, max_new_tokens=4, keep_adapter=keep_adapter)
+def _step_logits(sm, alignment):
+    batch = sm.prefill(PROMPTS, alignment=alignment, max_new_tokens=4)
     sm.decode_step(batch)
     return batch.logits
 
@@ -41,8 +42,3 @@ def test_lambda_one_skips_the_base_lm_head_without_changing_logits():
                                 past_key_values=batch.base_cache, use_cache=True)
         aligned, _ = sm.adapter(cache[sm.adapter.input_tap], mask, pos, batch.ad_cache, use_cache=True)
     assert torch.equal(fast, mix_logits(out.logits[:, -1], aligned[:, -1], batch.lam))
-
-
-def test_lambda_zero_with_a_kept_adapter_gives_the_base_logits():
-    sm = _model()
-    assert torch.equal(_step_logits(sm, 0.0, keep_adapter=True).float(), _step_logits(sm, 0.0).float())

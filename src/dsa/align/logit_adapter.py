@@ -117,3 +117,14 @@ def mix_logits(base_logits: torch.Tensor, aligned: torch.Tensor | None, lam: tor
     lam_f = lam.to(base_logits.device, torch.float32).view(shape)
     mixed = (1 - lam_f) * base_logits.float() + lam_f * aligned.float()
     return torch.where(lam_f == 0, base_logits.float(), mixed)
+
+
+def mix_rows(base_logits: torch.Tensor, aligned: torch.Tensor | None, lam: torch.Tensor,
+             rows: torch.Tensor) -> torch.Tensor:
+    """`mix_logits` of a batch whose aligned logits [a, ...] cover only rows `rows` [a] (the adapter's
+    sub-batch, `DecodeBatch.ad_rows`); every other row keeps its base logits exactly."""
+    if aligned is None:
+        return base_logits
+    rows = rows.to(base_logits.device)
+    mixed = mix_logits(base_logits[rows], aligned, lam.to(base_logits.device)[rows])
+    return base_logits.float().index_copy(0, rows, mixed)

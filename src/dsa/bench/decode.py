@@ -1,6 +1,7 @@
 """Decode-side costs through `SafetyModel`: the streaming response guard per decoded token, a benign
-(λ = 0) and a flagged (λ = 1) request against plain greedy generation, and the runtime's decode
-loop against Hugging Face `model.generate`.
+(λ = 0) and a flagged (λ = 1) request against plain greedy generation, the benign request on the
+server's path (the worker's prefill and decode steps), and the runtime's decode loop against Hugging
+Face `model.generate`.
 
 End of sequence is masked out of the logits, so every arm decodes exactly the requested tokens.
 """
@@ -21,12 +22,25 @@ def _eos_ids(sm: SafetyModel) -> list[int]:
 
 def generate_exact(sm: SafetyModel, messages: list, n_tokens: int, **kw) -> object:
     """prefill + `n_tokens` decode steps with end of sequence masked (greedy); returns the batch."""
+    return decode_exact(sm, sm.prefill(messages, max_new_tokens=n_tokens, **kw))
+
+
+def decode_exact(sm: SafetyModel, batch) -> object:
+    """Decode steps until every row has written its budget, end of sequence masked; returns the batch."""
     eos = _eos_ids(sm)
-    batch = sm.prefill(messages, max_new_tokens=n_tokens, **kw)
     while not batch.finished:
         batch.logits[:, eos] = float("-inf")
         sm.decode_step(batch)
     return batch
+
+
+def served_exact(sm: SafetyModel, prompt: str, n_tokens: int, alignment: str | float) -> object:
+    """One chat request on the server's path: the worker's prefill (`dsa.serve.worker.prefill_chats`,
+    what `ModelWorker` runs for admitted requests) and its decode steps, end of sequence masked."""
+    from dsa.serve.worker import ChatJob, prefill_chats
+
+    job = ChatJob([{"role": "user", "content": prompt}], alignment, 0.0, n_tokens, 0.0, None, [], lambda _: None)
+    return decode_exact(sm, prefill_chats(sm, [job]))
 
 
 def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, window: int = 32,
@@ -83,27 +97,33 @@ def streaming_per_token(plain: SafetyModel, guarded: SafetyModel, lengths, windo
 
 
 def alignment_requests(plain: SafetyModel, full: SafetyModel, n_tokens: int, reps: int) -> dict:
-    """Benign request (guards on, policy λ = 0) and flagged request (λ = 1) vs plain greedy generation."""
+    """Benign request (guards on, policy λ = 0) and flagged request (λ = 1) vs plain greedy generation
+    through `SafetyModel.prefill`, and the benign request on the server's path (`served_exact`) vs
+    plain decoding on that path; every arm interleaved in one run."""
     lam = {}
     full.response_debounce = 10**9  # the response guard scores every token but never stops a row: equal lengths
     benign = next((p for p in BENIGN if float(full.prefill([p], alignment="auto").lam[0]) == 0), BENIGN[0])
+    prompts = {"benign": benign, "flagged": HARMFUL, "served_benign": benign}
 
-    def guarded(prompt, **kw):
-        def run():
-            batch = generate_exact(full, [prompt], n_tokens, **kw)
-            lam[prompt] = float(batch.lam[0])
-        return run
+    def guarded(name, run, **kw):
+        def arm():
+            lam[name] = float(run(full, **kw).lam[0])
+        return arm
 
     arms = {"plain_benign": lambda: generate_exact(plain, [benign], n_tokens, alignment=0) and None,
-            "benign": guarded(benign, alignment="auto"),
+            "benign": guarded("benign", generate_exact, messages=[benign], n_tokens=n_tokens, alignment="auto"),
             "plain_flagged": lambda: generate_exact(plain, [HARMFUL], n_tokens, alignment=0) and None,
-            "flagged": guarded(HARMFUL, alignment="auto", min_alignment=1.0)}
+            "flagged": guarded("flagged", generate_exact, messages=[HARMFUL], n_tokens=n_tokens, alignment="auto",
+                               min_alignment=1.0),
+            "plain_served_benign": lambda: served_exact(plain, benign, n_tokens, 0.0) and None,
+            "served_benign": guarded("served_benign", served_exact, prompt=benign, n_tokens=n_tokens,
+                                     alignment="auto")}
     with torch.inference_mode():
         runs = interleave(arms, reps, device=plain.base.device)
     out = {"skipped_benign": BENIGN[:BENIGN.index(benign)]}  # prompts the guard flagged (λ > 0)
-    for name, prompt in (("benign", benign), ("flagged", HARMFUL)):
+    for name, prompt in prompts.items():
         r = spread(ratios(column(runs[name]), column(runs[f"plain_{name}"])))
-        out[name] = {"ratio": r, "lambda": lam.get(prompt), "prompt": prompt, "tokens": n_tokens,
+        out[name] = {"ratio": r, "lambda": lam.get(name), "prompt": prompt, "tokens": n_tokens,
                      "seconds": spread(column(runs[name])), "plain_seconds": spread(column(runs[f"plain_{name}"]))}
     return out
 

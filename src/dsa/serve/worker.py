@@ -378,11 +378,7 @@ class ModelWorker:
 
     def _admit(self, chats: list[ChatJob]) -> None:
         try:
-            batch = self.sm.prefill(
-                [j.messages for j in chats], alignment=[j.alignment for j in chats],
-                max_new_tokens=[j.max_tokens for j in chats], temperature=[j.temperature for j in chats],
-                seed=[j.seed for j in chats], min_alignment=[j.min_alignment for j in chats],
-                keep_adapter=True, tags=chats)
+            batch = prefill_chats(self.sm, chats)
         except Exception as err:
             if len(chats) > 1:  # isolate the request that failed; the others still run (counted: not silent)
                 self.prefill_errors += 1
@@ -457,6 +453,15 @@ class ModelWorker:
         self.reading.clear()
         for job in self.queue.take(10**9, 0.0):
             job.sink(_error(status, message))
+
+
+def prefill_chats(sm, chats: list[ChatJob]) -> DecodeBatch:
+    """The one prefill of newly admitted requests, as the worker runs it: each row its own λ rule,
+    budget and sampler, ready to merge into a running batch (the DSA adapter runs on the rows with
+    λ > 0 only, here and at every decode step). `dsa bench` times this path."""
+    return sm.prefill([j.messages for j in chats], alignment=[j.alignment for j in chats],
+                      max_new_tokens=[j.max_tokens for j in chats], temperature=[j.temperature for j in chats],
+                      seed=[j.seed for j in chats], min_alignment=[j.min_alignment for j in chats], tags=chats)
 
 
 def _error(status: int, message: str, code: str | None = None) -> dict:
