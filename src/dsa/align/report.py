@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dsa.adapter_io import atomic_write_text
 from dsa.docblock import splice_block
+from dsa.extras import pyplot
 
 METRICS = ("strongreject_refusal", "strongreject_harmful", "xstest_safe_refusal", "coconot_contrast_refusal",
            "ifeval_prompt_strict", "ifeval_inst_strict", "mmlu_cloze_acc", "benign_identity")
@@ -115,10 +116,7 @@ PLOTS = (("ifeval_prompt_strict", "IFEval prompt-level strict accuracy (utility)
 def plot(result: dict, img_dir: Path) -> list[Path]:
     """One scatter per metric of PLOTS that at least one configuration has (no empty figures):
     StrongREJECT refusal on x, the metric on y, a marker per family, the λ/α/policy as label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     img_dir.mkdir(parents=True, exist_ok=True)
     cfgs = result["configs"]

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from dsa.analysis.compare import MODULE_ORDER
+from dsa.extras import pyplot
 
 _ROW_FIELDS = ("proj_energy", "proj_energy_right", "random_baseline", "random_baseline_right")
 
@@ -76,11 +77,9 @@ def _updates(data: dict) -> dict:
 
 def plot_heatmaps(data: dict, k_ref: int, path: str | Path) -> Path:
     """One layer × module heatmap per update of log2(E(k_ref) / random baseline), from `to_json` data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     results = _updates(data)
     names = list(results)
@@ -115,10 +114,7 @@ def plot_heatmaps(data: dict, k_ref: int, path: str | Path) -> Path:
 def plot_curves(data: dict, path: str | Path) -> Path:
     """Overall E(k) / random baseline over k for every update (left and right sides)."""
     results = _updates(data)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, side in ((axes[0], ""), (axes[1], "_right")):
@@ -151,11 +147,9 @@ def plot_curves(data: dict, path: str | Path) -> Path:
 def plot_module_types(data: dict, k_ref: int, path: str | Path) -> Path:
     """Mean log2(E/baseline) at k_ref per module type, one bar group per update."""
     results = _updates(data)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     names = list(results)
     fig, ax = plt.subplots(figsize=(8, 3.6))

@@ -54,11 +54,10 @@ def _alignment(text: str) -> str | float:
 
 
 def _require_lm_eval() -> None:
-    import importlib.util
+    from dsa.extras import needs_extra
 
-    if importlib.util.find_spec("lm_eval") is None:
-        raise RuntimeError("the utility benchmarks need lm-eval (the eval extra): scripts/setup.sh installs it "
-                           "with the rest of requirements-lock.txt")
+    with needs_extra("eval", "utility benchmarking (dsa eval)"):
+        import lm_eval  # noqa: F401
 
 
 def cmd_utility(args) -> int:

@@ -99,7 +99,7 @@ def read_table(path: str | Path) -> Table:
             import pyarrow.parquet as pq
         except ImportError:
             raise DataError(f"{path.name}: reading Parquet needs pyarrow, which is not installed here "
-                            "(pip install pyarrow), or save the file as CSV / JSONL") from None
+                            "(the [train] extra: pip install 'dsa[train]'), or save the file as CSV / JSONL") from None
 
         tab = pq.read_table(path)
         rows = [(where(path, i, "row"), x) for i, x in enumerate(tab.to_pylist(), 1)]

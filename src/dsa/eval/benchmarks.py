@@ -17,6 +17,8 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 
+from dsa.extras import needs_extra
+
 CLOZE_TEMPLATE = "Question: {question}\nAnswer:"
 
 
@@ -60,10 +62,11 @@ def _ifeval_utils():
     if not punkt_available():
         raise RuntimeError("NLTK punkt_tab (English) is missing, needed by the IFEval checkers: "
                            "run `python -m dsa.eval.punkt_data` (scripts/setup.sh does)")
-    import langdetect
+    with needs_extra("eval", "IFEval checking"):
+        import langdetect
+        from lm_eval.tasks.ifeval import utils
 
     langdetect.DetectorFactory.seed = 0  # the language checkers give the same verdict every run
-    from lm_eval.tasks.ifeval import utils
 
     return utils
 

@@ -30,10 +30,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from lm_eval.api.model import LM
-from lm_eval.api.registry import register_model
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
+
+from dsa.extras import needs_extra
+
+with needs_extra("eval", "lm-eval integration (dsa.eval.lm_eval_model)"):
+    from lm_eval.api.model import LM
+    from lm_eval.api.registry import register_model
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from dsa.eval.answer_cache import JsonCache, folder, key
 from dsa.eval.scoring import check_alignment, prompt_lambdas, score_continuations

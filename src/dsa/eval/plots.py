@@ -7,14 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from dsa.eval.metrics import auprc, pr_curve, roc_auc, roc_curve
+from dsa.extras import pyplot
 
 
 def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
     """One PNG with a ROC panel and a PR panel; `curves` maps a method name to (labels, scores)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     for name, (y, s) in curves.items():

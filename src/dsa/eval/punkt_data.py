@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from dsa.adapter_io import atomic_write_text
+from dsa.extras import needs_extra
 
 WHEEL = "llama-index-core==0.14.25"  # downloaded, not installed (so not in the lock); FILES checks its data
 _PREFIX = "llama_index/core/_static/nltk_cache/tokenizers/punkt_tab/"
@@ -39,7 +40,8 @@ def default_root() -> Path:
 
 def punkt_available() -> bool:
     """True when NLTK can find the English punkt_tab model (anywhere on its search path)."""
-    import nltk
+    with needs_extra("eval", "IFEval checking (NLTK)"):
+        import nltk
 
     try:
         nltk.data.find("tokenizers/punkt_tab/english/")

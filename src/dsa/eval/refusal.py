@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from dsa.data.records import normalise_text
+from dsa.extras import needs_extra
 
 OPENING_CHARS = 120  # ~16-32 tokens: what the generation evals decode
 
@@ -45,8 +46,9 @@ def keyword_refusal(text: str) -> bool:
 
 
 def _fit(texts: Sequence[str], labels: np.ndarray):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    with needs_extra("eval", "refusal judge"):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
 
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
     clf = LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")

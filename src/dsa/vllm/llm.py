@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dsa.extras import needs_extra
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides
 
 Messages = str | list[dict]
@@ -51,7 +52,8 @@ class VllmSafetyModel:
                  guards: Sequence[str] = ("adapters/guards/prompt_safety",),
                  adapter: str | None = "adapters/align/dsa_adapter", policy: str = "step",
                  policy_head: str | None = None, **llm_kwargs):
-        from vllm import LLM
+        with needs_extra("vllm", "vLLM integration (dsa.vllm)"):
+            from vllm import LLM
 
         from dsa.base import resolve_base_path
 

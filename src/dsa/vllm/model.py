@@ -30,11 +30,15 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from vllm.config import VllmConfig
-from vllm.forward_context import get_forward_context, is_forward_context_available
-from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.model_loader.weight_utils import default_weight_loader
-from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
+
+from dsa.extras import needs_extra
+
+with needs_extra("vllm", "vLLM integration (dsa.vllm)"):
+    from vllm.config import VllmConfig
+    from vllm.forward_context import get_forward_context, is_forward_context_available
+    from vllm.model_executor.layers.layernorm import RMSNorm
+    from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+    from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 
 from dsa.adapter_io import load_adapter
 from dsa.align.logit_adapter import mix_logits

@@ -20,8 +20,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
-from vllm import SamplingParams
-from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+from dsa.extras import needs_extra
+
+with needs_extra("vllm", "vLLM integration (dsa.vllm)"):
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 ALIGNMENT_KEY = "dsa_alignment"
 EXACT_KEY = "dsa_alignment_exact"  # true: the number is λ itself, if the engine allows it (else a floor)
