@@ -45,7 +45,6 @@ from dsa.features.text import encode_inputs
 from dsa.guards.bank import TapSummary, classify, merge_needs
 from dsa.kvcache import kv
 from dsa.taps import StopForward, record_taps
-from dsa.vllm.prompt_window import PromptWindow
 
 SPAN = 1024  # cached tokens that double a token's cost (measured, see above)
 
@@ -86,13 +85,14 @@ class GuardReader:
     def __init__(self, adapters: Sequence = (), extra_needs: dict | None = None):
         self.adapters = list(adapters)
         self.needs: dict[str, dict] = {}
-        for a in self.adapters:
-            if a.arch != "window":
+        # heads that cannot read running `TapSummary`s keep a state of their own (`GuardHead.prompt_state`)
+        self.states = {i: s for i, a in enumerate(self.adapters) if (s := a.kind.prompt_state(a)) is not None}
+        for i, a in enumerate(self.adapters):
+            if i not in self.states:
                 merge_needs(self.needs, a.tap_needs())
         merge_needs(self.needs, extra_needs or {})
         if any(n.get("full") for n in self.needs.values()):
             raise ValueError("a head outside the prompt guard needs every token's states: not chunked")
-        self.windows = {i: PromptWindow(a.head.window) for i, a in enumerate(self.adapters) if a.arch == "window"}
         self.count = 0
         self.sums: dict[str, torch.Tensor] = {}  # [1, d] float32: sum of the states read
         self.last: dict[str, torch.Tensor] = {}  # [1, d] float32
@@ -100,8 +100,7 @@ class GuardReader:
 
     @property
     def taps(self) -> list[str]:
-        taps = set(self.needs) | {f"layers.{li}.resid_post" for i in self.windows
-                                  for li in self.adapters[i].cfg["layers"]}
+        taps = set(self.needs) | {t for s in self.states.values() for t in s.taps}
         return sorted(taps, key=lambda t: int(t.split(".")[1]))
 
     def extend(self, cache: dict[str, torch.Tensor]) -> None:
@@ -117,12 +116,8 @@ class GuardReader:
             if need["window"]:
                 seq = h if tap not in self.tail else torch.cat([self.tail[tap], h], 1)
                 self.tail[tap] = seq[:, -need["window"]:]
-        for i, window in self.windows.items():
-            a = self.adapters[i]
-            with torch.no_grad():
-                z = a.head.token_logits({li: cache[f"layers.{li}.resid_post"] for li in a.cfg["layers"]})
-            window.extend(z[0])  # [q, heads]
-            q = z.shape[1]
+        for state in self.states.values():
+            q = state.extend(cache)
         self.count += q
 
     @property
@@ -145,8 +140,8 @@ class GuardReader:
         """Calibrated probabilities {qualified head: [1]}, as `GuardBank.score` of the whole sequence."""
         cache, out = self.summaries(), {}
         for i, a in enumerate(self.adapters):
-            if i in self.windows:
-                logits = self.windows[i].best[None] + a.head.net.bias
+            if i in self.states:
+                logits = self.states[i].logits()
             else:
                 logits = a.logits(cache, self.mask)
             p = a.probs(logits.float())

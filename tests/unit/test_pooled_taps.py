@@ -50,8 +50,9 @@ def test_summaries_score_like_full_states():
     want, got = bank.score(full, mask), bank.score(summary, mask)
     assert all(torch.equal(want[h], got[h]) for h in want)
     a, b = bank.stream_state(full, mask), bank.stream_state(summary, mask)
-    assert torch.equal(a.sums, b.sums) and torch.equal(a.last, b.last)
-    assert all(torch.equal(x[0], y[0]) for x, y in zip(a.windows[1:], b.windows[1:], strict=True))
+    plr_a, plr_b = a.streams[0], b.streams[0]  # `PLRStream`, then the ladder heads' `LadderStream`s
+    assert torch.equal(plr_a.sums, plr_b.sums) and torch.equal(plr_a.last, plr_b.last)
+    assert all(torch.equal(x.tokens, y.tokens) for x, y in zip(a.streams[1:], b.streams[1:], strict=True))
 
 
 def test_reducers_keep_the_requested_taps_whole_and_banks_without_summaries():

@@ -81,16 +81,15 @@ def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe", poo
             if r.label == 0 and r.meta.get("frame") is None and len(r.main_text) <= 400]
     if pool:
         recs = sorted(recs, key=lambda r: _h(r.main_text, "pool"))[:pool]
-    if guard.arch == "window":  # per-token read-out: scored through the public classify path
+    if not guard.kind.cached_features:  # e.g. a window head's per-token read-out: the public classify path
         from dsa.guards.bank import GuardBank, classify
 
         q = guard.qualified[guard.heads.index(head)]
         scores = [r["scores"][q] for r in classify(base, GuardBank([guard]), [r.main_text for r in recs])]
     else:
         feats = extract_task_features(base, [render(base, r, "prompt") for r in recs], "align-hard-negatives",
-                                      max_length=guard.max_length, window=guard.window, tokens=guard.arch != "plr")
-        scores = predict(guard.head, feats, "plr" if guard.arch.startswith("plr") else guard.arch,
-                         guard.cfg)[:, guard.heads.index(head)]
+                                      max_length=guard.max_length, window=guard.window, tokens=guard.kind.reads_tokens)
+        scores = predict(guard.head, feats, guard.arch, guard.cfg)[:, guard.heads.index(head)]
     order = sorted(range(len(recs)), key=lambda i: (-scores[i], _h(recs[i].main_text, "hard")))
     return [recs[i].main_text for i in order[:n]]
 

@@ -1,4 +1,5 @@
-"""DSA guard adapters: PLR, RTB and LST heads on the frozen base model's hidden states.
+"""DSA guard adapters: PLR, RTB, LST and window heads on the frozen base model's hidden states
+(each head type one module of `dsa.guards.kinds`, registered in `ARCHS`).
 
     from dsa.guards import GuardBank, classify
     bank = GuardBank.load(["adapters/guards/prompt_safety"], base)
@@ -6,6 +7,8 @@
 """
 
 from dsa.guards.bank import GuardAdapter, GuardBank, classify
-from dsa.guards.heads import ARCHS, LSTHead, PLRHead, RTBHead, build_head
+from dsa.guards.heads import LSTHead, PLRHead, RTBHead, build_head
+from dsa.guards.kinds import ARCHS, GuardHead, head_kind
 
-__all__ = ["GuardAdapter", "GuardBank", "classify", "ARCHS", "PLRHead", "RTBHead", "LSTHead", "build_head"]
+__all__ = ["GuardAdapter", "GuardBank", "classify", "ARCHS", "GuardHead", "head_kind", "PLRHead", "RTBHead",
+           "LSTHead", "build_head"]

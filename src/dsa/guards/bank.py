@@ -15,57 +15,13 @@ import torch
 from torch import nn
 
 from dsa.adapter_io import load_adapter, save_adapter
-from dsa.decoding import pad_left
 from dsa.features import pool
-from dsa.guards.heads import GuardInput, PLRHead, RTBHead, build_head, rolling_max
+from dsa.guards.heads import GuardInput, build_head
+from dsa.guards.kinds import GuardHead, head_kind
 from dsa.guards.streaming import StreamRule
+from dsa.guards.summaries import TapSummary, last_window, pooled, tap_name, windowed  # noqa: F401 (public here too)
 
 KIND = "dsa_guard"
-
-
-def last_window(h: torch.Tensor, mask: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last `window` real tokens of each row, right-aligned: [b, s, d] -> [b, w, d], mask [b, w].
-
-    Works for left and right padding (real tokens are where mask is 1).
-    """
-    b = h.shape[0]
-    real = mask.bool()
-    w = int(min(window, int(real.sum(1).max()))) if b else window
-    from_end = real.flip(1).long().cumsum(1).flip(1)  # 1 at each row's last real token, 2 before it, ...
-    rows, cols = torch.nonzero(real & (from_end <= w), as_tuple=True)
-    at = w - from_end[rows, cols]
-    out = h.new_zeros(b, w, h.shape[-1])
-    m = torch.zeros(b, w, dtype=torch.long, device=h.device)
-    out[rows, at] = h[rows, cols]
-    m[rows, at] = 1
-    return out, m
-
-
-@dataclass
-class TapSummary:
-    """What guard heads read from one tap of a forward, pooled inside the tap's hook so the full
-    [b, s, d] states need not be kept: mean and last real token [b, d] (float32), and the last
-    `window` real tokens [b, w, d] (float32, right-aligned) with their mask [b, w]."""
-
-    mean: torch.Tensor | None = None
-    last: torch.Tensor | None = None
-    window: torch.Tensor | None = None
-    window_mask: torch.Tensor | None = None
-
-
-def pooled(value, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """`pool` of a tap's full states, or the same pooling read from its `TapSummary`."""
-    if isinstance(value, TapSummary):
-        return value.mean if how == "mean" else value.last
-    return pool(value, mask, how)
-
-
-def windowed(value, mask: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`last_window` of a tap's full states (as float32), or the same window read from its `TapSummary`."""
-    if isinstance(value, TapSummary):
-        w = min(window, value.window.shape[1])
-        return value.window[:, value.window.shape[1] - w:], value.window_mask[:, value.window_mask.shape[1] - w:]
-    return last_window(value.float(), mask, window)
 
 
 def merge_needs(into: dict[str, dict], needs: dict[str, dict]) -> dict[str, dict]:
@@ -133,36 +89,25 @@ class GuardAdapter:
         return [StreamRule(t) for t in self.thresholds]
 
     @property
+    def kind(self) -> GuardHead:
+        """The head type (`dsa.guards.kinds`)."""
+        return head_kind(self.arch)
+
+    @property
     def taps(self) -> list[str]:
-        layers = self.cfg["layers"] if self.arch in ("plr", "window") else self.cfg["ladder"]
-        return [f"layers.{i}.resid_post" for i in layers]
+        return [tap_name(i) for i in self.kind.layers(self.cfg)]
 
     @property
     def qualified(self) -> list[str]:
         return [f"{self.task}/{h}" for h in self.heads]
 
     def tap_needs(self) -> dict[str, dict]:
-        """{tap: {"mean", "last", "window"}}: what this head reads of each tap (a PLR head always
-        asks for both poolings: its streaming state keeps a running mean whatever it reads)."""
-        if self.arch == "plr":
-            return {t: {"mean": True, "last": True, "window": 0} for t in self.taps}
-        if self.arch == "window":  # every token's states (the head projects them to one logit each)
-            return {t: {"mean": False, "last": False, "window": 0, "full": True} for t in self.taps}
-        return {t: {"mean": False, "last": False, "window": self.window} for t in self.taps}
+        """{tap: {"mean", "last", "window"[, "full"]}}: what this head reads of each tap."""
+        return self.kind.tap_needs(self.cfg, self.window)
 
     def inputs(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> GuardInput:
         """The head's input from a forward's taps (full states or `TapSummary`s)."""
-        if self.arch == "plr":
-            return GuardInput(pooled={(li, how): pooled(cache[f"layers.{li}.resid_post"], attention_mask, how)
-                                      for li in self.cfg["layers"] for how in self.cfg["poolings"]})
-        if self.arch == "window":
-            return GuardInput(states={li: cache[f"layers.{li}.resid_post"] for li in self.cfg["layers"]},
-                              mask=attention_mask)
-        parts, m = [], None
-        for li in self.cfg["ladder"]:
-            t, m = windowed(cache[f"layers.{li}.resid_post"], attention_mask, self.window)
-            parts.append(t)
-        return GuardInput(tokens=torch.stack(parts, 1), mask=m)  # [b, T, w, d]
+        return self.kind.inputs(self.cfg, cache, attention_mask, self.window)
 
     def logits(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -263,20 +208,15 @@ class GuardBank:
         return {q: s >= thr[q] for q, s in scores.items()}
 
     def score_tokens(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-token calibrated probabilities {head: [batch, seq]} for streaming (PLR and RTB heads;
-        LST heads are skipped). Padding positions get 0."""
+        """Per-token calibrated probabilities {head: [batch, seq]} for streaming (heads with a
+        per-token read-out, `GuardHead.token_logits`: PLR and RTB; others are skipped). Padding
+        positions get 0."""
         out = {}
         m = attention_mask.float()
         for a in self.adapters:
-            if isinstance(a.head, PLRHead):
-                with torch.no_grad():
-                    z = a.head.token_logits({li: cache[f"layers.{li}.resid_post"] for li in a.cfg["layers"]},
-                                          attention_mask)
-            elif isinstance(a.head, RTBHead):
-                tokens = torch.stack([cache[f"layers.{li}.resid_post"].float() for li in a.cfg["ladder"]], 1)
-                with torch.no_grad():
-                    z = a.head.token_logits(GuardInput(tokens=tokens, mask=attention_mask))
-            else:
+            with torch.no_grad():
+                z = a.kind.token_logits(a.head, a.cfg, cache, attention_mask)
+            if z is None:
                 continue
             p = a.probs(z.float())  # [b, s, heads]
             for j, q in enumerate(a.qualified):
@@ -293,9 +233,10 @@ class GuardBank:
 class StreamingGuardState:
     """Incremental response-guard scoring for a growing transcript, one token per `update`.
 
-    PLR heads share running sums (mean pooling) and the last token's state of their layers, kept
-    as [b, L, d] tensors; RTB and LST heads keep a window of the last `window` token states per
-    ladder tap, shifted like a ring buffer. Each update is O(d) for PLR and O(window·d) for windowed
+    Each head keeps its type's running state (`GuardHead.stream`): PLR heads running sums (mean
+    pooling) and the last token's state of their layers; RTB and LST heads a window of the last
+    `window` token states per ladder tap, shifted like a ring buffer; window heads their last
+    `window` token logits and best window. Each update is O(d) for PLR and O(window·d) for windowed
     heads, whatever the length, and gives the scores `GuardBank.score` gives on the whole transcript
     (up to float rounding). Every tensor has the batch first, so rows can be selected or appended
     (dynamic batching). The prefix's taps may be full states or `TapSummary`s.
@@ -303,65 +244,16 @@ class StreamingGuardState:
 
     def __init__(self, bank: GuardBank, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor):
         self.bank = bank
-        m = attention_mask.float()
-        self.count = m.sum(1)  # [b]
-        self.layers = sorted({li for a in bank.adapters if a.arch == "plr" for li in a.cfg["layers"]})
-        self.taps = [f"layers.{li}.resid_post" for li in self.layers]
-        col = {li: j for j, li in enumerate(self.layers)}
-        # per adapter: the columns of its layers in the shared state (None: all, in order; or windowed)
-        self.cols = [None if a.arch != "plr" or a.cfg["layers"] == self.layers
-                     else torch.tensor([col[li] for li in a.cfg["layers"]]) for a in bank.adapters]
-        self.sums = self.last = None  # [b, L, d] float
-        if self.layers:
-            n = self.count.clamp_min(1)[:, None]
-            self.sums = torch.stack([pooled(cache[t], attention_mask, "mean") * n for t in self.taps], 1)
-            self.last = torch.stack([pooled(cache[t], attention_mask, "last") for t in self.taps], 1)
-        self.windows: list = []  # per adapter: None (PLR), [b, T, w, d] + [b, w] (RTB/LST), or a _RollingMax
-        for a in bank.adapters:
-            if a.arch == "plr":
-                self.windows.append(None)
-                continue
-            if a.arch == "window":
-                with torch.no_grad():
-                    z = a.head.token_logits({li: cache[f"layers.{li}.resid_post"] for li in a.cfg["layers"]})
-                self.windows.append(_RollingMax.start(z, attention_mask, a.head.window))
-                continue
-            parts, wm = [], None
-            for li in a.cfg["ladder"]:
-                t, wm = windowed(cache[f"layers.{li}.resid_post"], attention_mask, a.window)
-                parts.append(pad_left(t, a.window, 1))
-            self.windows.append((torch.stack(parts, 1), pad_left(wm, a.window, 1)))
+        with torch.no_grad():
+            self.streams = [a.kind.stream(a, cache, attention_mask) for a in bank.adapters]
         self._scores = bank.score(cache, attention_mask)
 
     def update(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Add one token per row (`cache[tap]` is [b, 1, d]); returns the new scores {head: [b]}."""
-        self.count = self.count + 1
-        if self.layers:
-            new = torch.cat([cache[t][:, -1:] for t in self.taps], 1).float()  # [b, L, d]
-            self.sums = self.sums + new
-            self.last = new
-            mean = self.sums / self.count.clamp_min(1)[:, None, None]
         out = {}
-        for i, (a, win) in enumerate(zip(self.bank.adapters, self.windows, strict=True)):
+        for a, stream in zip(self.bank.adapters, self.streams, strict=True):
             with torch.no_grad():
-                if isinstance(win, _RollingMax):
-                    z = a.head.token_logits({li: cache[f"layers.{li}.resid_post"][:, -1:] for li in a.cfg["layers"]})
-                    logits = win.update(z[:, 0]) + a.head.net.bias
-                elif win is None:
-                    cols = self.cols[i]
-                    parts = {"mean": mean if cols is None else mean[:, cols],
-                             "last": self.last if cols is None else self.last[:, cols]}
-                    # [b, L, poolings, d] flattened: layer-major, as PLRHead.features concatenates
-                    f = torch.stack([parts[how] for how in a.cfg["poolings"]], 2).flatten(1)
-                    logits = a.head.forward_features(f)
-                else:
-                    tokens, wm = win
-                    new_t = torch.stack([cache[f"layers.{li}.resid_post"][:, -1].float() for li in a.cfg["ladder"]], 1)
-                    tokens = torch.cat([tokens[:, :, 1:], new_t[:, :, None]], 2)
-                    wm = torch.cat([wm[:, 1:], torch.ones_like(wm[:, :1])], 1)
-                    self.windows[i] = (tokens, wm)
-                    logits = a.head(GuardInput(tokens=tokens, mask=wm))
-                p = a.probs(logits.float())
+                p = a.probs(stream.update(cache).float())
             for j, q in enumerate(a.qualified):
                 out[q] = p[:, j]
         self._scores = out
@@ -371,11 +263,7 @@ class StreamingGuardState:
         return self._scores
 
     def select(self, idx: torch.Tensor) -> None:
-        self.count = self.count[idx]
-        if self.layers:
-            self.sums, self.last = self.sums[idx], self.last[idx]
-        self.windows = [None if w is None else w.select(idx) if isinstance(w, _RollingMax) else (w[0][idx], w[1][idx])
-                        for w in self.windows]
+        self.streams = [s.select(idx) for s in self.streams]
         self._scores = {h: v[idx] for h, v in self._scores.items()}
 
     def trim(self, start: int) -> None:
@@ -383,52 +271,8 @@ class StreamingGuardState:
 
     def merge(self, other: StreamingGuardState, width: int | None = None) -> None:
         """Append `other`'s rows (`width`, the batch's padded length, is not needed here)."""
-        self.count = torch.cat([self.count, other.count])
-        if self.layers:
-            self.sums = torch.cat([self.sums, other.sums])
-            self.last = torch.cat([self.last, other.last])
-        self.windows = [None if w is None else w.merge(o) if isinstance(w, _RollingMax)
-                        else (torch.cat([w[0], o[0]]), torch.cat([w[1], o[1]]))
-                        for w, o in zip(self.windows, other.windows, strict=True)]
+        self.streams = [s.merge(o) for s, o in zip(self.streams, other.streams, strict=True)]
         self._scores = {h: torch.cat([v, other._scores[h]]) for h, v in self._scores.items()}
-
-
-@dataclass
-class _RollingMax:
-    """A window head's streaming state: the last `window` token logits per row [b, w, h] (oldest
-    first), how many real tokens the row has [b], and the best full-window mean so far [b, h]
-    (-inf while the row is shorter than a window). The score equals `rolling_max` over the whole
-    transcript."""
-
-    buf: torch.Tensor
-    count: torch.Tensor
-    best: torch.Tensor
-    window: int
-
-    @classmethod
-    def start(cls, z: torch.Tensor, mask: torch.Tensor, window: int) -> _RollingMax:
-        count = mask.sum(1)
-        full = rolling_max(z, mask * (mask.sum(1, keepdim=True) >= window), window)  # rows >= window
-        buf, _ = last_window(z, mask, window)
-        buf = pad_left(buf, window, 1)  # [b, window, h], zeros before a short row's first token
-        return cls(buf, count, full, window)
-
-    def update(self, z_new: torch.Tensor) -> torch.Tensor:
-        """Add one token's logits [b, h] per row; returns the rows' scores [b, h] (without bias)."""
-        self.buf = torch.cat([self.buf[:, 1:], z_new[:, None]], 1)
-        self.count = self.count + 1
-        n = self.count.clamp(max=self.window).to(self.buf.dtype)[:, None]  # [b, 1]
-        mean = self.buf.sum(1) / n
-        full = (self.count >= self.window)[:, None]
-        self.best = torch.where(full, torch.maximum(self.best, mean), self.best)
-        return torch.where(full, self.best, mean)
-
-    def select(self, idx: torch.Tensor) -> _RollingMax:
-        return _RollingMax(self.buf[idx], self.count[idx], self.best[idx], self.window)
-
-    def merge(self, other: _RollingMax) -> _RollingMax:
-        return _RollingMax(torch.cat([self.buf, other.buf]), torch.cat([self.count, other.count]),
-                           torch.cat([self.best, other.best]), self.window)
 
 
 def classify(base, bank: GuardBank, inputs: list[str | list[dict]], batch_size: int = 16) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from dsa.guards.featurize import LADDER_LAYERS, TASK_MAX_LENGTH
+from dsa.guards.kinds import ARCHS
 
 
 def _f(default, help: str, **kw):
@@ -83,11 +84,9 @@ class GuardTrainConfig:
                 self.task = Path(self.data).name.split(".")[0]
         elif self.task not in GUARD_TASKS or self.task == "xstest":
             raise ValueError(f"task must be a trainable guard task, got {self.task!r}")
-        if self.arch not in ("plr", "rtb", "lst", "window"):
-            raise ValueError(f"arch must be plr, rtb, lst or window, got {self.arch!r}")
-        if self.arch == "window" and (self.data or not self.windows or not self.weight_decays):
-            raise ValueError("arch window trains on a guard task (not --data) with non-empty windows and "
-                             "weight_decays")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be {', '.join(list(ARCHS)[:-1])} or {list(ARCHS)[-1]}, got {self.arch!r}")
+        ARCHS[self.arch].check(self)
         if not 0 < self.target_fpr < 1:
             raise ValueError("target_fpr must be in (0, 1)")
         if self.base_answers < 0 or self.base_answer_tokens < 1:

@@ -20,7 +20,8 @@ from dsa.guards.calibrate import calibrated, fit_temperature
 from dsa.guards.config import GuardTrainConfig
 from dsa.guards.featurize import SplitData, task_features
 from dsa.guards.heads import n_params
-from dsa.guards.train import calibrate, fit_plr_linear, fit_torch, mean_auc, predict
+from dsa.guards.kinds import head_kind
+from dsa.guards.train import calibrate, mean_auc, predict
 
 log = logging.getLogger(__name__)
 EVAL_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai_moderation")
@@ -28,7 +29,7 @@ PRED_DIR = Path("runs/guard_preds")
 
 
 def _logits(head, arch, cfg, feats) -> np.ndarray:
-    return predict(head, feats, "plr" if arch.startswith("plr") else arch, cfg)
+    return predict(head, feats, arch, cfg)
 
 
 def everyday_answers(base, task, cfg: GuardTrainConfig) -> dict | None:
@@ -50,11 +51,12 @@ def everyday_answers(base, task, cfg: GuardTrainConfig) -> dict | None:
 def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None = None,
                 heads: list[str] | None = None, mode: str | None = None, feature_root=None) -> GuardAdapter:
     """Train one guard adapter as `cfg` says (features from the store, `feature_root` or the
-    default one), calibrated on val."""
-    if cfg.arch == "window":  # per-token states, its own recipe
-        from dsa.guards.window_train import train_window
-
-        return train_window(base, cfg)
+    default one), calibrated on val: the head type's own recipe where it has one, else its `fit`
+    on cached task features."""
+    kind = head_kind(cfg.arch)
+    adapter = kind.recipe(base, cfg)
+    if adapter is not None:
+        return adapter
     cfg = cfg.resolved(base.n_layers)  # layer indices / fractions of depth -> this model's layers
     if splits is None:
         task = cfg.task
@@ -64,7 +66,7 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
             task = user_task(cfg.data, cfg.map, positive=cfg.positive, limit=cfg.limit, seed=cfg.seed, name=cfg.task)
         t_feat = time.perf_counter()
         heads, mode, splits = task_features(base, task, max_length=cfg.max_length, window=cfg.window,
-                                            tokens=cfg.arch != "plr",  # PLR reads pooled states only
+                                            tokens=kind.reads_tokens,
                                             ladder=cfg.ladder, root=feature_root,
                                             extra=everyday_answers(base, task, cfg))
         feature_seconds = time.perf_counter() - t_feat
@@ -73,26 +75,7 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
     tr, va = splits["train"], splits["val"]
     d = base.d_model
     t0 = time.perf_counter()
-    if cfg.arch == "plr" and cfg.hidden == 0:
-        # layer sets are candidates; the one with the best val AUC wins
-        best = None
-        for layers in cfg.layer_sets:
-            hcfg = {"layers": layers, "poolings": cfg.poolings, "hidden": 0, "C_grid": cfg.C_grid}
-            head = fit_plr_linear(tr.feats, tr.labels, va.feats, va.labels, hcfg, d, seed=cfg.seed)
-            auc = mean_auc(va.labels.numpy(), _logits(head, "plr", hcfg, va.feats))
-            log.info("plr layers %s: val auc %.4f", layers, auc)
-            if best is None or auc > best[0]:
-                best = (auc, head, hcfg)
-        _, head, hcfg = best
-        hcfg = {k: v for k, v in hcfg.items() if k != "C_grid"}
-    else:
-        if cfg.arch == "plr":
-            hcfg = {"layers": cfg.layer_sets[-1], "poolings": cfg.poolings, "hidden": cfg.hidden}
-        else:
-            hcfg = {"ladder": cfg.ladder, "width": cfg.width, "attn_heads": cfg.attn_heads}
-        head = fit_torch(cfg.arch, tr.feats, tr.labels, va.feats, va.labels, hcfg, d, seed=cfg.seed,
-                         epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                         batch_size=cfg.batch_size)
+    head, hcfg = kind.fit(cfg, tr, va, d)
     val_logits = _logits(head, cfg.arch, hcfg, va.feats)
     temps, thresholds = calibrate(val_logits, va.labels.numpy(), cfg.target_fpr)
     from dsa.guards.heads import flops_fraction

@@ -1,4 +1,4 @@
-"""Guard head architectures reading taps of a frozen base: PLR, RTB and LST.
+"""Guard head architectures reading taps of a frozen base: PLR, RTB, LST and window.
 
 Every head maps a `GuardInput` (pooled states and/or per-token ladder states) to logits
 [batch, n_heads] and reports its parameter count and FLOPs per token. Inputs are standardised by
@@ -16,6 +16,9 @@ dimensions.
   with length (a plain mean over the prompt does; Kramár et al. 2026, "max of rolling means").
   Because the probe is linear, a window's logit is the mean of its tokens' logits: the head keeps
   one number per token and head, never the states.
+
+What the rest of the package needs of each head type (its taps, inputs, streaming state, training
+entry) is in `dsa.guards.kinds`, one module per type.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-ARCHS = ("plr", "rtb", "lst", "window")
 
 
 @dataclass
@@ -249,16 +250,11 @@ class WindowHead(nn.Module):
 
 
 def build_head(arch: str, d_model: int, n_heads: int, cfg: dict) -> nn.Module:
-    """Factory: cfg holds the arch-specific fields (layers/poolings/hidden or ladder/width)."""
-    if arch == "plr":
-        return PLRHead(d_model, n_heads, cfg["layers"], cfg["poolings"], cfg.get("hidden", 0))
-    if arch == "rtb":
-        return RTBHead(d_model, n_heads, len(cfg["ladder"]), cfg.get("width", 64))
-    if arch == "lst":
-        return LSTHead(d_model, n_heads, len(cfg["ladder"]), cfg.get("width", 64), cfg.get("attn_heads", 4))
-    if arch == "window":
-        return WindowHead(d_model, n_heads, cfg["layers"], cfg.get("window", 16))
-    raise ValueError(f"unknown guard architecture {arch!r}: expected one of {ARCHS}")
+    """Factory: cfg holds the arch-specific fields (layers/poolings/hidden or ladder/width); the
+    head types are registered in `dsa.guards.kinds.ARCHS`."""
+    from dsa.guards.kinds import head_kind
+
+    return head_kind(arch).build(d_model, n_heads, cfg)
 
 
 def n_params(head: nn.Module) -> int:
@@ -277,12 +273,8 @@ def base_flops_per_token(model: nn.Module, context: int = 64) -> float:
 
 def flops_fraction(head: nn.Module, model: nn.Module, seq_len: int = 64) -> float:
     """Head FLOPs / base-forward FLOPs for one sequence of `seq_len` tokens."""
-    per_tok = head.flops_per_token() if not isinstance(head, LSTHead) else head.flops_per_token(seq_len)
-    head_f = (0 if isinstance(head, PLRHead) else per_tok * seq_len) + head.flops_per_sequence()
-    if isinstance(head, WindowHead):
-        head_f += 4 * head.net.out_features * seq_len  # cumulative sums and the max
-    if isinstance(head, PLRHead):
-        head_f += head.mu.numel() * seq_len  # pooling adds
-    return head_f / (base_flops_per_token(model, seq_len) * seq_len)
+    from dsa.guards.kinds import kind_of
+
+    return kind_of(head).flops(head, seq_len) / (base_flops_per_token(model, seq_len) * seq_len)
 
 

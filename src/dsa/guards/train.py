@@ -20,23 +20,15 @@ from dsa.extras import needs_extra
 from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
 from dsa.guards.featurize import TaskFeatures
 from dsa.guards.heads import GuardInput, PLRHead, build_head
+from dsa.guards.kinds import head_kind
 from dsa.train import TrainSpec, fit
 
 log = logging.getLogger(__name__)
 
 
 def guard_input(feats: TaskFeatures, idx: Sequence[int], arch: str, cfg: dict) -> GuardInput:
-    """A batch of cached features in the form a head reads."""
-    idx = list(idx)
-    if arch == "plr":
-        pooled = {}
-        for li in cfg["layers"]:
-            for how in cfg["poolings"]:
-                pooled[(li, how)] = (feats.mean if how == "mean" else feats.last)[idx, li]
-        return GuardInput(pooled=pooled)
-    tokens, mask = feats.padded_tokens(idx)
-    keep = [feats.ladder_layers.index(li) for li in cfg["ladder"]]
-    return GuardInput(tokens=tokens[:, keep], mask=mask)
+    """A batch of cached features in the form a head reads (`GuardHead.cached_input`)."""
+    return head_kind(arch).cached_input(feats, list(idx), cfg)
 
 
 def _device(head: nn.Module) -> torch.device:
@@ -81,15 +73,6 @@ def predict(head: nn.Module, feats: TaskFeatures, arch: str, cfg: dict, batch_si
     return torch.cat(out).numpy()
 
 
-def _fit_token_norm(head: nn.Module, feats: TaskFeatures, cfg: dict, max_tokens: int = 50_000) -> None:
-    keep = [feats.ladder_layers.index(li) for li in cfg["ladder"]]
-    g = torch.Generator().manual_seed(0)
-    rows = torch.randperm(feats.tokens.shape[0], generator=g)[:max_tokens]
-    t = feats.tokens[rows][:, keep].float()  # [n, T, d]
-    head.norm.mu.copy_(t.mean(0).unsqueeze(1))
-    head.norm.sd.copy_(t.std(0).clamp_min(1e-3).unsqueeze(1))
-
-
 def fit_plr_linear(train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y_va: torch.Tensor,
                    cfg: dict, d_model: int, seed: int = 0) -> PLRHead:
     """Linear PLR by (balanced) logistic regression per head, C tuned on val AUC; stored as tensors."""
@@ -132,12 +115,7 @@ def fit_torch(arch: str, train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatu
     """AdamW on a class-balanced BCE; keep the epoch with the best mean val AUC."""
     torch.manual_seed(seed)
     head = build_head(arch, d_model, y_tr.shape[1], cfg)
-    if arch == "plr":
-        x = head.features(guard_input(train, range(train.ntok.shape[0]), "plr", cfg))
-        head.mu.copy_(x.mean(0))
-        head.sd.copy_(x.std(0).clamp_min(1e-4))
-    else:
-        _fit_token_norm(head, train, cfg)
+    head_kind(arch).fit_norm(head, train, cfg)
     pw = _pos_weight(y_tr)
     state = {"best": None, "auc": -1.0, "bad": 0, "t0": time.perf_counter()}
 

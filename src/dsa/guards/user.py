@@ -113,13 +113,14 @@ def train_user_guard(base, cfg):
     """
     from dsa.guards.evaluate import _logits, train_guard
     from dsa.guards.featurize import task_features
+    from dsa.guards.kinds import head_kind
     from dsa.guards.user_report import head_report
 
     rcfg = cfg.resolved(base.n_layers)
     task = user_task(cfg.data, cfg.map, positive=cfg.positive, limit=cfg.limit, seed=cfg.seed, name=cfg.task)
     t0 = time.perf_counter()
     heads, mode, splits = task_features(base, task, max_length=rcfg.max_length, window=rcfg.window,
-                                        tokens=rcfg.arch != "plr", ladder=rcfg.ladder)
+                                        tokens=head_kind(rcfg.arch).reads_tokens, ladder=rcfg.ladder)
     feature_seconds = time.perf_counter() - t0
     adapter = train_guard(base, cfg, splits, heads, mode)
     adapter.info["feature_seconds"] = feature_seconds

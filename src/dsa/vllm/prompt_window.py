@@ -10,7 +10,7 @@ The score of `dsa.guards.heads.rolling_max` is the highest mean of `window` cons
 logits (only full windows count, except a prompt shorter than `window`, whose one window is all
 of it). A full window ending in a new chunk reaches back at most `window - 1` tokens, so the last
 `window` logits, the token count and the best full-window mean so far are all the state needed.
-This is `dsa.guards.bank._RollingMax` (the response guard's one-token-at-a-time state) for a
+This is `dsa.guards.kinds.window.RollingMax` (the response guard's one-token-at-a-time state) for a
 chunk of any length at once, computed by `rolling_max` itself on the kept tail plus the chunk.
 """
 

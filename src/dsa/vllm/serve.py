@@ -23,6 +23,7 @@ from pathlib import Path
 from dsa.adapter_io import load_adapter, read_adapter_meta
 from dsa.align.policy import check_alignment_request
 from dsa.features.text import encode_inputs, render_input, tokenize
+from dsa.guards.kinds import ARCHS, head_kind
 from dsa.runtime import resolve_policy_head
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides, fingerprint_dir
 
@@ -184,9 +185,10 @@ def _check_guards(guards: list[str], fp: str) -> GuardInfo | None:
         if meta["kind"] != "dsa_guard":
             raise ValueError(f"--guard {g}: not a guard adapter (kind {meta['kind']!r})")
         c = meta["config"]
-        if c["arch"] not in ("plr", "window"):  # dsa.vllm.model.RUNS_INSIDE (that module needs vLLM)
-            raise ValueError(f"--guard {g}: {c['arch'].upper()} guard heads do not run inside vLLM yet (only PLR "
-                             "and window heads do); drop it or use --engine hf")
+        if head_kind(c["arch"]).vllm_reads is None:  # as dsa.vllm.model checks (that module needs vLLM)
+            inside = " and ".join(a for a, k in ARCHS.items() if k.vllm_reads is not None)
+            raise ValueError(f"--guard {g}: {c['arch'].upper()} guard heads do not run inside vLLM yet (only {inside} "
+                             "heads do); drop it or use --engine hf")
         load_adapter(g, fp, kind="dsa_guard")  # base fingerprint and checksum, as the HF engine checks
         q = [f"{c['task']}/{h}" for h in c["heads"]]
         heads += q
