@@ -45,6 +45,7 @@ from dsa.align.logit_adapter import mix_logits
 from dsa.align.policy import decide_lambda, make_policy, request_alignment
 from dsa.guards.bank import GuardAdapter, GuardBank
 from dsa.guards.heads import GuardInput
+from dsa.guards.kinds import ARCHS
 from dsa.runtime import policy_threshold, resolve_policy_head
 from dsa.vllm.config import ARCHITECTURE, DSAEngineConfig, fingerprint_dir
 from dsa.vllm.prompt_window import PromptWindow
@@ -52,7 +53,9 @@ from dsa.vllm.rows import ROWS
 
 log = logging.getLogger(__name__)
 
-RUNS_INSIDE = ("plr", "window")  # guard head types this model scores in its forward (RTB/LST: not yet)
+# guard head types this model scores in its forward, by how it reads them (`GuardHead.vllm_reads`):
+# "pooled" (per-row mean/last sums of `cfg["layers"]`) or "token_logits" (a `PromptWindow` each)
+RUNS_INSIDE = tuple(arch for arch, kind in ARCHS.items() if kind.vllm_reads is not None)
 
 # HF (transformers) names of a tail layer's weights -> (vLLM parameter, shard id)
 _STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
@@ -71,7 +74,7 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         with _default_dtype(torch.float32):  # vLLM builds the model under the serving dtype
             adapters = [GuardAdapter.load(p, fp, d) for p in cfg.guards]
         for a in adapters:
-            if a.arch not in RUNS_INSIDE:
+            if a.kind.vllm_reads is None:
                 raise NotImplementedError(f"{a.task}: only {' and '.join(RUNS_INSIDE)} guard heads run inside vLLM "
                                           f"so far (got {a.arch})")
         self.bank = GuardBank(adapters) if adapters else None
@@ -80,10 +83,10 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         if self.policy_head is not None:
             kwargs.setdefault("threshold", policy_threshold(self.bank, self.policy_head))
         self.policy = make_policy(cfg.policy, **kwargs)
-        plr = [a for a in adapters if a.arch == "plr"]
+        plr = [a for a in adapters if a.kind.vllm_reads == "pooled"]
         self.mean_layers = sorted({li for a in plr for li in a.cfg["layers"] if "mean" in a.cfg["poolings"]})
         self.last_layers = sorted({li for a in plr for li in a.cfg["layers"] if "last" in a.cfg["poolings"]})
-        self.window_adapters = [(j, a) for j, a in enumerate(adapters) if a.arch == "window"]
+        self.window_adapters = [(j, a) for j, a in enumerate(adapters) if a.kind.vllm_reads == "token_logits"]
 
         self.adapter_tensors: dict[str, torch.Tensor] | None = None
         self.k = 0
@@ -213,7 +216,7 @@ class DSALlamaForCausalLM(LlamaForCausalLM):
         if self.bank is not None:
             for ai, a in enumerate(self.bank.adapters):
                 dev = next(a.head.buffers()).device
-                if a.arch == "window":  # max of rolling means, as `WindowHead.forward`
+                if a.kind.vllm_reads == "token_logits":  # max of rolling means, as `WindowHead.forward`
                     logits = torch.stack([r.windows[ai].best.to(dev) for r in rows]) + a.head.net.bias
                     p = a.probs(logits.float()).cpu()
                 else:
