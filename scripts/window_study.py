@@ -2,6 +2,10 @@
 → results/guard-window-study.json.
 
     OMP_NUM_THREADS=1 python scripts/window_study.py [--no-loso]
+    OMP_NUM_THREADS=1 python scripts/window_study.py --loso-only   # → results/guard-window-loso.json
+
+`--loso-only` runs leave-one-source-out alone, on the data the shipped guard was trained on (the
+config's augmentation, long padded copies included) at the shipped guard's window.
 
 Rows (all with the shipped config's layers, learning rate and epochs; val AUC on the plain val
 prompts and on their padded copies, each against the whole other class):
@@ -33,12 +37,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/guard-prompt_safety.yaml")
     ap.add_argument("--no-loso", action="store_true")
+    ap.add_argument("--loso-only", action="store_true",
+                    help="only leave-one-source-out, at the shipped guard's window and data")
+    ap.add_argument("--guard", default="adapters/guards/prompt_safety", help="with --loso-only: the shipped guard")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = GuardTrainConfig.load(args.config)
     base = load_base(cfg.base)
     cfg = cfg.resolved(base.n_layers)
     layers = list(cfg.layer_sets[0])
+    if args.loso_only:
+        return loso_only(base, cfg, layers, args.guard)
     data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
                        splits=("train", "val", "test"))
     fit = dict(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience)
@@ -68,6 +77,29 @@ def main() -> int:
         out["loso_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(OUT, json.dumps(out, indent=1) + "\n")
     print(json.dumps(rows, indent=1))
+    return 0
+
+
+def loso_only(base, cfg, layers: list[int], guard: str) -> int:
+    """Leave-one-source-out of the shipped guard's recipe → results/guard-window-loso.json."""
+    from dsa.adapter_io import read_adapter_meta
+
+    shipped = read_adapter_meta(guard)["config"]["head"]
+    if list(shipped["layers"]) != layers:
+        raise SystemExit(f"{guard} reads layers {shipped['layers']}, the config {layers}")
+    data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
+                       long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
+                       corpus_share=cfg.corpus_pad_share, corpus_tokens=cfg.corpus_pad_tokens,
+                       splits=("train", "val", "test"))
+    t0 = time.perf_counter()
+    epochs = min(cfg.epochs, 5)
+    loso = loso_window(data, layers, shipped["window"], cfg.weight_decays[0], base.d_model, cfg.target_fpr,
+                       epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience)
+    out = {"command": "OMP_NUM_THREADS=1 python scripts/window_study.py --loso-only", "config": cfg.task,
+           "guard": guard, "layers": layers, "window": shipped["window"], "epochs": epochs,
+           "target_fpr": cfg.target_fpr, "loso": loso, "seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(Path("results/guard-window-loso.json"), json.dumps(out, indent=1) + "\n")
+    print(json.dumps(loso, indent=1))
     return 0
 
 
