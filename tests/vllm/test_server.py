@@ -40,7 +40,8 @@ def test_missing_vllm_names_the_venv(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
     rc, err = _serve(capsys, "--engine", "vllm")
     assert rc == 2
-    assert "--engine vllm needs the vLLM venv: scripts/setup-vllm.sh, then .venv-vllm/bin/dsa serve --engine vllm" in err
+    assert "scripts/setup-vllm.sh, then .venv-vllm/bin/dsa serve --engine vllm" in err
+    assert "pip install 'dsa[vllm]'" in err
 
 
 @pytest.mark.parametrize(("argv", "message"), [

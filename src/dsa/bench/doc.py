@@ -119,11 +119,9 @@ def overhead_tables(res: dict) -> list[str]:
 
 def plots(res: dict, img: Path = IMG) -> list[Path]:
     """Cost vs prompt length (batch 1) and vs batch size (shortest length), and streaming cost."""
-    import matplotlib
+    from dsa.extras import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = []
     cells = res.get("guard_overhead_cells", [])
     img.mkdir(parents=True, exist_ok=True)

