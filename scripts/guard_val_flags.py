@@ -59,9 +59,7 @@ def main() -> int:
     base = load_base()
     cfg = GuardTrainConfig.load(args.config, args.overrides).resolved(base.n_layers)
     layers = list(cfg.layer_sets[0])
-    data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
-                       long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
-                       corpus_share=cfg.corpus_pad_share, corpus_tokens=cfg.corpus_pad_tokens, splits=("val",))
+    data = window_data(base, cfg.task, layers, **cfg.augmentation(), splits=("val",))
     y = data.y["val"]
     lengths = data.states["val"].lengths().numpy()
     plain = np.array([k == "plain" for k in data.kinds["val"]])

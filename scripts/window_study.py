@@ -87,10 +87,7 @@ def loso_only(base, cfg, layers: list[int], guard: str) -> int:
     shipped = read_adapter_meta(guard)["config"]["head"]
     if list(shipped["layers"]) != layers:
         raise SystemExit(f"{guard} reads layers {shipped['layers']}, the config {layers}")
-    data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
-                       long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
-                       corpus_share=cfg.corpus_pad_share, corpus_tokens=cfg.corpus_pad_tokens,
-                       splits=("train", "val", "test"))
+    data = window_data(base, cfg.task, layers, **cfg.augmentation(), splits=("train", "val", "test"))
     t0 = time.perf_counter()
     epochs = min(cfg.epochs, 5)
     loso = loso_window(data, layers, shipped["window"], cfg.weight_decays[0], base.d_model, cfg.target_fpr,

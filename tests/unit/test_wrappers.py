@@ -13,6 +13,8 @@ from dsa.data.wrappers import (
     TRAIN_FAMILIES,
     augment,
     corpus_pads,
+    document_pads,
+    document_pool,
     fullwidth,
     inject_template,
     long_pads,
@@ -102,3 +104,26 @@ def test_corpus_pads_use_only_the_pool_never_the_prompt_itself_and_cover_repetit
     assert (augment(prompts, seed=0, share=0.5), long_pads(prompts, seed=0, share=0.25)) == before
     with pytest.raises(ValueError, match="at least 4"):
         corpus_pads(prompts, ["a", "b"], share=1.0)
+
+
+def test_document_pads_put_coherent_documents_around_both_classes_and_pools_split_train_from_val():
+    docs = [" ".join(f"Document {d} sentence {k} tells a plain story." for k in range(30)) for d in range(40)]
+    train, val = document_pool(docs, "train"), document_pool(docs, "val")
+    assert train and val and not set(train) & set(val) and sorted(train + val) == sorted(docs)
+    assert document_pool(docs, "val") == val  # seeded
+    prompts = [f"question number {i} about cooking" for i in range(300)]
+    out = document_pads(prompts, train, seed=0, share=0.3, pad_tokens=(200,))
+    assert 50 < len(out) < 130 and out == document_pads(prompts, train, seed=0, share=0.3, pad_tokens=(200,))
+    assert {k for _, k, _ in out} == {"pad_doc_before", "pad_doc_after", "pad_doc_around"}
+    for i, kind, text in out:
+        rest = text.replace(prompts[i], "", 1)
+        assert prompts[i] in text and 150 < len(rest.split()) < 200 and "question number" not in rest
+        ids = [(int(d), int(k)) for d, k in re.findall(r"Document (\d+) sentence (\d+)", rest)]
+        assert ids and {d for d, _ in ids} <= {int(t.split()[1]) for t in train}  # the split's own pool only
+        # reading order: within one document the sentences come in sequence
+        for (d1, k1), (d2, k2) in zip(ids, ids[1:], strict=False):
+            assert d1 != d2 or k2 == k1 + 1 or (kind == "pad_doc_around")
+    with pytest.raises(ValueError, match="train and val"):
+        document_pool(docs, "test")
+    with pytest.raises(ValueError, match="at least one document"):
+        document_pads(prompts, [], share=1.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -275,4 +276,56 @@ def corpus_pads(prompts: Sequence[str], pool: Sequence[str], seed: int = 0, shar
         sub = [t for t in r.sample(pool, min(len(pool), k + 1)) if t != p.strip()][:k]
         text = pad(p, r.choice(list(pad_tokens)), side, pool=sub, seed=r.randrange(1 << 30), count=count)
         out.append((i, f"pad_corpus_{side}", text))
+    return out
+
+
+def document_pool(documents: Sequence[str], split: str, val_share: float = 0.25, seed: int = 0) -> list[str]:
+    """The `split` ("train" or "val") part of a benign document collection, split by a seeded hash of
+    each text, so that val padding never shares a document with train padding."""
+    if split not in ("train", "val"):
+        raise ValueError(f"document pools exist for train and val, got {split!r}")
+    docs = list(dict.fromkeys(d.strip() for d in documents if d and d.strip()))
+    return [d for d in docs if (_rng(seed, "doc_split", d).random() < val_share) == (split == "val")]
+
+
+def _doc_text(docs: Sequence[str], n_tokens: int, count: Callable[[str], int], r: random.Random) -> str:
+    """Whole sentences of documents in reading order (from a seeded starting document) until
+    `count(text)` reaches `n_tokens`."""
+    if n_tokens <= 0:
+        return ""
+    out: list[str] = []
+    start = r.randrange(len(docs))
+    for k in range(len(docs)):
+        for sentence in re.split(r"(?<=[.!?])\s+", docs[(start + k) % len(docs)].strip()):
+            out.append(sentence)
+            if count(" ".join(out)) >= n_tokens:
+                return " ".join(out)
+        out[-1] += "\n\n"
+    return " ".join(out).strip()
+
+
+def document_pads(prompts: Sequence[str], documents: Sequence[str], seed: int = 0, share: float = 0.08,
+                  pad_tokens: Sequence[int] = (300, 600, 900), count: Callable[[str], int] | None = None,
+                  ) -> list[tuple[int, str, str]]:
+    """Training augmentation with long everyday context: for a seeded `share` of `prompts`, one copy
+    with about `pad_tokens` tokens of benign documents (news, podcasts, dialogues: coherent prose in
+    reading order, not a list of sentences) before / after / around it — what a user pastes before a
+    question. Apply to both classes alike; pass a `document_pool` of the split. Returns
+    (index, "pad_doc_<side>", text) triples."""
+    docs = list(documents)
+    if not docs:
+        raise ValueError("document_pads needs at least one document")
+    count = count or (lambda s: int(len(s.split()) * 1.3))
+    out = []
+    for i, p in enumerate(prompts):
+        r = _rng(seed, "doc_pad", p)
+        if r.random() >= share:
+            continue
+        side, n = r.choice(("before", "after", "around")), r.choice(list(pad_tokens))
+        if side == "around":
+            text = f"{_doc_text(docs, n // 2, count, r)} {p.strip()} {_doc_text(docs, n - n // 2, count, r)}"
+        else:
+            doc = _doc_text(docs, n, count, r)
+            text = f"{doc} {p.strip()}" if side == "before" else f"{p.strip()} {doc}"
+        out.append((i, f"pad_doc_{side}", text))
     return out

@@ -66,6 +66,10 @@ class GuardTrainConfig:
     corpus_pad_share: float = _f(0.0, "window: share of train/val prompts (both classes) that also get a copy "
                                       "padded with other benign prompts of the same split (dsa.data.wrappers.corpus_pads)")
     corpus_pad_tokens: list = _f([200, 450, 800], "window: padding lengths (tokens) of the corpus-padded copies")
+    doc_pad_share: float = _f(0.0, "window: share of train/val prompts (both classes) that also get a copy with "
+                                   "long benign documents around it (summedits documents, split between train "
+                                   "and val; dsa.data.wrappers.document_pads)")
+    doc_pad_tokens: list = _f([300, 600, 900], "window: padding lengths (tokens) of the document-padded copies")
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
     base_answers: int = _f(0, "prompt_response tasks: the base's own greedy answers to this many benign "
                               "prompt_safety TRAIN prompts join the train split as safe answers, and to half "
@@ -95,6 +99,13 @@ class GuardTrainConfig:
             self.max_length = TASK_MAX_LENGTH.get(self.task, 256)
         if not self.layer_sets or not all(isinstance(ls, list) and ls for ls in self.layer_sets):
             raise ValueError("layer_sets must be a non-empty list of non-empty layer lists, e.g. [[0.62], [9, 14]]")
+
+    def augmentation(self) -> dict:
+        """The window recipe's padded-copy settings as `window_prompts` / `window_data` keywords."""
+        return {"seed": self.seed, "share": self.augment_share, "pad_tokens": self.pad_tokens,
+                "long_share": self.long_pad_share, "long_tokens": self.long_pad_tokens,
+                "corpus_share": self.corpus_pad_share, "corpus_tokens": self.corpus_pad_tokens,
+                "doc_share": self.doc_pad_share, "doc_tokens": self.doc_pad_tokens}
 
     def resolved(self, n_layers: int) -> GuardTrainConfig:
         """This config with every layer as an index of a model with `n_layers` layers; a clear error

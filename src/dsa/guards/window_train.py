@@ -188,16 +188,19 @@ class WindowData:
 def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
                    pad_tokens: Sequence[int] = (40, 120, 300), long_share: float = 0.0,
                    long_tokens: Sequence[int] = (500, 900), corpus_share: float = 0.0,
-                   corpus_tokens: Sequence[int] = (200, 450, 800),
+                   corpus_tokens: Sequence[int] = (200, 450, 800), doc_share: float = 0.0,
+                   doc_tokens: Sequence[int] = (300, 600, 900),
                    splits: Sequence[str] = ("train", "val")) -> WindowPrompts:
     """The task's labelled splits as raw prompts; train and val also get copies padded with train
     filler (`augment`), for `long_share` of them long repetitive copies (`long_pads`) and for
     `corpus_share` copies padded with the split's own other benign prompts (`corpus_pads`: short
-    plain benign prompts of that split only, so val padding never shares a text with train); lengths
+    plain benign prompts of that split only, so val padding never shares a text with train), for
+    `doc_share` copies with long benign documents around them (`document_pads`: summedits documents,
+    split between train and val by `document_pool`); lengths
     counted with `tokenizer`; test stays plain. What `window_data`
     renders, so a standalone classifier can train on exactly the same prompts."""
     from dsa.data.tasks import guard_task, prompt_source
-    from dsa.data.wrappers import augment, corpus_pads, long_pads
+    from dsa.data.wrappers import augment, corpus_pads, document_pads, document_pool, long_pads
 
     task = guard_task(task_name)
     count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
@@ -219,6 +222,9 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
             pool = [p for p, y, k in zip(prompts, labels, kind, strict=True) if y == 0 and k == "plain" and len(p) <= 300]
             extra += corpus_pads(prompts, pool, seed=seed + (s == "val"), share=corpus_share,
                                  pad_tokens=corpus_tokens, count=count)
+        if s != "test" and doc_share > 0:
+            extra += document_pads(prompts, document_pool(_documents(), s, seed=seed), seed=seed + (s == "val"),
+                                   share=doc_share, pad_tokens=doc_tokens, count=count)
         prompts += [t for _, _, t in extra]
         labels += [labels[i] for i, _, _ in extra]
         kind += [k for _, k, _ in extra]
@@ -228,16 +234,24 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
     return out
 
 
+def _documents() -> list[str]:
+    """Benign documents for `document_pads`: every summedits document (not an eval-only set)."""
+    from dsa.data.sources import load_source
+
+    return [r.document for r in load_source("summedits") if r.document]
+
+
 def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0, share: float = 0.5,
                 pad_tokens: Sequence[int] = (40, 120, 300), long_share: float = 0.0,
                 long_tokens: Sequence[int] = (500, 900), corpus_share: float = 0.0,
-                corpus_tokens: Sequence[int] = (200, 450, 800), max_length: int = 1024,
+                corpus_tokens: Sequence[int] = (200, 450, 800), doc_share: float = 0.0,
+                doc_tokens: Sequence[int] = (300, 600, 900), max_length: int = 1024,
                 splits: Sequence[str] = ("train", "val")) -> WindowData:
     """The task's splits (`window_prompts`) as rendered texts with their per-token states; train
     and val also get padded copies, test stays plain."""
     wp = window_prompts(base.tokenizer, task_name, seed=seed, share=share, pad_tokens=pad_tokens,
                         long_share=long_share, long_tokens=long_tokens, corpus_share=corpus_share,
-                        corpus_tokens=corpus_tokens, splits=splits)
+                        corpus_tokens=corpus_tokens, doc_share=doc_share, doc_tokens=doc_tokens, splits=splits)
     texts, states = {}, {}
     for s in splits:
         texts[s] = [render_input(base, p) for p in wp.prompts[s]]
@@ -345,10 +359,7 @@ def train_window(base: Base, cfg) -> GuardAdapter:
     cfg = cfg.resolved(base.n_layers)
     layers = list(cfg.layer_sets[0])
     t0 = time.perf_counter()
-    data = window_data(base, cfg.task, layers, seed=cfg.seed, share=cfg.augment_share, pad_tokens=cfg.pad_tokens,
-                       long_share=cfg.long_pad_share, long_tokens=cfg.long_pad_tokens,
-                       corpus_share=cfg.corpus_pad_share, corpus_tokens=cfg.corpus_pad_tokens,
-                       splits=("train", "val", "test"))
+    data = window_data(base, cfg.task, layers, **cfg.augmentation(), splits=("train", "val", "test"))
     feature_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     sweep, best = [], None
@@ -378,8 +389,9 @@ def train_window(base: Base, cfg) -> GuardAdapter:
 
 def kind_group(kind: str) -> str:
     """A training copy's kind as a group: plain, framed (train wrapper families), pad (short train
-    filler), pad_long (long repetitive train filler) or pad_corpus (other benign prompts)."""
-    for g in ("pad_long", "pad_corpus"):
+    filler), pad_long (long repetitive train filler), pad_corpus (other benign prompts) or pad_doc
+    (long benign documents)."""
+    for g in ("pad_long", "pad_corpus", "pad_doc"):
         if kind.startswith(g):
             return g
     return "pad" if kind.startswith("pad_") else "plain" if kind == "plain" else "framed"
