@@ -256,7 +256,7 @@ class SafetyModel:
         rows = alignment if isinstance(alignment, list | tuple) else [alignment] * len(messages)
         for f, a in zip(found, rows, strict=True):
             if f:
-                f["applied"] = f["applied"] and isinstance(a, str) and a == "auto"
+                f["applied"] = f["applied"] and a == "auto"
         return found
 
     # ---- generation: scoped steps -------------------------------------------------------------
@@ -404,7 +404,7 @@ class SafetyModel:
         rows = [Row(int(_row_value(max_new_tokens, i)), float(_row_value(temperature, i)),
                     make_generator(_row_seed(seed, i)), tag=None if tags is None else tags[i]) for i in range(n)]
         batch = DecodeBatch(rows, mask, last_pos, base_cache, ad_cache, lam, scores, logits, rstate,
-                            ad_rows=(lam > 0).nonzero().flatten())
+                            ad_rows=None if ad_cache is None else (lam > 0).nonzero().flatten())
         for i, (row, found) in enumerate(zip(rows, languages, strict=True)):
             row.language = found
             if found.get("applied") and self.unvalidated_language == "refuse":
@@ -461,9 +461,8 @@ class SafetyModel:
         taps = [self.adapter.input_tap] if batch.ad_cache is not None else []
         taps += [t for t in (rguard.taps if rguard is not None else []) if t not in taps]
         # An LM head is a big part of a decode step (vocabulary × d_model): skip the base's when every
-        # row is at λ = 1 (its logits would be multiplied by 0) and the adapter's when no row it runs on is above 0.
-        aligned_only = batch.ad_cache is not None and len(rows) == len(batch) and bool((batch.lam == 1).all())
-        need_aligned = batch.ad_cache is not None and bool((batch.lam[rows] > 0).any())
+        # row is at λ = 1 (its logits would be multiplied by 0); the adapter runs only on rows with λ > 0.
+        aligned_only = batch.ad_cache is not None and bool((batch.lam == 1).all())
         inputs = dict(input_ids=nxt[:, None], attention_mask=batch.mask, position_ids=batch.last_pos,
                       **kv(self.base.model, batch.base_cache), use_cache=True)
         with self._scoped_taps(taps) as cache, patch_strength(self.patch, batch.lam):
@@ -483,9 +482,8 @@ class SafetyModel:
         aligned = None
         if batch.ad_cache is not None:
             aligned, batch.ad_cache = self.adapter(cache[self.adapter.input_tap][rows], batch.mask[rows],
-                                                   batch.last_pos[rows], batch.ad_cache, use_cache=True,
-                                                   logits=need_aligned)
-            aligned = None if aligned is None else aligned[:, -1]
+                                                   batch.last_pos[rows], batch.ad_cache, use_cache=True)
+            aligned = aligned[:, -1]
         if aligned_only:
             batch.logits = aligned.float()  # = mix_logits at λ = 1 (0 · finite base logits + aligned)
         else:

@@ -205,6 +205,7 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
     task = guard_task(task_name)
     count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
     out = WindowPrompts({}, {}, {}, {}, {})
+    documents = _documents() if doc_share > 0 else []  # read once for both splits' pools
     for s in splits:
         recs = [r for r in task.split(s) if r.label is not None]
         prompts = [r.main_text for r in recs]
@@ -223,7 +224,7 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
             extra += corpus_pads(prompts, pool, seed=seed + (s == "val"), share=corpus_share,
                                  pad_tokens=corpus_tokens, count=count)
         if s != "test" and doc_share > 0:
-            extra += document_pads(prompts, document_pool(_documents(), s, seed=seed), seed=seed + (s == "val"),
+            extra += document_pads(prompts, document_pool(documents, s, seed=seed), seed=seed + (s == "val"),
                                    share=doc_share, pad_tokens=doc_tokens, count=count)
         prompts += [t for _, _, t in extra]
         labels += [labels[i] for i, _, _ in extra]
