@@ -239,6 +239,21 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _no_weight_bar():
+    """Silence transformers' "Loading weights" progress bar for one load (it takes under a second
+    here, and a bar on every first screen hides the lines that matter); its setting is restored."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def _dequantise(name: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -246,7 +261,8 @@ def _dequantise(name: str, target: Path) -> Path:
     t0 = time.perf_counter()
     log.warning("dequantising %s (first load only, ~20 s) into %s", gguf.name, target)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    with _no_weight_bar():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     # A GGUF-loaded model refuses save_pretrained while it still looks quantised.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -308,7 +324,8 @@ def load_base(
         check_chat_template(tok, name_or_path)  # before the (slow) weights
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    with _no_weight_bar():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     model.eval().requires_grad_(False)
     spec = resolve_spec(model, spec)
     fp = fingerprint(model)

@@ -59,3 +59,19 @@ def test_load_base_from_a_local_directory(tmp_path):
     ids = torch.tensor([[5, 6, 7]])
     with torch.no_grad():
         assert torch.equal(base.model(ids).logits, model(ids).logits)
+
+
+def test_loading_a_base_prints_no_progress_bar_and_leaves_the_setting_alone(tmp_path, capfd):
+    """A sub-second weight load is not news: no "Loading weights" bar on a user's first screen
+    (the README's commands), and transformers' own progress-bar setting is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    from dsa.base import load_base
+
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    capfd.readouterr()
+    load_base(str(tmp_path / "m"), dtype="fp32")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
