@@ -66,3 +66,28 @@ def test_a_recalibrated_guard_drops_the_old_metrics(tmp_path, monkeypatch):
                           {"weights_sha256": w, "config_key": "k-new"})
     part = json.loads((tmp_path / "context_dependent_at_step.json").read_text())
     assert "mmlu_cloze_acc" not in part and part["config_key"] == "k-new"
+
+
+def test_parts_are_restored_from_results_only_where_nothing_changed(tmp_path, monkeypatch):
+    ev = _evaluator(tmp_path / "parts", monkeypatch)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter.safetensors").write_bytes(b"weights")
+    ev.cfg.dsa_adapter, ev.cfg.guards = str(adapter), []
+    ev.cfg.lora_patch = ev.cfg.dsa_dpo = ev.cfg.full_ft = ""
+    now = ev.weights_sha256("dsa_adapter@1")
+    results = tmp_path / "alignment.json"
+    results.write_text(json.dumps({"configs": {
+        "base": {"weights_sha256": {}, "n": {"x": 1}, "x": 0.1},
+        "dsa_adapter@1": {"weights_sha256": now, "n": {"x": 1}, "x": 0.9},
+        "dsa_adapter@0.5": {"weights_sha256": {str(adapter / "adapter.safetensors"): "retrained"}, "n": {}},
+        "context_dependent@step": {"weights_sha256": now, "n": {}},  # reads a guard, no key recorded
+        "context_dependent@linear": {"weights_sha256": now, "n": {}, "config_key": "other-calibration"},
+    }}))
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "base.json").write_text(json.dumps({"config": "base", "n": {}, "x": 0.2}))
+    assert ev.restore_parts(results) == ["dsa_adapter@1"]
+    part = json.loads((tmp_path / "parts" / "dsa_adapter_at_1.json").read_text())
+    assert part["config"] == "dsa_adapter@1" and part["x"] == 0.9
+    assert json.loads((tmp_path / "parts" / "base.json").read_text())["x"] == 0.2  # a newer part is kept
+    assert ev.restore_parts(tmp_path / "missing.json") == []

@@ -67,6 +67,9 @@ def cmd_eval(args) -> int:
     names = config_names(cfg)
     if args.stage != "report":
         ev = Evaluator(cfg)
+        restored = ev.restore_parts(Path(cfg.out))
+        if restored:
+            print(f"restored from {cfg.out} (weights unchanged): {', '.join(restored)}", flush=True)
         if args.stage in ("all", "generate"):
             for n in names:
                 print(n, ev.run_generation(n), flush=True)

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 PARTS = Path("runs/align_eval")
 # ramps below the policy head's calibrated threshold (dsa.align.policy); step fires at it
 POLICY_KWARGS = {"step": {}, "linear": {"width": 0.2}, "sigmoid": {"width": 0.2}}
+_KINDS = ("base", "full_ft", "lora_patch", "dsa_adapter", "dsa_dpo", "context_dependent")
 
 
 def _h(s: str) -> str:
@@ -199,6 +200,32 @@ class Evaluator:
         """{weights file: sha256} of what a configuration's numbers describe."""
         return {str(f): hashlib.sha256(f.read_bytes()).hexdigest()
                 for d in self.weight_dirs(name) for f in sorted(Path(d).glob("*.safetensors"))}
+
+    def restore_parts(self, results: Path) -> list[str]:
+        """Write the part of every configuration in a results file that has no part under
+        `PARTS` yet, where that configuration still describes what ships: the same weight files
+        (by content) and, when the results recorded one, the same `artifacts_key` (calibration and
+        policy included). A configuration that reads a guard is restored only by its key, since
+        a guard recalibrated without new weights changes its answers. A fresh checkout then
+        reruns only what changed. Returns the restored names."""
+        if not results.exists():
+            return []
+        restored = []
+        for name, part in json.loads(results.read_text()).get("configs", {}).items():
+            path = PARTS / f"{name.replace('@', '_at_')}.json"
+            if path.exists() or name.partition("@")[0] not in _KINDS:
+                continue
+            if sorted(part.get("weights_sha256", {}).values()) != sorted(self.weights_sha256(name).values()):
+                continue
+            key = part.get("config_key")
+            if (key is None and name.startswith("context_dependent")) or (key is not None
+                                                                           and key != self.artifacts_key(name)):
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps({"config": name, **part}, indent=1, sort_keys=True) + "\n")
+            restored.append(name)
+        self.unpatch()
+        return restored
 
     # ---- generation stage -----------------------------------------------------------------
     def run_generation(self, name: str) -> dict:

@@ -1,0 +1,49 @@
+"""Committed results describe the adapters that ship: every weight file a result names under
+adapters/ (by `weights_sha256`) still has that content. Retraining or replacing an adapter without
+re-measuring what depends on it fails here, not silently in the docs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _recorded(obj, where=""):
+    """(where, weight file, sha256) for every weights record in a results document."""
+    if isinstance(obj, dict):
+        w = obj.get("weights_sha256")
+        if isinstance(w, dict):
+            yield from ((where, f, h) for f, h in w.items())
+        elif isinstance(w, str) and isinstance(obj.get("adapter"), str):
+            yield where, f"{obj['adapter']}/adapter.safetensors", w
+        for k, v in obj.items():
+            yield from _recorded(v, f"{where}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _recorded(v, f"{where}[{i}]")
+
+
+RECORDS = [(p.name, *r) for p in sorted((ROOT / "results").glob("*.json"))
+           for r in _recorded(json.loads(p.read_text()))]
+
+
+def test_results_record_the_weights_they_measured():
+    assert any(f.startswith("adapters/guards/") for _, _, f, _ in RECORDS)
+    assert any(f.startswith("adapters/align/") for _, _, f, _ in RECORDS)
+
+
+SHIPPED = [r for r in RECORDS if r[2].startswith("adapters/")]
+
+
+@pytest.mark.parametrize(("results", "where", "weights", "sha"), SHIPPED, ids=[f"{r[0]}{r[1]}:{Path(r[2]).parent.name}" for r in SHIPPED])
+def test_recorded_weights_are_the_shipped_weights(results, where, weights, sha):
+    path = ROOT / weights
+    assert path.exists(), f"results/{results} {where} measured {weights}, which no longer ships"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, (
+        f"results/{results} {where} was measured on other weights than {weights} ships now: "
+        "re-measure it with the command its page names")
