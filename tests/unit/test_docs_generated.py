@@ -32,9 +32,9 @@ def _results(name: str) -> dict:
 
 
 def robustness(doc: Path, img: Path) -> list[Path]:
-    from dsa.eval.robustness_report import write_report
+    from dsa.eval.robustness_report import read_diagnoses, write_report
 
-    return write_report(_results("robustness.json"), doc, img)[1:]
+    return write_report(_results("robustness.json"), doc, img, diagnoses=read_diagnoses(RESULTS))[1:]
 
 
 def alignment(doc: Path, img: Path) -> list[Path]:

@@ -358,9 +358,9 @@ def _csv(value: str | None) -> list[str]:
 
 
 def cmd_robustness_report(args) -> int:
-    from dsa.eval.robustness_report import write_report
+    from dsa.eval.robustness_report import read_diagnoses, write_report
 
     paths = write_report(json.loads(Path(args.results).read_text()), Path(args.doc), Path(args.img_dir),
-                         results_path=args.results)
+                         results_path=args.results, diagnoses=read_diagnoses(Path(args.results).parent))
     print("wrote " + ", ".join(map(str, paths)))
     return 0
