@@ -1,10 +1,10 @@
-"""dsa.eval.metrics against sklearn on known inputs."""
+"""dsa.metrics against sklearn on known inputs."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as M
 
-from dsa.eval.metrics import auprc, binary_report, ece, fpr_at_tpr, pr_curve, roc_auc, roc_curve
+from dsa.metrics import auprc, binary_report, ece, fpr_at_tpr, pr_curve, roc_auc, roc_curve
 
 
 @pytest.fixture

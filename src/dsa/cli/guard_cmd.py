@@ -176,7 +176,7 @@ def _train_from_file(base, cfg, t0: float) -> int:
     """`dsa guard train --data`: train, print every head's test numbers, save, plot."""
     import time
 
-    from dsa.guards.user import train_user_guard
+    from dsa.guards.evaluate import train_user_guard
     from dsa.guards.user_report import format_head, plot_heads
 
     adapter, test = train_user_guard(base, cfg)

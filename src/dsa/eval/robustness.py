@@ -31,7 +31,7 @@ import numpy as np
 
 from dsa.adapter_io import atomic_write_text
 from dsa.data.wrappers import ENCODINGS, HELDOUT_FAMILIES, pad, wrap
-from dsa.eval.metrics import wilson_interval
+from dsa.metrics import wilson_interval
 
 PAD_LENGTHS = (100, 300, 1000)
 CACHE_DIR = Path("runs/robustness")

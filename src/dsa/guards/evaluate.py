@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsa.eval.metrics import binary_report
 from dsa.guards.bank import GuardAdapter
 from dsa.guards.calibrate import calibrated, fit_temperature
 from dsa.guards.config import GuardTrainConfig
@@ -22,6 +21,8 @@ from dsa.guards.featurize import SplitData, task_features
 from dsa.guards.heads import n_params
 from dsa.guards.kinds import head_kind
 from dsa.guards.train import calibrate, mean_auc, predict
+from dsa.guards.user import user_task
+from dsa.metrics import binary_report
 
 log = logging.getLogger(__name__)
 EVAL_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai_moderation")
@@ -61,8 +62,6 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
     if splits is None:
         task = cfg.task
         if cfg.data:
-            from dsa.guards.user import user_task
-
             task = user_task(cfg.data, cfg.map, positive=cfg.positive, limit=cfg.limit, seed=cfg.seed, name=cfg.task)
         t_feat = time.perf_counter()
         heads, mode, splits = task_features(base, task, max_length=cfg.max_length, window=cfg.window,
@@ -90,6 +89,36 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
         info["data"] = {"file": Path(cfg.data).name, "rows": {s: len(v.texts) for s, v in splits.items()}}
     return GuardAdapter(cfg.arch, cfg.task, mode, heads, hcfg, head, temps, thresholds, cfg.max_length,
                         cfg.window, cfg.target_fpr, info)
+
+
+def train_user_guard(base, cfg):
+    """Train `cfg`'s guard on its user file and measure every head on the held-out test split.
+
+    Returns:
+        (adapter, test): the `GuardAdapter`, whose info holds `heads`: per head the test AUC, the
+        TPR at 1 % FPR and the test TPR / FPR at the stored threshold
+        (`dsa.guards.user_report.head_report`); and {head: (labels, logits)} of the test split
+        for the plots (empty without a test split).
+    """
+    from dsa.guards.user_report import head_report
+
+    rcfg = cfg.resolved(base.n_layers)
+    task = user_task(cfg.data, cfg.map, positive=cfg.positive, limit=cfg.limit, seed=cfg.seed, name=cfg.task)
+    t0 = time.perf_counter()
+    heads, mode, splits = task_features(base, task, max_length=rcfg.max_length, window=rcfg.window,
+                                        tokens=head_kind(rcfg.arch).reads_tokens, ladder=rcfg.ladder)
+    feature_seconds = time.perf_counter() - t0
+    adapter = train_guard(base, cfg, splits, heads, mode)
+    adapter.info["feature_seconds"] = feature_seconds
+    adapter.info["data"] = {"file": Path(cfg.data).name, "rows": {s: len(v.texts) for s, v in splits.items()}}
+    test = {}
+    if "test" in splits:
+        y = splits["test"].labels.numpy()
+        logits = _logits(adapter.head, adapter.arch, adapter.cfg, splits["test"].feats)  # [n, heads]
+        test = {h: (y[:, j], logits[:, j]) for j, h in enumerate(adapter.heads)}
+        adapter.info["heads"] = {h: head_report(yj, sj, adapter.temperatures[j], adapter.thresholds[j])
+                                 for j, (h, (yj, sj)) in enumerate(test.items())}
+    return adapter, test
 
 
 def report_from_logits(y_val: np.ndarray, val_logits: np.ndarray, y_test: np.ndarray,

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from dsa.data import guard_task
-from dsa.eval.plots import plot_curves
 from dsa.guards.baselines import record_pair
 from dsa.guards.evaluate import (
     EVAL_TASKS,
@@ -31,6 +30,7 @@ from dsa.guards.featurize import (
     task_splits,
     train_subset,
 )
+from dsa.plots import plot_curves
 
 log = logging.getLogger(__name__)
 DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")

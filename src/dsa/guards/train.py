@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsa.eval.metrics import roc_auc
 from dsa.extras import needs_extra
 from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
 from dsa.guards.featurize import TaskFeatures
 from dsa.guards.heads import GuardInput, PLRHead, build_head
 from dsa.guards.kinds import head_kind
+from dsa.metrics import roc_auc
 from dsa.train import TrainSpec, fit
 
 log = logging.getLogger(__name__)
