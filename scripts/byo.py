@@ -33,7 +33,7 @@ from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
 from dsa.data.sources import data_dir
 from dsa.guards.config import GuardTrainConfig
-from dsa.guards.evaluate import train_guard
+from dsa.recipes.guard_train import train_guard
 from dsa.taps import ARCHITECTURES, check_identity
 
 ROOT = Path(__file__).resolve().parents[1]

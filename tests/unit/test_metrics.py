@@ -48,7 +48,7 @@ def test_ece_known_values():
 
 def test_results_doc_from_a_results_dict(tmp_path):
     from dsa.guards.doc import write_doc
-    from dsa.guards.evaluate import report_from_logits
+    from dsa.recipes.guard_train import report_from_logits
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, (200, 1)).astype(float)

@@ -13,7 +13,6 @@ from dsa.guards.bank import KIND, GuardAdapter
 from dsa.guards.heads import build_head
 from dsa.guards.streaming import (
     StreamRule,
-    base_answers,
     calibrate,
     calibrate_adapter,
     first_stop,
@@ -21,6 +20,7 @@ from dsa.guards.streaming import (
     read_answers,
     stop_statistic,
 )
+from dsa.recipes.guard_train import base_answers
 from dsa.runtime import SafetyModel
 
 from .align_tiny import tiny_base

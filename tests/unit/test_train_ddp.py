@@ -29,12 +29,12 @@ def test_smoke_job_alone_is_one_process():
 
 
 def align_job(out: str) -> None:
-    """A tiny DSA-adapter run of `dsa.align.sft.train` (SFT + distillation + DPO); writes this rank's result."""
+    """A tiny DSA-adapter run of `dsa.recipes.sft.train` (SFT + distillation + DPO); writes this rank's result."""
     import json
     from pathlib import Path
 
     from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
-    from dsa.align.sft import AdapterStudent, train
+    from dsa.recipes.sft import AdapterStudent, train
     from dsa.train import process_state
     from tests.unit.align_tiny import tiny_base
     from tests.unit.test_train_parity import _examples

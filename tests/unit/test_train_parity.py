@@ -1,6 +1,6 @@
 """The loops ported onto `dsa.train` reproduce their pre-Accelerate results in one process (fp32).
 
-The expected numbers were recorded from the hand-written loops (align/sft.py `train`,
+The expected numbers were recorded from the hand-written loops (recipes/sft.py `train`,
 guards/train.py `fit_torch`, guards/baselines.py `minilm_finetune`, scripts/subspace_train.py) before
 they moved onto the shared trainer; on the machine that recorded them the ported loops reproduce
 them bit for bit. Regenerate with `python -m tests.unit.test_train_parity` only when a change of
@@ -26,7 +26,7 @@ ROWS = [("bad thing", "no way", "sft", None), ("nice thing", "sure", "distill", 
 
 
 def _examples(kinds=("sft", "distill", "dpo")):
-    from dsa.align.sft import Example
+    from dsa.recipes.sft import Example
 
     return [Example(p, r, k, rej) for p, r, k, rej in ROWS if k in kinds]
 
@@ -38,7 +38,7 @@ def _param_sum(params) -> float:
 def sft_runs() -> dict:
     from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
     from dsa.align.lora import LoRASpec, patch_lora
-    from dsa.align.sft import AdapterStudent, Example, ModelStudent, train
+    from dsa.recipes.sft import AdapterStudent, Example, ModelStudent, train
 
     out = {}
     base = tiny_base(layers=4)

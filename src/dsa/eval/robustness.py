@@ -307,7 +307,7 @@ def measure(base, adapter: str | Path, n: int = 120, seed: int = 0, refusal_n: i
     import time
 
     from dsa.adapter_io import read_adapter_meta
-    from dsa.guards.study import weights_hash
+    from dsa.recipes.guard_study import weights_hash
     from dsa.runtime import SafetyModel
 
     t0 = time.perf_counter()

@@ -91,7 +91,7 @@ class GuardHead(Protocol):
 
     def recipe(self, base, cfg):
         """A whole training recipe of the head type's own (a `GuardAdapter`), or None: `fit` on
-        cached task features, calibrated by `dsa.guards.evaluate.train_guard`."""
+        cached task features, calibrated by `dsa.recipes.guard_train.train_guard`."""
 
     def check(self, cfg) -> None:
         """Raise ValueError where a `GuardTrainConfig` cannot train this head type."""

@@ -13,7 +13,15 @@ import numpy as np
 
 from dsa.data import guard_task
 from dsa.guards.baselines import record_pair
-from dsa.guards.evaluate import (
+from dsa.guards.featurize import (
+    eval_subset,
+    features_cached,
+    task_features,
+    task_splits,
+    train_subset,
+)
+from dsa.plots import plot_curves
+from dsa.recipes.guard_train import (
     EVAL_TASKS,
     default_arch_cfgs,
     dsa_predictions,
@@ -23,14 +31,6 @@ from dsa.guards.evaluate import (
     save_preds,
     write_json,
 )
-from dsa.guards.featurize import (
-    eval_subset,
-    features_cached,
-    task_features,
-    task_splits,
-    train_subset,
-)
-from dsa.plots import plot_curves
 
 log = logging.getLogger(__name__)
 DSA_METHODS = ("dsa_plr", "dsa_plr_mlp", "dsa_rtb", "dsa_lst")

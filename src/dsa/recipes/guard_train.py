@@ -1,7 +1,10 @@
 """Train every DSA head and baseline on a guard task's fixed splits and score its test split.
 
 `train_guard(base, cfg)` is the one training path (used by `dsa guard train` for the shipped
-adapters and by `evaluate_all` for the tables), so a shipped adapter equals the evaluated one.
+adapters and by `evaluate_all` for the tables), so a shipped adapter equals the evaluated one;
+`train_user_guard` runs it on a user's file. A response guard also trains on the base's own
+everyday answers (`base_answers`), which the runtime generates: so guard training is a recipe,
+above the runtime.
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dsa.data.records import Record
 from dsa.guards.bank import GuardAdapter
 from dsa.guards.calibrate import calibrated, fit_temperature
 from dsa.guards.config import GuardTrainConfig
@@ -33,6 +38,36 @@ def _logits(head, arch, cfg, feats) -> np.ndarray:
     return predict(head, feats, arch, cfg)
 
 
+def base_answers(base, prompts: Sequence[str], max_new_tokens: int = 128, batch_size: int = 32,
+                 progress: Callable[[int], None] | None = None) -> list[Record]:
+    """The base's own greedy answers (alignment 0, no guard) to `prompts`, as safe (label 0)
+    prompt/response records: the everyday answers a response guard must let finish. Kept in the
+    cache (`$DSA_CACHE/base_answers/`) by base fingerprint, prompts and budget (not the batch size,
+    which changes only the rounding of padded rows): generating them is the slow part."""
+    import hashlib
+
+    from dsa.adapter_io import atomic_write_text
+    from dsa.base import cache_dir
+    from dsa.runtime import SafetyModel
+
+    key = hashlib.sha256(json.dumps([base.fingerprint, list(prompts), max_new_tokens]).encode())
+    path = cache_dir() / "base_answers" / f"{key.hexdigest()[:24]}.json"
+    if path.exists():
+        texts = json.loads(path.read_text())
+        if progress is not None:
+            progress(len(texts))
+    else:
+        sm, texts = SafetyModel(base), []
+        for k in range(0, len(prompts), batch_size):
+            part = list(prompts[k:k + batch_size])
+            texts += [r.text for r in sm.generate(part, alignment=0.0, max_new_tokens=max_new_tokens)]
+            if progress is not None:
+                progress(len(part))
+        atomic_write_text(path, json.dumps(texts))
+    return [Record(id=f"base_answer:{i}", source="base_answers", prompt=p, response=t, label=0)
+            for i, (p, t) in enumerate(zip(prompts, texts, strict=True))]
+
+
 def everyday_answers(base, task, cfg: GuardTrainConfig) -> dict | None:
     """{"train", "val": the base's own answers to benign prompts, label 0} when `cfg.base_answers`
     asks for them (a response guard must let the answers it will read finish; the labelled
@@ -40,7 +75,7 @@ def everyday_answers(base, task, cfg: GuardTrainConfig) -> dict | None:
     if not cfg.base_answers:
         return None
     from dsa.data import guard_task
-    from dsa.guards.streaming import base_answers, benign_prompts
+    from dsa.guards.streaming import benign_prompts
 
     mode = (guard_task(task) if isinstance(task, str) else task).mode
     if mode != "prompt_response":
