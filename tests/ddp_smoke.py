@@ -46,12 +46,13 @@ def features(n: int, seed: int):
 
 def run(epochs: int = 3, batch_size: int = 8) -> dict:
     """Train the head (one process, or this process's share under a launch); its parameters and ranks."""
+    from dsa.guards.kinds import head_kind
     from dsa.guards.train import fit_torch
     from dsa.train.accel import make_accelerator
 
     tr, y_tr = features(N_ROWS, 0)
     va, y_va = features(16, 1)
-    head = fit_torch("rtb", tr, y_tr, va, y_va, CFG, D_MODEL, seed=0, epochs=epochs, patience=epochs,
+    head = fit_torch(head_kind("rtb"), tr, y_tr, va, y_va, CFG, D_MODEL, seed=0, epochs=epochs, patience=epochs,
                      lr=1e-2, batch_size=batch_size)
     acc = make_accelerator("no")
     params = torch.cat([p.detach().flatten().float().cpu() for p in head.parameters()])

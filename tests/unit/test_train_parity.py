@@ -92,15 +92,16 @@ GUARD_CFGS = {"plr": {"layers": [1, 2], "poolings": ["mean", "last"], "hidden": 
 
 
 def guard_runs() -> dict:
+    from dsa.guards.kinds import head_kind
     from dsa.guards.train import fit_torch, predict
 
     tr, va = _task_features(seed=0), _task_features(n=12, seed=1)
     y_tr, y_va = _guard_labels(20), _guard_labels(12, seed=2)
     out = {}
     for arch, cfg in GUARD_CFGS.items():
-        head = fit_torch(arch, tr, y_tr, va, y_va, dict(cfg), 16, seed=3, epochs=4, patience=5,
+        head = fit_torch(head_kind(arch), tr, y_tr, va, y_va, dict(cfg), 16, seed=3, epochs=4, patience=5,
                          lr=1e-2, batch_size=6)
-        out[arch] = predict(head, va, arch, cfg).round(5).tolist()
+        out[arch] = predict(head, va, head_kind(arch), cfg).round(5).tolist()
     return out
 
 

@@ -286,7 +286,8 @@ def cmd_calibrate_stream(args) -> int:
     from dsa.adapter_io import read_adapter_meta
     from dsa.base import load_base
     from dsa.cli.common import parse_mapping
-    from dsa.guards.streaming import benign_prompts, calibrate_adapter
+    from dsa.guards.streaming import benign_prompts
+    from dsa.recipes.guard_stream import calibrate_adapter
     from dsa.recipes.guard_train import base_answers
 
     task = read_adapter_meta(args.adapter)["config"]["task"]

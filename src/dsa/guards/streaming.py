@@ -19,7 +19,8 @@ of safe answers separately.
 
 A `StreamRule` stops an answer at response token n (1-based) once the score has been >= `threshold`
 for `debounce` consecutive tokens, all at n >= `min_tokens`; it is stored per head in the adapter
-(`config["stream"]`, see `GuardAdapter`) and `SafetyModel` applies it.
+(`config["stream"]`, see `GuardAdapter`; `dsa.recipes.guard_stream.calibrate_adapter` writes it) and
+`SafetyModel` applies it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from dsa.data.records import Record
 from dsa.guards.calibrate import threshold_for_fpr
 
 # The grid searched by `calibrate`: tokens before the first possible stop, and consecutive flags.
@@ -217,34 +217,3 @@ def benign_prompts(split: str, n: int, seed: int = 0) -> list[str]:
     rows = [r for r in guard_task("prompt_safety").split(split) if r.label == 0 and r.prompt and "frame" not in r.meta]
     rows.sort(key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
     return [r.prompt for r in rows[:n]]
-
-
-def calibrate_adapter(base, path, records, target_fpr: float = 0.03, max_response_tokens: int = 256,
-                      source: str = "", benign: Sequence[Record] = (), benign_source: str = "",
-                      progress: Callable[[int], None] | None = None) -> dict:
-    """Calibrate every head of the response guard at `path` on labelled (prompt, response)
-    `records` (a validation split: never the test split), and on `benign` safe records (the
-    base's own answers to benign validation prompts, `base_answers`) held to the target apart;
-    store the rules in the adapter (`config["stream"]`, covered by its checksum). Returns the
-    stored dict: {"rules": [per head], "target_fpr", "source", "benign_source", "max_response_tokens",
-    "answers", "val": {head: operating point}}."""
-    from dsa.adapter_io import update_adapter_config
-    from dsa.guards.bank import KIND, GuardAdapter, GuardBank
-
-    adapter = GuardAdapter.load(path, base.fingerprint, base.d_model)
-    if adapter.mode != "prompt_response":
-        raise ValueError(f"{path}: a {adapter.mode!r} guard reads prompts; only a prompt_response guard "
-                         "reads answers while they are decoded")
-    adapter.stream = None  # read as stored; an earlier rule does not change the scores
-    bank = GuardBank([adapter])
-    answers = read_answers(base, bank, records, max_response_tokens, progress=progress, group=source)
-    answers += read_answers(base, bank, benign, max_response_tokens, progress=progress, group=benign_source)
-    rules, val = [], {}
-    for head in bank.heads:
-        rule, point, _ = calibrate(answers, head, target_fpr)
-        rules.append(rule.as_dict())
-        val[head] = point
-    stream = {"rules": rules, "target_fpr": target_fpr, "source": source, "benign_source": benign_source,
-              "max_response_tokens": max_response_tokens, "answers": len(answers), "val": val}
-    update_adapter_config(path, {"stream": stream}, kind=KIND)
-    return stream

@@ -11,6 +11,7 @@ bank and the fitting of a head on cached features, `dsa.train` the trainer).
     align_report  results/alignment.json, docs/results-alignment.md and its plots
     guard_train   `dsa guard train`: `train_guard` (one path for shipped and evaluated guards),
                   user-file guards, the base's everyday answers a response guard trains on
+    guard_stream  `dsa guard calibrate-stream`: a response guard's stop rule, stored in the adapter
     guard_report  `dsa guard eval`: every head and baseline on every guard task -> results/guard.json
     guard_study   `dsa guard study` / `operating-points`: the prompt guard's precision study
 """

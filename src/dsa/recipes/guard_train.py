@@ -27,15 +27,19 @@ from dsa.guards.heads import n_params
 from dsa.guards.kinds import head_kind
 from dsa.guards.train import calibrate, mean_auc, predict
 from dsa.guards.user import user_task
+from dsa.guards.window_train import train_window
 from dsa.metrics import binary_report
 
 log = logging.getLogger(__name__)
 EVAL_TASKS = ("toxigen", "summedits", "prompt_safety", "response_harm", "openai_moderation")
 PRED_DIR = Path("runs/guard_preds")
+# Head types that train by a recipe of their own (`GuardHead.cached_features` False), returning the
+# calibrated adapter; every other head type is `fit` on cached task features below.
+RECIPES = {"window": train_window}
 
 
 def _logits(head, arch, cfg, feats) -> np.ndarray:
-    return predict(head, feats, arch, cfg)
+    return predict(head, feats, head_kind(arch), cfg)
 
 
 def base_answers(base, prompts: Sequence[str], max_new_tokens: int = 128, batch_size: int = 32,
@@ -87,12 +91,11 @@ def everyday_answers(base, task, cfg: GuardTrainConfig) -> dict | None:
 def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None = None,
                 heads: list[str] | None = None, mode: str | None = None, feature_root=None) -> GuardAdapter:
     """Train one guard adapter as `cfg` says (features from the store, `feature_root` or the
-    default one), calibrated on val: the head type's own recipe where it has one, else its `fit`
-    on cached task features."""
+    default one), calibrated on val: the head type's own recipe where it has one (`RECIPES`), else
+    its `fit` on cached task features."""
     kind = head_kind(cfg.arch)
-    adapter = kind.recipe(base, cfg)
-    if adapter is not None:
-        return adapter
+    if cfg.arch in RECIPES:
+        return RECIPES[cfg.arch](base, cfg)
     cfg = cfg.resolved(base.n_layers)  # layer indices / fractions of depth -> this model's layers
     if splits is None:
         task = cfg.task
@@ -112,7 +115,7 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
     head, hcfg = kind.fit(cfg, tr, va, d)
     val_logits = _logits(head, cfg.arch, hcfg, va.feats)
     temps, thresholds = calibrate(val_logits, va.labels.numpy(), cfg.target_fpr)
-    from dsa.guards.heads import flops_fraction
+    from dsa.guards.kinds import flops_fraction
 
     info = {"params": n_params(head), "flops_fraction_64": flops_fraction(head, base.model, 64),
             "flops_fraction_256": flops_fraction(head, base.model, 256),
