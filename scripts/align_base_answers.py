@@ -7,14 +7,14 @@ import sys
 
 import torch
 
-from dsa.align.answers import base_answers
-from dsa.align.train_data import (
+from dsa.base import load_base
+from dsa.recipes.answers import base_answers
+from dsa.recipes.train_data import (
     EVAL_MAX_NEW_TOKENS,
     TRAIN_MAX_NEW_TOKENS,
     eval_prompt_sets,
     training_prompts,
 )
-from dsa.base import load_base
 
 if __name__ == "__main__":
     torch.set_num_threads(2)

@@ -13,7 +13,7 @@ class names (`--positive hate`), nothing cleaned. The first run extracts every t
 (tests/tiny.py): embed + Σ(attn_out + mlp_out) = resid_post at every layer.
 "accelerate_processes" is the number of processes that took part in a tiny guard-head training
 launched just now by `accelerate launch --multi_gpu --num_processes 2` on the CPU (gloo), counted
-only when every rank ended with the same parameters as one process (`dsa.train.check_processes`;
+only when every rank ended with the same parameters as one process (`tests.ddp_smoke.check_processes`;
 details under "accelerate").
 Each run updates only its own keys of the file and keeps the others.
 """
@@ -33,7 +33,7 @@ from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
 from dsa.data.sources import data_dir
 from dsa.guards.config import GuardTrainConfig
-from dsa.guards.evaluate import train_guard
+from dsa.recipes.guard_train import train_guard
 from dsa.taps import ARCHITECTURES, check_identity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,8 @@ def architectures_tested() -> list[str]:
 
 def accelerate_check(n: int = 2) -> dict:
     """Launch the n-process smoke training; the process count only if the ranks agreed."""
-    from dsa.train import check_processes
+    sys.path.insert(0, str(ROOT))
+    from tests.ddp_smoke import check_processes
 
     r = check_processes(n)
     ok = r.get("params_equal_across_ranks") and set(r.get("world_sizes") or []) == {n}

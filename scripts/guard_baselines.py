@@ -6,8 +6,8 @@
 import argparse
 import logging
 
-from dsa.guards.evaluate import EVAL_TASKS
-from dsa.guards.report import BASELINES, baseline_predictions
+from dsa.recipes.guard_report import BASELINES, baseline_predictions
+from dsa.recipes.guard_train import EVAL_TASKS
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

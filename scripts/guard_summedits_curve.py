@@ -19,8 +19,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from dsa.base import load_base
-from dsa.eval.metrics import roc_auc
 from dsa.guards.featurize import task_features
+from dsa.metrics import roc_auc
 
 LAYERS = [9, 14, 19, 24]
 C = 0.01

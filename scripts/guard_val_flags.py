@@ -43,11 +43,11 @@ def by_length(lengths: np.ndarray, plain: np.ndarray, y: np.ndarray, probs: np.n
 def main() -> int:
     from dsa.adapter_io import atomic_write_text
     from dsa.base import load_base
-    from dsa.eval.metrics import roc_auc
     from dsa.guards.bank import GuardAdapter
     from dsa.guards.calibrate import calibrated, threshold_for_fpr
     from dsa.guards.config import GuardTrainConfig
     from dsa.guards.window_train import flag_rates_by_kind, kind_group, predict_window, window_data
+    from dsa.metrics import roc_auc
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("guards", nargs="+")

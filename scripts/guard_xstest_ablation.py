@@ -31,8 +31,8 @@ from sklearn.linear_model import LogisticRegression
 
 from dsa.base import load_base
 from dsa.data import benign_prompts, guard_task, load_source
-from dsa.eval.metrics import roc_auc
 from dsa.guards.featurize import extract_task_features, task_features, train_subset
+from dsa.metrics import roc_auc
 
 LAYERS = [9, 14, 19, 24]
 QUESTION = re.compile(r"^(what|why|how|who|where|when|which|can|could|is|are|do|does|should|would)\b", re.I)

@@ -25,11 +25,11 @@ from sklearn.linear_model import LogisticRegression
 
 from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
-from dsa.eval.metrics import roc_auc
 from dsa.features import text_hash
 from dsa.features.store import read_shard, rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
 from dsa.guards.operating import operating_sets, probe_line, probe_readout
+from dsa.metrics import roc_auc
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsa.eval.metrics import roc_auc
 from dsa.eval.robustness import git_describe, load_sets, merge_guard, score_standalone
 from dsa.guards.baselines import MINILM_DIST, MiniLMClassifier, MiniLMFit, minilm_fit
 from dsa.guards.calibrate import threshold_for_fpr
 from dsa.guards.config import GuardTrainConfig
 from dsa.guards.window_train import window_prompts
+from dsa.metrics import roc_auc
 from dsa.normalise import normalise_text
 
 NAME = "MiniLM-L6 fine-tuned (standalone, same data)"

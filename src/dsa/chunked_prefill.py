@@ -20,7 +20,7 @@ is less efficient than its matmuls). A slice late in a 4k prompt is then ~25 tok
 one is 125, and every slice takes about the same time.
 
 A guard head's state across chunks: a window head keeps its last `window` token logits and best
-full window (`dsa.vllm.prompt_window.PromptWindow`, what the vLLM engine keeps across vLLM's chunks);
+full window (`dsa.guards.prompt_window.PromptWindow`, what the vLLM engine keeps across vLLM's chunks);
 PLR heads a running sum (mean pooling) and the last token's state of each tap; RTB/LST heads the
 last `window` token states. These are the `TapSummary`s a one-shot prefill pools inside its hooks,
 so the heads and the response guard's `stream_state` read them unchanged. `ChunkedClassify` reads

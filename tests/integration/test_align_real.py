@@ -61,8 +61,8 @@ def test_shipped_adapters_load(base, kind):
 def test_hard_negatives_are_the_benign_prompts_the_guard_scores_highest(base):
     """Mined rows are benign training prompts, ordered by the shipped guard's score, and the
     public classify() agrees that they score above the rest of the pool."""
-    from dsa.align.train_data import guard_hard_negatives
     from dsa.data import guard_task
+    from dsa.recipes.train_data import guard_hard_negatives
     from dsa.runtime import SafetyModel
 
     guard = ROOT / "adapters" / "guards" / "prompt_safety"

@@ -21,7 +21,7 @@ import torch
 from dsa.base import load_base
 from dsa.features import extract_features
 from dsa.guards.config import GuardTrainConfig
-from dsa.guards.evaluate import train_guard
+from dsa.recipes.guard_train import train_guard
 from dsa.taps import check_identity, identity_errors, run_with_taps
 
 SECOND = os.environ.get("DSA_SECOND_BASE", "")

@@ -13,7 +13,7 @@ from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
 from dsa.align.policy import make_policy
 from dsa.guards import GuardBank
 from dsa.guards.bank import GuardAdapter
-from dsa.guards.heads import build_head
+from dsa.guards.kinds import build_head
 from dsa.runtime import SafetyModel
 
 from .align_tiny import ProbeBank, tiny_base

@@ -17,7 +17,7 @@ from dsa.adapter_io import (
     tensors_checksum,
 )
 from dsa.guards.bank import GuardAdapter
-from dsa.guards.heads import build_head
+from dsa.guards.kinds import build_head
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "adapter_checksums.py"

@@ -5,7 +5,7 @@ import torch
 
 from dsa.adapter_io import FingerprintMismatch
 from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec, mix_logits
-from dsa.align.sft import AdapterStudent, Example, ModelStudent, batch_loss, train
+from dsa.recipes.sft import AdapterStudent, Example, ModelStudent, batch_loss, train
 from dsa.taps import record_taps
 
 from .align_tiny import tiny_base

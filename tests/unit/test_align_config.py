@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dsa.align.config import AlignEvalConfig, AlignTrainConfig
+from dsa.recipes.align_config import AlignEvalConfig, AlignTrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -32,7 +32,7 @@ def test_overrides_and_unknown_keys(tmp_path):
 
 
 def test_eval_configuration_names():
-    from dsa.eval.alignment import config_names
+    from dsa.recipes.align_eval import config_names
 
     cfg = AlignEvalConfig(alphas=[1.0], lambdas=[0.5, 1.0], dpo_lambdas=[1.0], policies=["step", "sigmoid"])
     assert config_names(cfg) == ["base", "full_ft", "lora_patch@1", "dsa_adapter@0.5", "dsa_adapter@1",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-from dsa.eval import alignment
+from dsa.recipes import align_eval
 
 
 def test_parts_merge_stages_of_the_same_weights(tmp_path, monkeypatch):
-    monkeypatch.setattr(alignment, "PARTS", tmp_path)
+    monkeypatch.setattr(align_eval, "PARTS", tmp_path)
     w = {"adapters/align/dsa_adapter/adapter.safetensors": "aa"}
-    alignment.update_part("dsa_adapter@1", {"xstest_safe_refusal": 0.7}, {"xstest_safe_refusal": 250},
+    align_eval.update_part("dsa_adapter@1", {"xstest_safe_refusal": 0.7}, {"xstest_safe_refusal": 250},
                           {"weights_sha256": w})
     # the same file content under another path (a copy) is the same weights
-    alignment.update_part("dsa_adapter@1", {"mmlu_cloze_acc": 0.23}, {"mmlu_cloze_acc": 100},
+    align_eval.update_part("dsa_adapter@1", {"mmlu_cloze_acc": 0.23}, {"mmlu_cloze_acc": 100},
                           {"weights_sha256": {"runs/copy/adapter.safetensors": "aa"}})
     part = json.loads((tmp_path / "dsa_adapter_at_1.json").read_text())
     assert part["xstest_safe_refusal"] == 0.7 and part["mmlu_cloze_acc"] == 0.23
@@ -21,10 +21,10 @@ def test_parts_merge_stages_of_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_a_retrained_adapter_drops_the_old_metrics(tmp_path, monkeypatch):
-    monkeypatch.setattr(alignment, "PARTS", tmp_path)
-    alignment.update_part("context_dependent@step", {"mmlu_cloze_acc": 0.22}, {"mmlu_cloze_acc": 100},
+    monkeypatch.setattr(align_eval, "PARTS", tmp_path)
+    align_eval.update_part("context_dependent@step", {"mmlu_cloze_acc": 0.22}, {"mmlu_cloze_acc": 100},
                           {"weights_sha256": {"a.safetensors": "old"}})
-    alignment.update_part("context_dependent@step", {"xstest_safe_refusal": 0.5}, {"xstest_safe_refusal": 250},
+    align_eval.update_part("context_dependent@step", {"xstest_safe_refusal": 0.5}, {"xstest_safe_refusal": 250},
                           {"weights_sha256": {"a.safetensors": "new"}})
     part = json.loads((tmp_path / "context_dependent_at_step.json").read_text())
     assert "mmlu_cloze_acc" not in part and part["n"] == {"xstest_safe_refusal": 250}
@@ -35,9 +35,9 @@ def _evaluator(tmp_path, monkeypatch):
     """An Evaluator on tiny parts (no checkpoint loading): a guard bank and an alignment adapter."""
     from tests.unit.server_tiny import tiny_model
 
-    monkeypatch.setattr(alignment, "PARTS", tmp_path)
+    monkeypatch.setattr(align_eval, "PARTS", tmp_path)
     sm = tiny_model()
-    ev = alignment.Evaluator.__new__(alignment.Evaluator)
+    ev = align_eval.Evaluator.__new__(align_eval.Evaluator)
     ev.cfg = type("Cfg", (), {"guards": [], "dsa_adapter": None})()
     ev.base, ev._adapter, ev._bank, ev._patch, ev._ft, ev._dpo = sm.base, sm.adapter, sm.guards, None, None, None
     return ev
@@ -47,22 +47,22 @@ def test_cached_answers_are_keyed_on_calibration_not_only_weight_files(tmp_path,
     ev = _evaluator(tmp_path, monkeypatch)
     ev.cfg.max_new_tokens = 64
     name = "context_dependent@step"
-    before, flags_before = ev.answer_file(name, "xstest_safe"), alignment._cache_file(
+    before, flags_before = ev.answer_file(name, "xstest_safe"), align_eval._cache_file(
         "response_flags", ev.base.fingerprint, ev._bank)
     adapter_only = ev.artifacts_key("dsa_adapter@1")
     ev._bank.adapters[0].thresholds[0] = 0.9999  # recalibrated: same weights, other λs and answers
     assert ev.answer_file(name, "xstest_safe") != before
-    assert alignment._cache_file("response_flags", ev.base.fingerprint, ev._bank) != flags_before
+    assert align_eval._cache_file("response_flags", ev.base.fingerprint, ev._bank) != flags_before
     assert ev.artifacts_key("dsa_adapter@1") == adapter_only  # a fixed λ does not read the guard
     assert ev.artifacts_key("dsa_adapter@1") != ev.artifacts_key("dsa_adapter@0.5")
 
 
 def test_a_recalibrated_guard_drops_the_old_metrics(tmp_path, monkeypatch):
-    monkeypatch.setattr(alignment, "PARTS", tmp_path)
+    monkeypatch.setattr(align_eval, "PARTS", tmp_path)
     w = {"a.safetensors": "same"}
-    alignment.update_part("context_dependent@step", {"mmlu_cloze_acc": 0.22}, {"mmlu_cloze_acc": 100},
+    align_eval.update_part("context_dependent@step", {"mmlu_cloze_acc": 0.22}, {"mmlu_cloze_acc": 100},
                           {"weights_sha256": w, "config_key": "k-old"})
-    alignment.update_part("context_dependent@step", {"xstest_safe_refusal": 0.5}, {"xstest_safe_refusal": 250},
+    align_eval.update_part("context_dependent@step", {"xstest_safe_refusal": 0.5}, {"xstest_safe_refusal": 250},
                           {"weights_sha256": w, "config_key": "k-new"})
     part = json.loads((tmp_path / "context_dependent_at_step.json").read_text())
     assert "mmlu_cloze_acc" not in part and part["config_key"] == "k-new"

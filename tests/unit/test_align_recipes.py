@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dsa.align.config import AlignTrainConfig
-from dsa.align.recipes import build_examples
-from dsa.align.train_data import refusal_for
 from dsa.data.tasks import SENSITIVE_WORDS
+from dsa.recipes.align_config import AlignTrainConfig
+from dsa.recipes.align_train import build_examples
+from dsa.recipes.train_data import refusal_for
 from tests.shared_data import require_data
 from tests.unit.align_tiny import tiny_base
 

@@ -3,7 +3,7 @@ replaced while the hand-written text around it stays."""
 
 import json
 
-from dsa.align.report import END, START, merge, write_doc
+from dsa.recipes.align_report import END, START, merge, write_doc
 
 
 def test_merge_and_doc(tmp_path):
@@ -63,7 +63,7 @@ def test_context_dependent_is_compared_with_the_static_adapter_of_closest_safety
 
 
 def test_plots_only_metrics_that_were_measured_and_the_doc_links_them(tmp_path):
-    from dsa.align.report import plot
+    from dsa.recipes.align_report import plot
 
     parts = tmp_path / "parts"
     parts.mkdir()

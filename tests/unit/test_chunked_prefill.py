@@ -16,7 +16,7 @@ from dsa.chunked_prefill import (
 )
 from dsa.guards import GuardBank
 from dsa.guards.bank import GuardAdapter, classify
-from dsa.guards.heads import build_head
+from dsa.guards.kinds import build_head
 from dsa.runtime import SafetyModel
 
 from .align_tiny import ProbeBank

@@ -38,7 +38,7 @@ def robustness(doc: Path, img: Path) -> list[Path]:
 
 
 def alignment(doc: Path, img: Path) -> list[Path]:
-    from dsa.align.report import plot, write_doc
+    from dsa.recipes.align_report import plot, write_doc
 
     result = _results("alignment.json")
     images = plot(result, img)

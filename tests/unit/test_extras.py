@@ -43,7 +43,7 @@ def test_core_imports_only_core_lock_packages():
 # (import, a module of the extra made unimportable, the extra the error must name)
 CASES = [("dsa.serve.app", "fastapi", "serve"), ("from dsa.serve import serve; serve(None)", "uvicorn", "serve"),
          ("dsa.train", "accelerate", "train"), ("dsa.guards.train", "accelerate", "train"),
-         ("dsa.align.sft", "accelerate", "train"), ("dsa.eval.lm_eval_model", "lm_eval", "eval"),
+         ("dsa.recipes.sft", "accelerate", "train"), ("dsa.eval.lm_eval_model", "lm_eval", "eval"),
          ("dsa.vllm.rows", "vllm", "vllm"), ("dsa.vllm.model", "vllm", "vllm"),
          ("from dsa.extras import pyplot; pyplot()", "matplotlib", "plots")]
 

@@ -13,8 +13,10 @@ from dsa.features import extract_features, pad_right
 from dsa.guards import GuardAdapter, GuardBank, build_head, classify
 from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
 from dsa.guards.featurize import extract_task_features
-from dsa.guards.heads import flops_fraction, n_params
-from dsa.guards.train import calibrate, fit_plr_linear, fit_torch, guard_input, predict
+from dsa.guards.heads import n_params
+from dsa.guards.kinds import flops_fraction, head_kind
+from dsa.guards.kinds.plr import fit_plr_linear
+from dsa.guards.train import calibrate, fit_torch, guard_input, predict
 from dsa.taps import run_with_taps
 
 LADDER = (0, 1, 2)
@@ -77,8 +79,8 @@ def _adapter(base, name, feats=None, y=None):
     if name == "plr":
         head = fit_plr_linear(feats, y, feats, y, {**cfg, "C_grid": [1.0]}, base.d_model)
     else:
-        head = fit_torch(_arch(name), feats, y, feats, y, cfg, base.d_model, epochs=2, batch_size=4)
-    temps, thr = calibrate(predict(head, feats, _arch(name), cfg), y.numpy(), 0.2)
+        head = fit_torch(head_kind(_arch(name)), feats, y, feats, y, cfg, base.d_model, epochs=2, batch_size=4)
+    temps, thr = calibrate(predict(head, feats, head_kind(_arch(name)), cfg), y.numpy(), 0.2)
     return GuardAdapter(_arch(name), "unit", "prompt", ["a", "b"], cfg, head, temps, thr,
                         max_length=64, window=8)
 
@@ -108,7 +110,7 @@ def test_prefix_shared_extraction_equals_plain_forward(tiny_base):
 def test_head_shapes_params_and_flops(tiny_base, name):
     feats = _features(tiny_base)
     head = build_head(_arch(name), tiny_base.d_model, 3, CFGS[name])
-    out = head(guard_input(feats, [0, 1, 2], _arch(name), CFGS[name]))
+    out = head(guard_input(feats, [0, 1, 2], head_kind(_arch(name)), CFGS[name]))
     assert out.shape == (3, 3)
     assert n_params(head) > 0
     assert 0 < flops_fraction(head, tiny_base.model, 64) < 10
@@ -118,7 +120,7 @@ def test_head_shapes_params_and_flops(tiny_base, name):
 def test_bank_from_one_forward_equals_cached_features_and_roundtrips(tiny_base, tmp_path, name):
     feats = _features(tiny_base)
     adapter = _adapter(tiny_base, name, feats)
-    expected = adapter.probs(torch.as_tensor(predict(adapter.head, feats, _arch(name), adapter.cfg)))
+    expected = adapter.probs(torch.as_tensor(predict(adapter.head, feats, adapter.kind, adapter.cfg)))
     adapter.save(tmp_path / name, tiny_base.fingerprint, "tiny")
     bank = GuardBank.load([tmp_path / name], tiny_base)
     assert bank.heads == ["unit/a", "unit/b"]

@@ -8,7 +8,8 @@ from torch import nn
 from dsa.chunked_prefill import GuardReader
 from dsa.guards import ARCHS, GuardBank
 from dsa.guards.bank import GuardAdapter
-from dsa.guards.heads import GuardInput, build_head, flops_fraction
+from dsa.guards.heads import GuardInput
+from dsa.guards.kinds import build_head, flops_fraction
 from dsa.guards.summaries import pooled, tap_name
 from dsa.taps import run_with_taps
 
@@ -83,9 +84,6 @@ class LastToken:
 
     def fit(self, cfg, train, val, d_model):
         raise NotImplementedError
-
-    def recipe(self, base, cfg):
-        return None
 
     def check(self, cfg):
         pass

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dsa.guards.operating import operating_points, probe_readout, tpr_at_fpr
-from dsa.guards.study import TIE, select
+from dsa.recipes.guard_study import TIE, select
 
 
 def test_tpr_at_fpr_counts_positives_above_the_negatives_quantile():

@@ -1,10 +1,10 @@
-"""dsa.eval.metrics against sklearn on known inputs."""
+"""dsa.metrics against sklearn on known inputs."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as M
 
-from dsa.eval.metrics import auprc, binary_report, ece, fpr_at_tpr, pr_curve, roc_auc, roc_curve
+from dsa.metrics import auprc, binary_report, ece, fpr_at_tpr, pr_curve, roc_auc, roc_curve
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_ece_known_values():
 
 def test_results_doc_from_a_results_dict(tmp_path):
     from dsa.guards.doc import write_doc
-    from dsa.guards.evaluate import report_from_logits
+    from dsa.recipes.guard_train import report_from_logits
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, (200, 1)).astype(float)

@@ -10,7 +10,6 @@ import math
 import pytest
 
 from dsa.data.wrappers import ENCODINGS, FILLER_HELDOUT, HELDOUT_FAMILIES, TRAIN_FAMILIES, wrap
-from dsa.eval.metrics import wilson_interval
 from dsa.eval.robustness import (
     condition_kind,
     condition_text,
@@ -23,6 +22,7 @@ from dsa.eval.robustness import (
     summarise,
 )
 from dsa.eval.robustness_report import END, START, summary_table, targets, write_report
+from dsa.metrics import wilson_interval
 from dsa.normalise import normalise_text
 
 from .align_tiny import TinyTokenizer

@@ -12,7 +12,7 @@ from dsa.features import extract_features, extract_views, render_input, text_has
 from dsa.guards import GuardBank, classify
 from dsa.guards.bank import GuardAdapter
 from dsa.guards.featurize import extract_task_features, render
-from dsa.guards.heads import build_head
+from dsa.guards.kinds import build_head
 from dsa.guards.train import guard_input
 from dsa.runtime import SafetyModel
 
@@ -42,7 +42,7 @@ def _store_scores(base, adapter: GuardAdapter, inputs, root) -> torch.Tensor:
     feats = extract_task_features(base, texts, "unit", max_length=adapter.max_length, window=adapter.window,
                                   ladder_layers=LADDER, progress=False, root=root)
     with torch.no_grad():
-        logits = adapter.head(guard_input(feats, range(len(texts)), adapter.arch, adapter.cfg)).float()
+        logits = adapter.head(guard_input(feats, range(len(texts)), adapter.kind, adapter.cfg)).float()
     return adapter.probs(logits)[:, 0]
 
 

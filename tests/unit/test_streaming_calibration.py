@@ -10,17 +10,17 @@ from dsa.adapter_io import AdapterIntegrityError, update_adapter_config
 from dsa.data.records import Record
 from dsa.guards import GuardBank
 from dsa.guards.bank import KIND, GuardAdapter
-from dsa.guards.heads import build_head
+from dsa.guards.kinds import build_head
 from dsa.guards.streaming import (
     StreamRule,
-    base_answers,
     calibrate,
-    calibrate_adapter,
     first_stop,
     operating_point,
     read_answers,
     stop_statistic,
 )
+from dsa.recipes.guard_stream import calibrate_adapter
+from dsa.recipes.guard_train import base_answers
 from dsa.runtime import SafetyModel
 
 from .align_tiny import tiny_base

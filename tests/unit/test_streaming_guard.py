@@ -6,7 +6,7 @@ import torch
 from dsa.decoding import IncrementalDetokenizer
 from dsa.guards import GuardBank
 from dsa.guards.bank import GuardAdapter
-from dsa.guards.heads import build_head
+from dsa.guards.kinds import build_head
 from dsa.runtime import SafetyModel
 from dsa.taps import run_with_taps
 

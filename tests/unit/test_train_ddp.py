@@ -1,6 +1,6 @@
 """Two processes under `accelerate launch` (CPU, gloo on loopback) train like one process.
 
-`dsa.train.check_processes` launches `python -m dsa.train.smoke` (an RTB guard head trained with
+`tests.ddp_smoke.check_processes` launches `python -m tests.ddp_smoke` (an RTB guard head trained with
 `dsa.guards.train.fit_torch` on seeded synthetic features, batches of 8 split 4 + 4) and reads back
 every rank's trained parameters.
 """
@@ -12,8 +12,7 @@ import math
 import pytest
 import torch
 
-from dsa.train import check_processes
-from dsa.train.smoke import run
+from tests.ddp_smoke import check_processes, run
 
 
 def test_two_processes_are_synchronised_and_match_one_process():
@@ -30,12 +29,12 @@ def test_smoke_job_alone_is_one_process():
 
 
 def align_job(out: str) -> None:
-    """A tiny DSA-adapter run of `dsa.align.sft.train` (SFT + distillation + DPO); writes this rank's result."""
+    """A tiny DSA-adapter run of `dsa.recipes.sft.train` (SFT + distillation + DPO); writes this rank's result."""
     import json
     from pathlib import Path
 
     from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
-    from dsa.align.sft import AdapterStudent, train
+    from dsa.recipes.sft import AdapterStudent, train
     from dsa.train import process_state
     from tests.unit.align_tiny import tiny_base
     from tests.unit.test_train_parity import _examples

@@ -1,6 +1,6 @@
 """The loops ported onto `dsa.train` reproduce their pre-Accelerate results in one process (fp32).
 
-The expected numbers were recorded from the hand-written loops (align/sft.py `train`,
+The expected numbers were recorded from the hand-written loops (recipes/sft.py `train`,
 guards/train.py `fit_torch`, guards/baselines.py `minilm_finetune`, scripts/subspace_train.py) before
 they moved onto the shared trainer; on the machine that recorded them the ported loops reproduce
 them bit for bit. Regenerate with `python -m tests.unit.test_train_parity` only when a change of
@@ -26,7 +26,7 @@ ROWS = [("bad thing", "no way", "sft", None), ("nice thing", "sure", "distill", 
 
 
 def _examples(kinds=("sft", "distill", "dpo")):
-    from dsa.align.sft import Example
+    from dsa.recipes.sft import Example
 
     return [Example(p, r, k, rej) for p, r, k, rej in ROWS if k in kinds]
 
@@ -38,7 +38,7 @@ def _param_sum(params) -> float:
 def sft_runs() -> dict:
     from dsa.align.logit_adapter import LogitAdapter, LogitAdapterSpec
     from dsa.align.lora import LoRASpec, patch_lora
-    from dsa.align.sft import AdapterStudent, Example, ModelStudent, train
+    from dsa.recipes.sft import AdapterStudent, Example, ModelStudent, train
 
     out = {}
     base = tiny_base(layers=4)
@@ -92,15 +92,16 @@ GUARD_CFGS = {"plr": {"layers": [1, 2], "poolings": ["mean", "last"], "hidden": 
 
 
 def guard_runs() -> dict:
+    from dsa.guards.kinds import head_kind
     from dsa.guards.train import fit_torch, predict
 
     tr, va = _task_features(seed=0), _task_features(n=12, seed=1)
     y_tr, y_va = _guard_labels(20), _guard_labels(12, seed=2)
     out = {}
     for arch, cfg in GUARD_CFGS.items():
-        head = fit_torch(arch, tr, y_tr, va, y_va, dict(cfg), 16, seed=3, epochs=4, patience=5,
+        head = fit_torch(head_kind(arch), tr, y_tr, va, y_va, dict(cfg), 16, seed=3, epochs=4, patience=5,
                          lr=1e-2, batch_size=6)
-        out[arch] = predict(head, va, arch, cfg).round(5).tolist()
+        out[arch] = predict(head, va, head_kind(arch), cfg).round(5).tolist()
     return out
 
 

@@ -10,8 +10,8 @@ from dsa.data.records import DataError
 from dsa.guards import GuardBank, classify
 from dsa.guards import featurize as fz
 from dsa.guards.config import GuardTrainConfig
-from dsa.guards.evaluate import train_guard
 from dsa.guards.user import user_task
+from dsa.recipes.guard_train import train_guard
 
 BAD = ["you are a stupid worthless idiot", "i hate you and your kind", "go away you disgusting pig",
        "nobody wants you here loser"]

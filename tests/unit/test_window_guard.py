@@ -7,7 +7,8 @@ import torch
 
 from dsa.guards import GuardBank
 from dsa.guards.bank import GuardAdapter, classify
-from dsa.guards.heads import GuardInput, build_head, rolling_max
+from dsa.guards.heads import GuardInput, rolling_max
+from dsa.guards.kinds import build_head
 
 from .align_tiny import tiny_base
 

@@ -44,7 +44,7 @@ def guard_dirs(tmp_path_factory, base_dir) -> list[str]:
     """The shipped prompt guard and two window guards with random weights, made for the base (of the
     shipped guard's max_length: the vLLM engine serves guards of one max_length)."""
     from dsa.guards.bank import GuardAdapter
-    from dsa.guards.heads import build_head
+    from dsa.guards.kinds import build_head
     from dsa.vllm.config import fingerprint_dir
 
     fp, d = fingerprint_dir(base_dir), 576

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from dsa.guards.bank import GuardAdapter, GuardBank
-from dsa.guards.heads import build_head
+from dsa.guards.kinds import build_head
 
 # Plain prose to cut prompts from; several offsets give the rows of a batch different texts.
 _PROSE = (

@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args) -> int:
-    from dsa.align.config import AlignTrainConfig
-    from dsa.align.recipes import run
+    from dsa.recipes.align_config import AlignTrainConfig
+    from dsa.recipes.align_train import run
 
     out = run(AlignTrainConfig.from_yaml(args.config, args.overrides))
     print(f"wrote {out}")
@@ -57,9 +57,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from pathlib import Path
 
-    from dsa.align.config import AlignEvalConfig
-    from dsa.align.report import merge, plot, table, write_doc
-    from dsa.eval.alignment import PARTS, Evaluator, config_names
+    from dsa.recipes.align_config import AlignEvalConfig
+    from dsa.recipes.align_eval import PARTS, Evaluator, config_names
+    from dsa.recipes.align_report import merge, plot, table, write_doc
 
     if args.config and "=" in args.config:  # no YAML given: the first item is an override
         args.overrides, args.config = [args.config, *args.overrides], None

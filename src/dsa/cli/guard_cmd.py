@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="prompt-guard precision study: candidate heads, selection on val, "
                                      "leave-one-source-out -> results/guard-precision.json")
     add_base_args(p)
-    p.add_argument("--candidates", nargs="*", default=None, help="a subset of dsa.guards.study.CANDIDATES")
+    p.add_argument("--candidates", nargs="*", default=None, help="a subset of dsa.recipes.guard_study.CANDIDATES")
     p.add_argument("--no-loso", action="store_true", help="skip leave-one-source-out validation")
     p.add_argument("--parts-only", action="store_true",
                    help="only train and score the candidates (parts under runs/guard_study/, e.g. in parallel "
@@ -146,7 +146,7 @@ def cmd_train(args) -> int:
     from dsa.base import load_base
     from dsa.cli.common import parse_mapping
     from dsa.guards.config import GuardTrainConfig
-    from dsa.guards.evaluate import train_guard
+    from dsa.recipes.guard_train import train_guard
 
     if args.config and "=" in args.config:  # no YAML given: the first item is an override
         args.overrides, args.config = [args.config, *args.overrides], None
@@ -176,8 +176,8 @@ def _train_from_file(base, cfg, t0: float) -> int:
     """`dsa guard train --data`: train, print every head's test numbers, save, plot."""
     import time
 
-    from dsa.guards.user import train_user_guard
     from dsa.guards.user_report import format_head, plot_heads
+    from dsa.recipes.guard_train import train_user_guard
 
     adapter, test = train_user_guard(base, cfg)
     info = adapter.info
@@ -203,14 +203,14 @@ def cmd_eval(args) -> int:
         print(f"wrote {args.doc} from {args.out}")
         return 0
     from dsa.base import load_base
-    from dsa.guards.evaluate import EVAL_TASKS
-    from dsa.guards.report import evaluate_all
+    from dsa.recipes.guard_report import evaluate_all
+    from dsa.recipes.guard_train import EVAL_TASKS
 
     tasks = tuple(args.tasks) if args.tasks else EVAL_TASKS
     bad = [t for t in tasks if t not in EVAL_TASKS]
     if bad:
         raise ValueError(f"unknown tasks {bad}: expected some of {EVAL_TASKS} (xstest comes with prompt_safety)")
-    from dsa.guards.report import BASELINES
+    from dsa.recipes.guard_report import BASELINES
 
     compute = () if args.no_baselines else tuple(args.baselines.split(",")) if args.baselines else BASELINES
     unknown = [m for m in compute if m not in BASELINES]
@@ -224,15 +224,15 @@ def cmd_eval(args) -> int:
 
 def cmd_study(args) -> int:
     from dsa.base import load_base
-    from dsa.guards.evaluate import write_json
     from dsa.guards.precision_doc import write_precision_doc
-    from dsa.guards.study import CANDIDATES, run_study
+    from dsa.recipes.guard_study import CANDIDATES, run_study
+    from dsa.recipes.guard_train import write_json
 
     bad = [c for c in args.candidates or [] if c not in CANDIDATES]
     if bad:
         raise ValueError(f"unknown candidates {bad}: expected some of {list(CANDIDATES)}")
     if args.parts_only:
-        from dsa.guards.study import run_candidates
+        from dsa.recipes.guard_study import run_candidates
 
         done = run_candidates(load_base(args.base, dtype=args.dtype, device=args.device), args.candidates)
         print(f"wrote parts for {list(done)} under runs/guard_study/")
@@ -247,9 +247,9 @@ def cmd_study(args) -> int:
 
 def cmd_operating_points(args) -> int:
     from dsa.base import load_base
-    from dsa.guards.evaluate import write_json
     from dsa.guards.precision_doc import write_precision_doc
-    from dsa.guards.study import shipped_operating_points
+    from dsa.recipes.guard_study import shipped_operating_points
+    from dsa.recipes.guard_train import write_json
 
     op = shipped_operating_points(load_base(args.base), args.adapter)
     out = Path(args.out)
@@ -286,7 +286,9 @@ def cmd_calibrate_stream(args) -> int:
     from dsa.adapter_io import read_adapter_meta
     from dsa.base import load_base
     from dsa.cli.common import parse_mapping
-    from dsa.guards.streaming import base_answers, benign_prompts, calibrate_adapter
+    from dsa.guards.streaming import benign_prompts
+    from dsa.recipes.guard_stream import calibrate_adapter
+    from dsa.recipes.guard_train import base_answers
 
     task = read_adapter_meta(args.adapter)["config"]["task"]
     if args.data:

@@ -31,7 +31,7 @@ import numpy as np
 
 from dsa.adapter_io import atomic_write_text
 from dsa.data.wrappers import ENCODINGS, HELDOUT_FAMILIES, pad, wrap
-from dsa.eval.metrics import wilson_interval
+from dsa.metrics import wilson_interval
 
 PAD_LENGTHS = (100, 300, 1000)
 CACHE_DIR = Path("runs/robustness")
@@ -307,7 +307,7 @@ def measure(base, adapter: str | Path, n: int = 120, seed: int = 0, refusal_n: i
     import time
 
     from dsa.adapter_io import read_adapter_meta
-    from dsa.guards.study import weights_hash
+    from dsa.recipes.guard_study import weights_hash
     from dsa.runtime import SafetyModel
 
     t0 = time.perf_counter()

@@ -7,8 +7,8 @@
 """
 
 from dsa.guards.bank import GuardAdapter, GuardBank, classify
-from dsa.guards.heads import LSTHead, PLRHead, RTBHead, build_head
-from dsa.guards.kinds import ARCHS, GuardHead, head_kind
+from dsa.guards.heads import LSTHead, PLRHead, RTBHead
+from dsa.guards.kinds import ARCHS, GuardHead, build_head, head_kind
 
 __all__ = ["GuardAdapter", "GuardBank", "classify", "ARCHS", "GuardHead", "head_kind", "PLRHead", "RTBHead",
            "LSTHead", "build_head"]

@@ -16,8 +16,8 @@ from torch import nn
 
 from dsa.adapter_io import load_adapter, save_adapter
 from dsa.features import pool
-from dsa.guards.heads import GuardInput, build_head
-from dsa.guards.kinds import GuardHead, head_kind
+from dsa.guards.heads import GuardInput
+from dsa.guards.kinds import GuardHead, build_head, head_kind
 from dsa.guards.streaming import StreamRule
 from dsa.guards.summaries import TapSummary, last_window, pooled, tap_name, windowed  # noqa: F401 (public here too)
 

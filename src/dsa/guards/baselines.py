@@ -128,7 +128,7 @@ def minilm_fit(train_pairs, train_y: torch.Tensor, eval_sets: dict[str, list], *
     """
     from transformers import AutoTokenizer
 
-    from dsa.eval.metrics import roc_auc
+    from dsa.metrics import roc_auc
     from dsa.train import TrainSpec, fit
 
     torch.manual_seed(seed)
@@ -201,7 +201,7 @@ def tfidf_lr(train_texts, train_y: np.ndarray, eval_texts: dict[str, list[str]],
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
-    from dsa.eval.metrics import roc_auc
+    from dsa.metrics import roc_auc
 
     vw = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
     vc = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True,

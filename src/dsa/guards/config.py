@@ -73,7 +73,7 @@ class GuardTrainConfig:
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
     base_answers: int = _f(0, "prompt_response tasks: the base's own greedy answers to this many benign "
                               "prompt_safety TRAIN prompts join the train split as safe answers, and to half "
-                              "as many VAL prompts the val split (dsa.guards.streaming.base_answers): the "
+                              "as many VAL prompts the val split (dsa.recipes.guard_train.base_answers): the "
                               "everyday answers a response guard reads, which a task's labelled answers lack")
     base_answer_tokens: int = _f(128, "decode budget of those answers")
     seed: int = _f(0, "seed of every random choice in training")

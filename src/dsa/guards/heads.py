@@ -18,7 +18,7 @@ dimensions.
   one number per token and head, never the states.
 
 What the rest of the package needs of each head type (its taps, inputs, streaming state, training
-entry) is in `dsa.guards.kinds`, one module per type.
+entry) is in `dsa.guards.kinds`, one module per type, with the factory `build_head` over them.
 """
 
 from __future__ import annotations
@@ -249,14 +249,6 @@ class WindowHead(nn.Module):
         return 0.0
 
 
-def build_head(arch: str, d_model: int, n_heads: int, cfg: dict) -> nn.Module:
-    """Factory: cfg holds the arch-specific fields (layers/poolings/hidden or ladder/width); the
-    head types are registered in `dsa.guards.kinds.ARCHS`."""
-    from dsa.guards.kinds import head_kind
-
-    return head_kind(arch).build(d_model, n_heads, cfg)
-
-
 def n_params(head: nn.Module) -> int:
     return sum(p.numel() for p in head.parameters())
 
@@ -269,12 +261,3 @@ def base_flops_per_token(model: nn.Module, context: int = 64) -> float:
     per_layer = d * d * 2 + d * kv * 2 + 3 * d * cfg.intermediate_size  # q,o + k,v + gate/up/down
     lm_head = d * cfg.vocab_size
     return 2.0 * (n_layers * per_layer + lm_head) + 2.0 * n_layers * 2 * context * d
-
-
-def flops_fraction(head: nn.Module, model: nn.Module, seq_len: int = 64) -> float:
-    """Head FLOPs / base-forward FLOPs for one sequence of `seq_len` tokens."""
-    from dsa.guards.kinds import kind_of
-
-    return kind_of(head).flops(head, seq_len) / (base_flops_per_token(model, seq_len) * seq_len)
-
-

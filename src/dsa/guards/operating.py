@@ -15,8 +15,8 @@ import numpy as np
 
 from dsa.data.records import Record
 from dsa.data.sources import SAFETY_CONCERNS, load_source
-from dsa.eval.metrics import roc_auc
 from dsa.extras import needs_extra
+from dsa.metrics import roc_auc
 
 # set name -> (expected label: 1 = should be flagged, 0 = should not)
 OPERATING_SETS = {"strongreject": 1, "xstest_unsafe": 1, "xstest_safe": 0, "coconot_contrast_eval": 0,

@@ -1,7 +1,9 @@
 """Train guard heads on cached one-pass features: class-balanced loss, early stopping on val AUC,
 seeded; calibration (temperature + threshold at a target FPR on val) stored with the head.
 
-The base is never back-propagated through: heads read cached (detached) states.
+The base is never back-propagated through: heads read cached (detached) states. The functions
+take the head type (`dsa.guards.kinds.GuardHead`, e.g. `head_kind("rtb")` or `adapter.kind`), not
+its name: the head types call them from their `fit`, so this module stays below their registry.
 """
 
 from __future__ import annotations
@@ -10,25 +12,27 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from dsa.eval.metrics import roc_auc
-from dsa.extras import needs_extra
 from dsa.guards.calibrate import calibrated, fit_temperature, threshold_for_fpr
 from dsa.guards.featurize import TaskFeatures
-from dsa.guards.heads import GuardInput, PLRHead, build_head
-from dsa.guards.kinds import head_kind
+from dsa.guards.heads import GuardInput
+from dsa.metrics import roc_auc
 from dsa.train import TrainSpec, fit
+
+if TYPE_CHECKING:
+    from dsa.guards.kinds import GuardHead
 
 log = logging.getLogger(__name__)
 
 
-def guard_input(feats: TaskFeatures, idx: Sequence[int], arch: str, cfg: dict) -> GuardInput:
-    """A batch of cached features in the form a head reads (`GuardHead.cached_input`)."""
-    return head_kind(arch).cached_input(feats, list(idx), cfg)
+def guard_input(feats: TaskFeatures, idx: Sequence[int], kind: GuardHead, cfg: dict) -> GuardInput:
+    """A batch of cached features in the form a head of type `kind` reads (`GuardHead.cached_input`)."""
+    return kind.cached_input(feats, list(idx), cfg)
 
 
 def _device(head: nn.Module) -> torch.device:
@@ -62,72 +66,36 @@ def balanced_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor
     return (loss * known).sum() / known.sum().clamp_min(1)
 
 
-def predict(head: nn.Module, feats: TaskFeatures, arch: str, cfg: dict, batch_size: int = 256) -> np.ndarray:
+def predict(head: nn.Module, feats: TaskFeatures, kind: GuardHead, cfg: dict, batch_size: int = 256) -> np.ndarray:
     head.eval()
     n = feats.ntok.shape[0]
     out = []
     with torch.no_grad():
         for k in range(0, n, batch_size):
-            x = _to(guard_input(feats, range(k, min(n, k + batch_size)), arch, cfg), _device(head))
+            x = _to(guard_input(feats, range(k, min(n, k + batch_size)), kind, cfg), _device(head))
             out.append(head(x).float().cpu())
     return torch.cat(out).numpy()
 
 
-def fit_plr_linear(train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y_va: torch.Tensor,
-                   cfg: dict, d_model: int, seed: int = 0) -> PLRHead:
-    """Linear PLR by (balanced) logistic regression per head, C tuned on val AUC; stored as tensors."""
-    with needs_extra("train", "guard training"):
-        from sklearn.linear_model import LogisticRegression
-
-    head = PLRHead(d_model, y_tr.shape[1], cfg["layers"], cfg["poolings"], 0)
-    x_tr = head.features(guard_input(train, range(train.ntok.shape[0]), "plr", cfg))
-    x_va = head.features(guard_input(val, range(val.ntok.shape[0]), "plr", cfg))
-    mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-4)
-    head.mu.copy_(mu)
-    head.sd.copy_(sd)
-    x_tr, x_va = ((x_tr - mu) / sd).numpy(), ((x_va - mu) / sd).numpy()
-    w = torch.zeros(y_tr.shape[1], x_tr.shape[1])
-    b = torch.zeros(y_tr.shape[1])
-    for j in range(y_tr.shape[1]):
-        k_tr, k_va = ~torch.isnan(y_tr[:, j]), ~torch.isnan(y_va[:, j])
-        best = None
-        # the regularisation path, strongest L2 first, each fit warm-started from the previous one
-        # (same optimum, a fraction of the L-BFGS iterations: a user's guard retrains in seconds)
-        clf = LogisticRegression(class_weight="balanced", max_iter=500, random_state=seed, warm_start=True)
-        xj, yj = x_tr[k_tr.numpy()], y_tr[k_tr, j].numpy()
-        for c in sorted(cfg.get("C_grid", (0.001, 0.003, 0.01, 0.03, 0.1))):
-            clf.set_params(C=c).fit(xj, yj)
-            auc = roc_auc(y_va[k_va, j].numpy(), clf.decision_function(x_va[k_va.numpy()]))
-            if best is None or auc > best[0]:
-                best = (auc, c, clf.coef_[0].copy(), float(clf.intercept_[0]))
-        cfg.setdefault("C", []).append(float(best[1]))  # the chosen strength per head, recorded
-        w[j] = torch.as_tensor(best[2], dtype=torch.float32)
-        b[j] = best[3]
-    with torch.no_grad():
-        head.net.weight.copy_(w)
-        head.net.bias.copy_(b)
-    return head
-
-
-def fit_torch(arch: str, train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y_va: torch.Tensor,
+def fit_torch(kind: GuardHead, train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatures, y_va: torch.Tensor,
               cfg: dict, d_model: int, *, seed: int = 0, epochs: int = 10, patience: int = 2,
               lr: float = 1e-3, weight_decay: float = 0.01, batch_size: int = 64) -> nn.Module:
     """AdamW on a class-balanced BCE; keep the epoch with the best mean val AUC."""
     torch.manual_seed(seed)
-    head = build_head(arch, d_model, y_tr.shape[1], cfg)
-    head_kind(arch).fit_norm(head, train, cfg)
+    head = kind.build(d_model, y_tr.shape[1], cfg)
+    kind.fit_norm(head, train, cfg)
     pw = _pos_weight(y_tr)
     state = {"best": None, "auc": -1.0, "bad": 0, "t0": time.perf_counter()}
 
     def loss_fn(rows: list[int]) -> tuple[torch.Tensor, dict]:
         dev = _device(head)
-        x = _to(guard_input(train, rows, arch, cfg), dev)
+        x = _to(guard_input(train, rows, kind, cfg), dev)
         return balanced_bce(head(x), y_tr[rows].to(dev), pw.to(dev)), {}
 
     def end_of_epoch(ep: int) -> bool:
-        auc = mean_auc(y_va.numpy(), predict(head, val, arch, cfg))
+        auc = mean_auc(y_va.numpy(), predict(head, val, kind, cfg))
         head.train()
-        log.info("%s epoch %d: val auc %.4f (%.0fs)", arch, ep + 1, auc, time.perf_counter() - state["t0"])
+        log.info("%s epoch %d: val auc %.4f (%.0fs)", kind.arch, ep + 1, auc, time.perf_counter() - state["t0"])
         state["t0"] = time.perf_counter()
         if auc > state["auc"] + 1e-4:
             state.update(best=copy.deepcopy(head.state_dict()), auc=auc, bad=0)
@@ -137,7 +105,7 @@ def fit_torch(arch: str, train: TaskFeatures, y_tr: torch.Tensor, val: TaskFeatu
 
     head.train()
     spec = TrainSpec(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                     mixed_precision="no", desc=f"guard {arch}")
+                     mixed_precision="no", desc=f"guard {kind.arch}")
     g = torch.Generator().manual_seed(seed)
     fit(loss_fn, range(y_tr.shape[0]), list(head.parameters()), spec, modules=[head],
         order=lambda _ep: torch.randperm(y_tr.shape[0], generator=g).tolist(), on_epoch=end_of_epoch)

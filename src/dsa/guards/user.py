@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
 from pathlib import Path
 
 from dsa.data.records import DataError
@@ -100,39 +99,6 @@ def user_task(path: str | Path, mapping: dict[str, str] | None = None, *, positi
         if not task.split(s):
             raise DataError(f"{Path(path).name}: the {s} split is empty ({len(recs)} rows)")
     return task
-
-
-def train_user_guard(base, cfg):
-    """Train `cfg`'s guard on its user file and measure every head on the held-out test split.
-
-    Returns:
-        (adapter, test): the `GuardAdapter`, whose info holds `heads`: per head the test AUC, the
-        TPR at 1 % FPR and the test TPR / FPR at the stored threshold
-        (`dsa.guards.user_report.head_report`); and {head: (labels, logits)} of the test split
-        for the plots (empty without a test split).
-    """
-    from dsa.guards.evaluate import _logits, train_guard
-    from dsa.guards.featurize import task_features
-    from dsa.guards.kinds import head_kind
-    from dsa.guards.user_report import head_report
-
-    rcfg = cfg.resolved(base.n_layers)
-    task = user_task(cfg.data, cfg.map, positive=cfg.positive, limit=cfg.limit, seed=cfg.seed, name=cfg.task)
-    t0 = time.perf_counter()
-    heads, mode, splits = task_features(base, task, max_length=rcfg.max_length, window=rcfg.window,
-                                        tokens=head_kind(rcfg.arch).reads_tokens, ladder=rcfg.ladder)
-    feature_seconds = time.perf_counter() - t0
-    adapter = train_guard(base, cfg, splits, heads, mode)
-    adapter.info["feature_seconds"] = feature_seconds
-    adapter.info["data"] = {"file": Path(cfg.data).name, "rows": {s: len(v.texts) for s, v in splits.items()}}
-    test = {}
-    if "test" in splits:
-        y = splits["test"].labels.numpy()
-        logits = _logits(adapter.head, adapter.arch, adapter.cfg, splits["test"].feats)  # [n, heads]
-        test = {h: (y[:, j], logits[:, j]) for j, h in enumerate(adapter.heads)}
-        adapter.info["heads"] = {h: head_report(yj, sj, adapter.temperatures[j], adapter.thresholds[j])
-                                 for j, (h, (yj, sj)) in enumerate(test.items())}
-    return adapter, test
 
 
 def _empty(v) -> bool:

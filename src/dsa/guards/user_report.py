@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa.eval.metrics import auprc, pr_curve, roc_auc, roc_curve
 from dsa.extras import pyplot
 from dsa.guards.calibrate import calibrated
+from dsa.metrics import auprc, pr_curve, roc_auc, roc_curve
 
 LOW_FPR = 0.01
 

@@ -35,11 +35,11 @@ from safetensors.torch import load_file, save_file
 
 from dsa.adapter_io import atomic_write_text
 from dsa.base import Base
-from dsa.eval.metrics import roc_auc
 from dsa.features.store import default_root
 from dsa.features.text import length_buckets, pad_right, render_input, text_hash, tokenize
 from dsa.guards.bank import GuardAdapter
 from dsa.guards.heads import WindowHead, rolling_max
+from dsa.metrics import roc_auc
 from dsa.taps import run_with_taps
 
 log = logging.getLogger(__name__)

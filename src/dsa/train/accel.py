@@ -21,7 +21,7 @@ def resolve_precision(want: str, device_type: str) -> str:
     """Accelerate's `mixed_precision` for a job that asks for `want` on `device_type`.
 
     "auto" is bf16 on a GPU that has it (else fp16) and fp32 ("no") on the CPU: bf16 autocast over
-    fp32 weights made full fine-tuning ~12x slower on this project's AVX-512-bf16 CPU (align/sft.py).
+    fp32 weights made full fine-tuning ~12x slower on this project's AVX-512-bf16 CPU (recipes/sft.py).
     "bf16" is bf16 autocast on either device (fp16 on a GPU without bf16); "fp16" needs a GPU."""
     if want not in PRECISIONS:
         raise ValueError(f"mixed precision {want!r}: expected one of {PRECISIONS}")

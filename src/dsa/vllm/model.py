@@ -46,9 +46,9 @@ from dsa.align.policy import decide_lambda, make_policy, request_alignment
 from dsa.guards.bank import GuardAdapter, GuardBank
 from dsa.guards.heads import GuardInput
 from dsa.guards.kinds import ARCHS
+from dsa.guards.prompt_window import PromptWindow
 from dsa.runtime import policy_threshold, resolve_policy_head
 from dsa.vllm.config import ARCHITECTURE, DSAEngineConfig, fingerprint_dir
-from dsa.vllm.prompt_window import PromptWindow
 from dsa.vllm.rows import ROWS
 
 log = logging.getLogger(__name__)

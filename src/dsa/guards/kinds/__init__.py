@@ -5,7 +5,8 @@ evaluation and the vLLM engine need to know of a head type lives in its own modu
     x = kind.inputs(adapter.cfg, cache, mask, adapter.window)
     logits = adapter.head(x)
 
-A new head type is one module (a class satisfying `GuardHead`) and one line in `ARCHS`.
+A new head type is one module (a class satisfying `GuardHead`) and one line in `ARCHS` (and one in
+`dsa.recipes.guard_train.RECIPES` if it trains by a recipe of its own, as the window head does).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
+from dsa.guards.heads import base_flops_per_token
 from dsa.guards.kinds.lst import LST
 from dsa.guards.kinds.plr import PLR
 from dsa.guards.kinds.rtb import RTB
@@ -87,11 +89,10 @@ class GuardHead(Protocol):
         """Fit the head's input standardisation buffers on training features."""
 
     def fit(self, cfg, train, val, d_model: int) -> tuple[nn.Module, dict]:
-        """(head, head config) fitted on cached train features, chosen on val (`GuardTrainConfig` cfg)."""
-
-    def recipe(self, base, cfg):
-        """A whole training recipe of the head type's own (a `GuardAdapter`), or None: `fit` on
-        cached task features, calibrated by `dsa.guards.evaluate.train_guard`."""
+        """(head, head config) fitted on cached train features, chosen on val (`GuardTrainConfig` cfg),
+        then calibrated by `dsa.recipes.guard_train.train_guard`. A head type that is not
+        (`cached_features` False) trains by a recipe of its own, named in
+        `dsa.recipes.guard_train.RECIPES`."""
 
     def check(self, cfg) -> None:
         """Raise ValueError where a `GuardTrainConfig` cannot train this head type."""
@@ -119,3 +120,14 @@ def kind_of(head: nn.Module) -> GuardHead:
         if isinstance(head, kind.head_type):
             return kind
     raise ValueError(f"no registered guard head type builds a {type(head).__name__}")
+
+
+def build_head(arch: str, d_model: int, n_heads: int, cfg: dict) -> nn.Module:
+    """Factory: cfg holds the arch-specific fields (layers/poolings/hidden or ladder/width); the
+    head types are registered in `ARCHS`."""
+    return head_kind(arch).build(d_model, n_heads, cfg)
+
+
+def flops_fraction(head: nn.Module, model: nn.Module, seq_len: int = 64) -> float:
+    """Head FLOPs / base-forward FLOPs for one sequence of `seq_len` tokens."""
+    return kind_of(head).flops(head, seq_len) / (base_flops_per_token(model, seq_len) * seq_len)

@@ -89,13 +89,10 @@ class Ladder:
         from dsa.guards.train import fit_torch
 
         hcfg = {"ladder": cfg.ladder, "width": cfg.width, "attn_heads": cfg.attn_heads}
-        head = fit_torch(self.arch, train.feats, train.labels, val.feats, val.labels, hcfg, d_model,
+        head = fit_torch(self, train.feats, train.labels, val.feats, val.labels, hcfg, d_model,
                          seed=cfg.seed, epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr,
                          weight_decay=cfg.weight_decay, batch_size=cfg.batch_size)
         return head, hcfg
-
-    def recipe(self, base, cfg) -> None:
-        return None
 
     def check(self, cfg) -> None:
         pass

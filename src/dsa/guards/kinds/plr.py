@@ -7,8 +7,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from dsa.extras import needs_extra
 from dsa.guards.heads import GuardInput, PLRHead
 from dsa.guards.summaries import pooled, tap_name
+from dsa.metrics import roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ class PLR:
         head.sd.copy_(x.std(0).clamp_min(1e-4))
 
     def fit(self, cfg, train, val, d_model: int) -> tuple[PLRHead, dict]:
-        from dsa.guards.train import fit_plr_linear, fit_torch, mean_auc, predict
+        from dsa.guards.train import fit_torch, mean_auc, predict
 
         tr, va = train, val
         if cfg.hidden == 0:
@@ -107,20 +109,53 @@ class PLR:
             for layers in cfg.layer_sets:
                 hcfg = {"layers": layers, "poolings": cfg.poolings, "hidden": 0, "C_grid": cfg.C_grid}
                 head = fit_plr_linear(tr.feats, tr.labels, va.feats, va.labels, hcfg, d_model, seed=cfg.seed)
-                auc = mean_auc(va.labels.numpy(), predict(head, va.feats, "plr", hcfg))
+                auc = mean_auc(va.labels.numpy(), predict(head, va.feats, self, hcfg))
                 log.info("plr layers %s: val auc %.4f", layers, auc)
                 if best is None or auc > best[0]:
                     best = (auc, head, hcfg)
             _, head, hcfg = best
             return head, {k: v for k, v in hcfg.items() if k != "C_grid"}
         hcfg = {"layers": cfg.layer_sets[-1], "poolings": cfg.poolings, "hidden": cfg.hidden}
-        head = fit_torch("plr", tr.feats, tr.labels, va.feats, va.labels, hcfg, d_model, seed=cfg.seed,
+        head = fit_torch(self, tr.feats, tr.labels, va.feats, va.labels, hcfg, d_model, seed=cfg.seed,
                          epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, weight_decay=cfg.weight_decay,
                          batch_size=cfg.batch_size)
         return head, hcfg
 
-    def recipe(self, base, cfg) -> None:
-        return None
-
     def check(self, cfg) -> None:
         pass
+
+
+def fit_plr_linear(train, y_tr: torch.Tensor, val, y_va: torch.Tensor,
+                   cfg: dict, d_model: int, seed: int = 0) -> PLRHead:
+    """Linear PLR by (balanced) logistic regression per head, C tuned on val AUC; stored as tensors."""
+    with needs_extra("train", "guard training"):
+        from sklearn.linear_model import LogisticRegression
+
+    head = PLRHead(d_model, y_tr.shape[1], cfg["layers"], cfg["poolings"], 0)
+    x_tr = head.features(PLR().cached_input(train, list(range(train.ntok.shape[0])), cfg))
+    x_va = head.features(PLR().cached_input(val, list(range(val.ntok.shape[0])), cfg))
+    mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-4)
+    head.mu.copy_(mu)
+    head.sd.copy_(sd)
+    x_tr, x_va = ((x_tr - mu) / sd).numpy(), ((x_va - mu) / sd).numpy()
+    w = torch.zeros(y_tr.shape[1], x_tr.shape[1])
+    b = torch.zeros(y_tr.shape[1])
+    for j in range(y_tr.shape[1]):
+        k_tr, k_va = ~torch.isnan(y_tr[:, j]), ~torch.isnan(y_va[:, j])
+        best = None
+        # the regularisation path, strongest L2 first, each fit warm-started from the previous one
+        # (same optimum, a fraction of the L-BFGS iterations: a user's guard retrains in seconds)
+        clf = LogisticRegression(class_weight="balanced", max_iter=500, random_state=seed, warm_start=True)
+        xj, yj = x_tr[k_tr.numpy()], y_tr[k_tr, j].numpy()
+        for c in sorted(cfg.get("C_grid", (0.001, 0.003, 0.01, 0.03, 0.1))):
+            clf.set_params(C=c).fit(xj, yj)
+            auc = roc_auc(y_va[k_va, j].numpy(), clf.decision_function(x_va[k_va.numpy()]))
+            if best is None or auc > best[0]:
+                best = (auc, c, clf.coef_[0].copy(), float(clf.intercept_[0]))
+        cfg.setdefault("C", []).append(float(best[1]))  # the chosen strength per head, recorded
+        w[j] = torch.as_tensor(best[2], dtype=torch.float32)
+        b[j] = best[3]
+    with torch.no_grad():
+        head.net.weight.copy_(w)
+        head.net.bias.copy_(b)
+    return head

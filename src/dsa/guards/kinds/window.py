@@ -8,6 +8,7 @@ import torch
 
 from dsa.decoding import pad_left
 from dsa.guards.heads import GuardInput, WindowHead, rolling_max
+from dsa.guards.prompt_window import PromptWindow
 from dsa.guards.summaries import last_window, tap_name
 
 
@@ -72,9 +73,6 @@ class WindowPrompt:
     """A window head over one prompt read in chunks: its `PromptWindow` of per-token logits."""
 
     def __init__(self, head: WindowHead, layers: list[int]):
-        # at call time: dsa.vllm.prompt_window imports dsa.guards (a cycle at module level)
-        from dsa.vllm.prompt_window import PromptWindow
-
         self.head, self.layers, self.window = head, list(layers), PromptWindow(head.window)
         self.taps = [tap_name(li) for li in self.layers]
 
@@ -92,7 +90,7 @@ class Window:
     arch = "window"
     head_type = WindowHead
     reads_tokens = True
-    cached_features = False  # trains on its own per-token states (`dsa.guards.window_train`)
+    cached_features = False  # trains on its own per-token states (`dsa.guards.window_train.train_window`)
     vllm_reads = "token_logits"
 
     def build(self, d_model: int, n_heads: int, cfg: dict) -> WindowHead:
@@ -131,11 +129,6 @@ class Window:
 
     def fit(self, cfg, train, val, d_model: int):
         raise NotImplementedError("window heads train by their own recipe (`dsa.guards.window_train`)")
-
-    def recipe(self, base, cfg):
-        from dsa.guards.window_train import train_window
-
-        return train_window(base, cfg)
 
     def check(self, cfg) -> None:
         if cfg.data or not cfg.windows or not cfg.weight_decays:

@@ -12,9 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from dsa.data import guard_task
-from dsa.eval.plots import plot_curves
 from dsa.guards.baselines import record_pair
-from dsa.guards.evaluate import (
+from dsa.guards.featurize import (
+    eval_subset,
+    features_cached,
+    task_features,
+    task_splits,
+    train_subset,
+)
+from dsa.plots import plot_curves
+from dsa.recipes.guard_train import (
     EVAL_TASKS,
     default_arch_cfgs,
     dsa_predictions,
@@ -23,13 +30,6 @@ from dsa.guards.evaluate import (
     report_from_logits,
     save_preds,
     write_json,
-)
-from dsa.guards.featurize import (
-    eval_subset,
-    features_cached,
-    task_features,
-    task_splits,
-    train_subset,
 )
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ import numpy as np
 
 from dsa.adapter_io import atomic_write_text
 from dsa.data.tasks import guard_task, prompt_source
-from dsa.eval.metrics import roc_auc
 from dsa.guards.config import GuardTrainConfig
-from dsa.guards.evaluate import _logits, train_guard
 from dsa.guards.featurize import SplitData, extract_task_features, render, task_features
 from dsa.guards.operating import OPERATING_SETS, operating_points, operating_sets, tpr_at_fpr
+from dsa.metrics import roc_auc
+from dsa.recipes.guard_train import _logits, train_guard
 
 log = logging.getLogger(__name__)
 TASK = "prompt_safety"

@@ -1,5 +1,5 @@
 """`PromptWindow` (a window head's state over a prompt read in chunks) against `rolling_max` on
-the whole prompt. Needs no vLLM (it runs in either venv)."""
+the whole prompt (the state vLLM's engine and `dsa.chunked_prefill` keep of a window head)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from dsa.guards.heads import rolling_max
-from dsa.vllm.prompt_window import PromptWindow
-
-pytestmark = pytest.mark.vllm
+from dsa.guards.prompt_window import PromptWindow
 
 
 def _chunked(z: torch.Tensor, window: int, cuts: list[int]) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""A window guard head's running state over one prompt that vLLM reads in chunks (chunked
-prefill), so the prompt's score equals `GuardBank.score` on the whole prompt.
+"""A window guard head's running state over one prompt read in chunks (vLLM's chunked prefill,
+`dsa.chunked_prefill`), so the prompt's score equals `GuardBank.score` on the whole prompt.
 
     state = PromptWindow(window=16)
     for z in chunks:                   # [q, heads] per-token logits (`WindowHead.token_logits`, no bias)

@@ -15,19 +15,19 @@ from pathlib import Path
 import torch
 
 from dsa.adapter_io import atomic_write_text
-from dsa.align.answers import base_answers
-from dsa.align.config import AlignTrainConfig
 from dsa.align.lora import LoRASpec, patch_lora
-from dsa.align.sft import AdapterStudent, Example, ModelStudent, train
-from dsa.align.train_data import (
+from dsa.base import Base, load_base
+from dsa.data.tasks import SENSITIVE_WORDS
+from dsa.recipes.align_config import AlignTrainConfig
+from dsa.recipes.answers import base_answers
+from dsa.recipes.sft import AdapterStudent, Example, ModelStudent, train
+from dsa.recipes.train_data import (
     TRAIN_MAX_NEW_TOKENS,
     contrast_prompts,
     guard_hard_negatives,
     refusal_for,
     training_prompts,
 )
-from dsa.base import Base, load_base
-from dsa.data.tasks import SENSITIVE_WORDS
 from dsa.train import process_state
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa.eval.metrics import auprc, pr_curve, roc_auc, roc_curve
 from dsa.extras import pyplot
+from dsa.metrics import auprc, pr_curve, roc_auc, roc_curve
 
 
 def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:

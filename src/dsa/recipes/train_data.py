@@ -89,7 +89,7 @@ def guard_hard_negatives(base, guard_dir: str, n: int, head: str = "unsafe", poo
     else:
         feats = extract_task_features(base, [render(base, r, "prompt") for r in recs], "align-hard-negatives",
                                       max_length=guard.max_length, window=guard.window, tokens=guard.kind.reads_tokens)
-        scores = predict(guard.head, feats, guard.arch, guard.cfg)[:, guard.heads.index(head)]
+        scores = predict(guard.head, feats, guard.kind, guard.cfg)[:, guard.heads.index(head)]
     order = sorted(range(len(recs)), key=lambda i: (-scores[i], _h(recs[i].main_text, "hard")))
     return [recs[i].main_text for i in order[:n]]
 

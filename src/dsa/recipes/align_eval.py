@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 
 from dsa.adapter_io import atomic_write_text
-from dsa.align.answers import base_answers, generate_batched
-from dsa.align.config import AlignEvalConfig
-from dsa.align.train_data import eval_prompt_sets
 from dsa.base import Base, load_base
+from dsa.recipes.align_config import AlignEvalConfig
+from dsa.recipes.answers import base_answers, generate_batched
+from dsa.recipes.train_data import eval_prompt_sets
 from dsa.runtime import SafetyModel
 
 log = logging.getLogger(__name__)
