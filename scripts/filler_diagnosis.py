@@ -20,10 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    from dsa.adapter_io import atomic_write_text
+    from dsa.adapter_io import atomic_write_text, weights_hash
     from dsa.data.wrappers import FILLER_HELDOUT, filler_text
     from dsa.eval.robustness import load_sets
-    from dsa.guards.study import weights_hash
     from dsa.runtime import SafetyModel
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

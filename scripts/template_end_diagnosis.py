@@ -27,12 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     import torch
 
-    from dsa.adapter_io import atomic_write_text
+    from dsa.adapter_io import atomic_write_text, weights_hash
     from dsa.data import guard_task
     from dsa.data.wrappers import inject_template
     from dsa.features.text import encode_inputs, render_input
     from dsa.guards.heads import rolling_max
-    from dsa.guards.study import weights_hash
     from dsa.runtime import SafetyModel
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -117,6 +117,11 @@ def update_adapter_config(path: str | Path, changes: dict, kind: str | None = No
     return meta
 
 
+def weights_hash(path: str | Path) -> str:
+    """sha256 of an adapter's weights file (its bytes): which weights a result describes."""
+    return hashlib.sha256((Path(path) / WEIGHTS).read_bytes()).hexdigest()
+
+
 def read_adapter_meta(path: str | Path) -> dict:
     path = Path(path)
     cfg = path / CONFIG

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa.adapter_io import atomic_write_text
+from dsa.adapter_io import atomic_write_text, weights_hash
 from dsa.data.wrappers import ENCODINGS, HELDOUT_FAMILIES, pad, wrap
 from dsa.metrics import wilson_interval
 
@@ -307,7 +307,6 @@ def measure(base, adapter: str | Path, n: int = 120, seed: int = 0, refusal_n: i
     import time
 
     from dsa.adapter_io import read_adapter_meta
-    from dsa.recipes.guard_study import weights_hash
     from dsa.runtime import SafetyModel
 
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa.adapter_io import atomic_write_text
+from dsa.adapter_io import atomic_write_text, weights_hash
 from dsa.data.tasks import guard_task, prompt_source
 from dsa.guards.config import GuardTrainConfig
 from dsa.guards.featurize import SplitData, extract_task_features, render, task_features
@@ -194,10 +194,3 @@ def shipped_operating_points(base, adapter_dir: str, batch_size: int = 32) -> di
     op = operating_points(scores, bank.thresholds[head])
     return {**op, "head": head, "adapter": adapter_dir, "weights_sha256": weights_hash(adapter_dir),
             "via_runtime": True, "expected_label": dict(OPERATING_SETS)}
-
-
-def weights_hash(adapter_dir: str) -> str:
-    """sha256 of an adapter's weights file: which files a result describes."""
-    import hashlib
-
-    return hashlib.sha256((Path(adapter_dir) / "adapter.safetensors").read_bytes()).hexdigest()
