@@ -62,7 +62,7 @@ def main() -> int:
     args = p.parse_args()
     t0 = time.perf_counter()
     base = load_base()
-    cfg = GuardTrainConfig.load(args.config, args.overrides).resolved(base.n_layers)
+    cfg = GuardTrainConfig.from_yaml(args.config, args.overrides).resolved(base.n_layers)
     layers = list(cfg.layer_sets[0])
     data = window_data(base, cfg.task, layers, **cfg.augmentation(), splits=("val",))
     y = data.y["val"]

@@ -100,7 +100,7 @@ def main() -> int:
     from dsa.base import resolve_base_path
     from dsa.guards.baselines import minilm_dir
 
-    cfg = GuardTrainConfig.load(args.config)
+    cfg = GuardTrainConfig.from_yaml(args.config)
     pad_tok = AutoTokenizer.from_pretrained(resolve_base_path(cfg.base))  # counts the padding, as the DSA rows do
     minilm_tok = AutoTokenizer.from_pretrained(str(minilm_dir()))
     if args.estimate:

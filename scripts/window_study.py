@@ -42,7 +42,7 @@ def main() -> int:
     ap.add_argument("--guard", default="adapters/guards/prompt_safety", help="with --loso-only: the shipped guard")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = GuardTrainConfig.load(args.config)
+    cfg = GuardTrainConfig.from_yaml(args.config)
     base = load_base(cfg.base)
     cfg = cfg.resolved(base.n_layers)
     layers = list(cfg.layer_sets[0])

@@ -25,7 +25,7 @@ def test_overrides_and_unknown_keys(tmp_path):
         AlignTrainConfig.from_yaml(None, ["epoch=3"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: dsa_adapter\nlearning_rate: 0.1\n")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rate'\]; known keys: \[.*'lr'"):
         AlignTrainConfig.from_yaml(bad)
     with pytest.raises(ValidationError):
         AlignTrainConfig.from_yaml(None, ["method=magic"])

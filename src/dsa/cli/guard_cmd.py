@@ -155,7 +155,7 @@ def cmd_train(args) -> int:
     flags = {k: v for k, v in (("data", args.data), ("map", parse_mapping(args.map)), ("positive", args.positive),
                                ("limit", args.limit), ("plots", args.plots), ("out", args.out), ("base", args.base))
              if v is not None}
-    cfg = GuardTrainConfig.load(args.config, args.overrides, extra=flags)
+    cfg = GuardTrainConfig.from_yaml(args.config, args.overrides, extra=flags)
     t0 = time.perf_counter()
     base = load_base(cfg.base)
     if cfg.data:

@@ -1,34 +1,31 @@
-"""`GuardTrainConfig`: the one typed config of `dsa guard train` (YAML + key=value overrides)."""
+"""`GuardTrainConfig`: the one typed config of `dsa guard train` (`dsa.config.Config`: YAML +
+key=value overrides, unknown keys rejected, every field documented)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from pydantic import Field, model_validator
 
+from dsa.config import Config
 from dsa.guards.featurize import LADDER_LAYERS, TASK_MAX_LENGTH
 from dsa.guards.kinds import ARCHS
 
 
-def _f(default, help: str, **kw):
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+def _f(default, help: str):
+    if isinstance(default, list | dict):
+        return Field(default_factory=lambda d=default: type(d)(d), description=help)
+    return Field(default, description=help)
 
 
-@dataclass
-class GuardTrainConfig:
+class GuardTrainConfig(Config):
     """Train one guard adapter on a guard task's fixed train split; calibrate on val."""
 
     task: str = _f("prompt_safety", "guard task (dsa.data.GUARD_TASKS, not xstest: eval only); with `data`, "
                                     "the name of the user's guard (default: the file's stem)")
     data: str = _f("", "a user's labelled file (CSV/TSV/JSONL/JSON/Parquet) to train on instead of a task")
-    map: dict = field(default_factory=dict, metadata={"help": "with data: Record field -> column, e.g. "
-                                                                 "{text: comment, label: is_toxic}; several "
-                                                                 "label columns, comma-separated "
-                                                                 "(label: toxic,insult), give one head each"})
+    map: dict = _f({}, "with data: Record field -> column, e.g. {text: comment, label: is_toxic}; several "
+                       "label columns, comma-separated (label: toxic,insult), give one head each")
     positive: str | None = _f(None, "with data: the label columns' value that means 1 (class names)")
     limit: int | None = _f(None, "with data: a seeded sample of this many labelled rows")
     plots: bool = _f(True, "with data and out: ROC / PR plots of the test split per head in OUT/plots/")
@@ -78,7 +75,8 @@ class GuardTrainConfig:
     base_answer_tokens: int = _f(128, "decode budget of those answers")
     seed: int = _f(0, "seed of every random choice in training")
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def _check(self) -> GuardTrainConfig:
         from dsa.data import GUARD_TASKS
 
         if self.data:
@@ -99,6 +97,7 @@ class GuardTrainConfig:
             self.max_length = TASK_MAX_LENGTH.get(self.task, 256)
         if not self.layer_sets or not all(isinstance(ls, list) and ls for ls in self.layer_sets):
             raise ValueError("layer_sets must be a non-empty list of non-empty layer lists, e.g. [[0.62], [9, 14]]")
+        return self
 
     def augmentation(self) -> dict:
         """The window recipe's padded-copy settings as `window_prompts` / `window_data` keywords."""
@@ -120,32 +119,4 @@ class GuardTrainConfig:
             ladder = resolve_layers(self.ladder, n_layers)
         except LayerRangeError as err:
             raise LayerRangeError(f"ladder {self.ladder}: {err}") from None
-        return dataclasses.replace(self, layer_sets=sets, ladder=ladder)
-
-    @classmethod
-    def load(cls, path: str | Path | None, overrides: list[str] | None = None,
-             extra: dict | None = None) -> GuardTrainConfig:
-        """Read a YAML file (None: the defaults), apply `extra` fields and `key=value` overrides
-        (values parsed as YAML), validate."""
-        data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        data.update(extra or {})
-        for item in overrides or []:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not key=value")
-            k, v = item.split("=", 1)
-            data[k.strip()] = yaml.safe_load(v)
-        return cls.from_dict(data, where=str(path or "config"))
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "config") -> GuardTrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def help(cls) -> str:
-        return "\n".join(f"  {f.name}: {f.metadata['help']}" for f in dataclasses.fields(cls))
+        return self.model_copy(update={"layer_sets": sets, "ladder": ladder})

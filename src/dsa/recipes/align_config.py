@@ -1,33 +1,16 @@
-"""Typed configs for `dsa align train` and `dsa align eval`: YAML files in configs/, `key=value`
-overrides on the command line, unknown keys rejected, every field documented."""
+"""Typed configs for `dsa align train` and `dsa align eval` (`dsa.config.Config`: YAML files in
+configs/, `key=value` overrides on the command line, unknown keys rejected, every field documented)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from dsa.config import Config
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    @classmethod
-    def from_yaml(cls, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
-        """Read YAML (optional) then apply `key=value` overrides (values parsed as YAML scalars)."""
-        data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-        for item in overrides:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not key=value")
-            key, value = item.split("=", 1)
-            if key not in cls.model_fields:
-                raise ValueError(f"unknown key {key!r}: expected one of {sorted(cls.model_fields)}")
-            data[key] = yaml.safe_load(value)
-        return cls.model_validate(data)
-
-
-class AlignTrainConfig(_Config):
+class AlignTrainConfig(Config):
     """One alignment training job (a LoRA refusal patch, a DSA adapter or a full fine-tune)."""
 
     method: Literal["lora_patch", "dsa_adapter", "full_ft"] = Field(
@@ -59,7 +42,7 @@ class AlignTrainConfig(_Config):
     threads: int = Field(2, description="torch CPU threads", ge=1)
 
 
-class AlignEvalConfig(_Config):
+class AlignEvalConfig(Config):
     """The safety/utility evaluation of every configuration."""
 
     base: str = Field("smollm2-135m-instruct", description="base model")

@@ -177,10 +177,9 @@ def load_preds(task: str, method: str) -> dict[str, np.ndarray] | None:
 
 
 def _cfg_hash(cfg: GuardTrainConfig) -> str:
-    import dataclasses
     import hashlib
 
-    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _splits_key(splits: dict[str, SplitData]) -> str:
