@@ -30,7 +30,7 @@ def main() -> int:
     from dsa.adapter_io import atomic_write_text, weights_hash
     from dsa.data import guard_task
     from dsa.data.wrappers import inject_template
-    from dsa.features.text import encode_inputs, render_input
+    from dsa.features.text import encode_inputs, template_tail_tokens
     from dsa.guards.heads import rolling_max
     from dsa.runtime import SafetyModel
 
@@ -46,8 +46,7 @@ def main() -> int:
         raise SystemExit(f"{args.guard}: arch {ad.arch!r}; this diagnosis reads a window head's windows")
     q, thr, head = ad.qualified[0], ad.thresholds[0], ad.head
     val = guard_task(ad.task).split("val")
-    sentinel = render_input(base, "\u2603")  # what the template adds after any user text
-    tail = len(base.tokenizer(sentinel[sentinel.rindex("\u2603") + 1:], add_special_tokens=False)["input_ids"])
+    tail = template_tail_tokens(base)  # what the template adds after any user text
 
     def restricted(prompt: str) -> tuple[float, bool]:
         """(probability with windows inside the user's text only, whether the best window covers the tail)."""

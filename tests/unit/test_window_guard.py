@@ -172,3 +172,41 @@ def test_val_flag_rates_are_read_per_kind_of_copy():
     out = flag_rates_by_kind(kinds, y, np.array([0.2, 0.9, 0.8, 0.1, 0.95]), 0.5)
     assert out["plain"] == {"benign": 0.0, "harmful": 1.0, "n_benign": 1, "n_harmful": 1}
     assert out["pad_corpus"] == {"benign": 0.5, "harmful": 1.0, "n_benign": 2, "n_harmful": 1}
+
+
+def test_tail_drop_hides_the_template_end_from_the_loss():
+    """Where the label is carried only by the last tokens (as the assistant turn's opening carries
+    much of it on the real base), a head trained with every text's tail hidden cannot learn it; one
+    trained on the request's own signal still can."""
+    import numpy as np
+
+    from dsa.guards.window_train import TokenStates, WindowData, fit_window
+
+    g = torch.Generator().manual_seed(0)
+    d, tail = 16, 4
+    tail_dir, body_dir = torch.randn(d, generator=g), torch.randn(d, generator=g)
+
+    def make(n, in_tail: bool):
+        vals, lens, ys = [], [], []
+        for i in range(n):
+            length = int(torch.randint(30, 80, (1,), generator=g))
+            x = torch.randn(length, d, generator=g)
+            y = i % 2
+            if in_tail:  # ± so that the standardisation's mean (over every token) carries no class signal
+                x[-tail:] += (2.0 if y else -2.0) * tail_dir
+            elif y:
+                x[5:13] += 2.0 * body_dir
+            vals.append(x)
+            lens.append(length)
+            ys.append(y)
+        return TokenStates(torch.cat(vals).to(torch.bfloat16), torch.tensor([0, *np.cumsum(lens)])), np.array(ys)
+
+    def auc(in_tail: bool, share: float) -> float:
+        (tr, y_tr), (va, y_va) = make(300, in_tail), make(100, in_tail)
+        data = WindowData({}, {"train": y_tr, "val": y_va}, {}, {"train": tr, "val": va})
+        return fit_window(data, [0], 8, d, epochs=4, warm_epochs=1, lr=5e-2, batch_size=32,
+                          tail_drop_share=share, tail_tokens=tail)[1]["val_auc"]
+
+    assert auc(in_tail=True, share=0.0) > 0.95
+    assert auc(in_tail=True, share=1.0) < 0.75
+    assert auc(in_tail=False, share=1.0) > 0.95

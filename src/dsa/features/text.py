@@ -38,6 +38,14 @@ def render_input(base: Base, item: str | list[dict], add_generation_prompt: bool
     return base.chat_text(item, add_generation_prompt=add_generation_prompt)
 
 
+def template_tail_tokens(base: Base) -> int:
+    """How many tokens the chat template adds after a user's text (on ChatML: `<|im_end|>`, a newline,
+    `<|im_start|>assistant`, a newline): the end of every rendered prompt that is not the request."""
+    marker = "\u2603"
+    text = render_input(base, marker)
+    return len(base.tokenizer(text[text.rindex(marker) + 1:], add_special_tokens=False)["input_ids"])
+
+
 def tokenize(base: Base, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
     """Token ids of each rendered text, truncated from the left to its last `max_length` tokens
     (None: whole) so the end of a chat (the part a guard must read) is always kept."""

@@ -67,6 +67,9 @@ class GuardTrainConfig(Config):
                                    "long benign documents around it (summedits documents, split between train "
                                    "and val; dsa.data.wrappers.document_pads)")
     doc_pad_tokens: list = _f([300, 600, 900], "window: padding lengths (tokens) of the document-padded copies")
+    tail_drop_share: float = _f(0.0, "window: share of training texts (both classes) whose loss may not read the "
+                                     "tokens the chat template adds after the request (dsa.features.text."
+                                     "template_tail_tokens), so the head finds the request in its own tokens")
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
     base_answers: int = _f(0, "prompt_response tasks: the base's own greedy answers to this many benign "
                               "prompt_safety TRAIN prompts join the train split as safe answers, and to half "
@@ -89,6 +92,8 @@ class GuardTrainConfig(Config):
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be {', '.join(list(ARCHS)[:-1])} or {list(ARCHS)[-1]}, got {self.arch!r}")
         ARCHS[self.arch].check(self)
+        if not 0 <= self.tail_drop_share <= 1:
+            raise ValueError(f"tail_drop_share must be in [0, 1], got {self.tail_drop_share}")
         if not 0 < self.target_fpr < 1:
             raise ValueError("target_fpr must be in (0, 1)")
         if self.base_answers < 0 or self.base_answer_tokens < 1:

@@ -36,7 +36,14 @@ from safetensors.torch import load_file, save_file
 from dsa.adapter_io import atomic_write_text
 from dsa.base import Base
 from dsa.features.store import default_root
-from dsa.features.text import length_buckets, pad_right, render_input, text_hash, tokenize
+from dsa.features.text import (
+    length_buckets,
+    pad_right,
+    render_input,
+    template_tail_tokens,
+    text_hash,
+    tokenize,
+)
 from dsa.guards.bank import GuardAdapter
 from dsa.guards.heads import WindowHead, rolling_max
 from dsa.metrics import roc_auc
@@ -291,10 +298,14 @@ def predict_window(head: WindowHead, states: TokenStates, idx: Sequence[int] | N
 def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: int, *, weight_decay: float = 1e-3,
                epochs: int = 8, warm_epochs: int = 2, lr: float = 2e-3, batch_size: int = 64, seed: int = 0,
                patience: int = 2, train_idx: Sequence[int] | None = None,
-               val_idx: Sequence[int] | None = None) -> tuple[WindowHead, dict]:
+               val_idx: Sequence[int] | None = None, tail_drop_share: float = 0.0,
+               tail_tokens: int = 0) -> tuple[WindowHead, dict]:
     """Fit one window head: `warm_epochs` on the mean of the token logits (a stable start), then the
     rolling-max loss; keeps the epoch with the best val AUC. `train_idx` / `val_idx` restrict the
-    texts used (leave-one-source-out)."""
+    texts used (leave-one-source-out). For a seeded `tail_drop_share` of the training texts (both
+    classes alike) the loss may not read their last `tail_tokens` tokens (the chat template's end
+    after the request, `template_tail_tokens`), so the head must find a request in its own tokens,
+    not only in the assistant turn's opening after it; inference reads every token."""
     torch.manual_seed(seed)
     head = WindowHead(d_model, 1, list(layers), window)
     tr, va = data.states["train"], data.states["val"]
@@ -313,12 +324,18 @@ def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: in
     history = []
     all_lens = tr.lengths().tolist()
     lens = [all_lens[i] for i in tr_idx]
+    drop = torch.rand(len(tr), generator=torch.Generator().manual_seed(seed + 1)) < tail_drop_share
     for ep in range(epochs):
         t0 = time.perf_counter()
         order = torch.randperm(len(tr_idx), generator=g).tolist()
         batches = _shuffled_buckets(order, lens, batch_size, g)  # similar lengths, seeded order
         for b in batches:
             x, m = tr.batch([tr_idx[i] for i in b])
+            if tail_tokens and tail_drop_share:
+                for r, i in enumerate(b):
+                    n = lens[i]
+                    if drop[tr_idx[i]] and n > tail_tokens:
+                        m[r, n - tail_tokens:n] = 0
             z = _z(head, x)  # [b, s, 1]
             if ep < warm_epochs:
                 agg = (z * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
@@ -359,6 +376,7 @@ def train_window(base: Base, cfg) -> GuardAdapter:
 
     cfg = cfg.resolved(base.n_layers)
     layers = list(cfg.layer_sets[0])
+    tail = template_tail_tokens(base) if cfg.tail_drop_share else 0
     t0 = time.perf_counter()
     data = window_data(base, cfg.task, layers, **cfg.augmentation(), splits=("train", "val", "test"))
     feature_seconds = time.perf_counter() - t0
@@ -367,7 +385,8 @@ def train_window(base: Base, cfg) -> GuardAdapter:
     for w in cfg.windows:
         for wd in cfg.weight_decays:
             head, info = fit_window(data, layers, w, base.d_model, weight_decay=wd, epochs=cfg.epochs,
-                                    lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience)
+                                    lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience,
+                                    tail_drop_share=cfg.tail_drop_share, tail_tokens=tail)
             sweep.append({"window": w, "weight_decay": wd, **info})
             if best is None or info["val_auc"] > best[0]:
                 best = (info["val_auc"], head, w, wd)
