@@ -33,7 +33,8 @@ def test_auto_lambda_follows_policy_and_flags(ref, runs):
     assert flagged, "the parity prompts should include prompts the shipped guard flags"
     for i, r in enumerate(auto):  # the same λ, unless the score sits within the tolerance of the threshold
         assert r.lam == ref["lam"][i] or abs(r.guard_scores[ref["policy_head"]] - ref["threshold"]) < GUARD_TOL
-    assert all(auto[i].lam > 0 for i in flagged)
+    assert all(auto[i].lam > 0 or abs(auto[i].guard_scores[ref["policy_head"]] - ref["threshold"]) < GUARD_TOL
+               for i in flagged)
     assert any(r.lam == 0 for r in auto)
 
 
@@ -57,8 +58,12 @@ def test_lambda1_logits_equal_hf_adapter(ref, runs, plain_rows):
 
 
 def test_floor_only_raises_lambda(ref, runs):
-    for r, lam in zip(runs[0.5], ref["lam"], strict=True):
-        assert r.lam == max(lam, 0.5)
+    """λ = max(policy, floor), the policy read on this engine's own scores (the HF runtime's λ may
+    differ where a score sits within GUARD_TOL of the threshold: bf16 forwards of two engines)."""
+    head = ref["policy_head"]
+    for r, auto, lam in zip(runs[0.5], runs["auto"], ref["lam"], strict=True):
+        assert r.lam == max(auto.lam, 0.5)
+        assert r.lam == max(lam, 0.5) or abs(auto.guard_scores[head] - ref["threshold"]) < GUARD_TOL
 
 
 def test_mixed_batch_equals_single_lambda_runs(runs):
