@@ -25,6 +25,12 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _version() -> str:
+    from dsa import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsa", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -52,9 +58,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _version() -> str:
-    from dsa import __version__
-
-    return __version__

@@ -33,6 +33,7 @@ import torch
 from dsa.adapter_io import atomic_write_text
 from dsa.base import Base, load_base
 from dsa.recipes.align_config import AlignEvalConfig
+from dsa.recipes.align_report import FAMILY_ORDER
 from dsa.recipes.answers import base_answers, generate_batched
 from dsa.recipes.train_data import eval_prompt_sets
 from dsa.runtime import SafetyModel
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 PARTS = Path("runs/align_eval")
 # ramps below the policy head's calibrated threshold (dsa.align.policy); step fires at it
 POLICY_KWARGS = {"step": {}, "linear": {"width": 0.2}, "sigmoid": {"width": 0.2}}
-_KINDS = ("base", "full_ft", "lora_patch", "dsa_adapter", "dsa_dpo", "context_dependent")
 
 
 def _h(s: str) -> str:
@@ -213,7 +213,7 @@ class Evaluator:
         restored = []
         for name, part in json.loads(results.read_text()).get("configs", {}).items():
             path = PARTS / f"{name.replace('@', '_at_')}.json"
-            if path.exists() or name.partition("@")[0] not in _KINDS:
+            if path.exists() or name.partition("@")[0] not in FAMILY_ORDER:
                 continue
             if sorted(part.get("weights_sha256", {}).values()) != sorted(self.weights_sha256(name).values()):
                 continue
