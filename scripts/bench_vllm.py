@@ -83,7 +83,8 @@ def main() -> None:
         result = json.loads(a.out.read_text())
         result["compiled"] = {
             "guard_score_max_abs_diff": guard_diff, "lambda0_logits_max_abs_diff": lam0,
-            "lambda0_rows": len(zero), "dsa_vllm_tok_s": tp["flagged"]["dsa"], "vllm_plain_tok_s": tp["flagged"]["plain"],
+            "lambda0_rows": len(zero), "dsa_vllm_tok_s": tp["flagged"]["dsa"],
+            "vllm_plain_tok_s": tp["flagged"]["plain"],
             "concurrency": a.concurrency, "max_tokens": a.max_tokens, "reps": a.reps,
             "dsa_vllm_rows_aligned": tp["flagged"]["rows_aligned"],
             "runs": tp["flagged"]["runs"],
@@ -150,7 +151,8 @@ def _throughput(llm, sm, bench_ids: list[list[int]], max_tokens: int, reps: int)
         n_aligned.append(sum(r.lam > 0 for r in res))
         return sum(len(r.token_ids) for r in res)
 
-    plain, dsa = parity.interleaved_throughput({"plain": plain_generate, "dsa": dsa_generate}, max_tokens, reps).values()
+    plain, dsa = parity.interleaved_throughput({"plain": plain_generate, "dsa": dsa_generate},
+                                               max_tokens, reps).values()
     return {"dsa": dsa["tok_s"], "plain": plain["tok_s"], "rows_aligned": int(n_aligned[-1]),
             "runs": {"dsa_vllm": dsa["runs"], "vllm_plain": plain["runs"]}}
 

@@ -48,10 +48,13 @@ def main() -> int:
     rows = []
     for s, r in zip(FILLER_HELDOUT, alone, strict=True):
         f, m = rate([x for x in FILLER_HELDOUT if x != s])
-        rows.append({"sentence": s, "score_alone": r["scores"][q], "flag_rate_without_it": f, "mean_score_without_it": m})
+        rows.append({"sentence": s, "score_alone": r["scores"][q], "flag_rate_without_it": f,
+                     "mean_score_without_it": m})
         print(f"{r['scores'][q]:.3f} alone, {f:.2f} flagged without it: {s}", flush=True)
-    out = {"command": "python scripts/filler_diagnosis.py" + (f" --guard {args.guard}" if args.guard != p.get_default("guard") else ""),
-           "guard": args.guard, "adapter": args.guard, "weights_sha256": weights_hash(args.guard), "threshold": sm.guards.thresholds[q], "set": "alpaca_eval", "n": len(prompts),
+    out = {"command": "python scripts/filler_diagnosis.py"
+                      + (f" --guard {args.guard}" if args.guard != p.get_default("guard") else ""),
+           "guard": args.guard, "adapter": args.guard, "weights_sha256": weights_hash(args.guard),
+           "threshold": sm.guards.thresholds[q], "set": "alpaca_eval", "n": len(prompts),
            "padding_tokens": args.tokens, "flag_rate_all_sentences": flag_all, "mean_score_all_sentences": score_all,
            "sentences": rows, "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")

@@ -59,7 +59,8 @@ def main() -> None:
     rows["last-64-token mean, all documents"] = {"documents": len(docs), **probe(w["train"], y["train"], w["val"],
                                                                                   y["val"], w["test"], y["test"])}
     Path("results/guard-summedits-curve.json").write_text(json.dumps(
-        {"command": "python scripts/guard_summedits_curve.py", "layers": LAYERS, "C": C, "rows": rows}, indent=1) + "\n")
+        {"command": "python scripts/guard_summedits_curve.py", "layers": LAYERS, "C": C, "rows": rows},
+        indent=1) + "\n")
     print("| training data | pairs | val AUC | test AUC |\n|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['n_train']} | {r['val_auc']:.3f} | {r['test_auc']:.3f} |")

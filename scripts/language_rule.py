@@ -56,7 +56,8 @@ def main() -> None:
                               indent=1, ensure_ascii=False) + "\n")
     print(f"{'set':18s} {'meaning':20s} {'n':>6s} {'unvalidated':>11s} {'rate':>8s} {'ms':>6s}")
     for name, r in results.items():
-        print(f"{name:18s} {r['meaning']:20s} {r['n']:6d} {r['unvalidated']:11d} {r['rate']:8.4f} {r['ms_per_prompt']:6.2f}")
+        print(f"{name:18s} {r['meaning']:20s} {r['n']:6d} {r['unvalidated']:11d} {r['rate']:8.4f} "
+              f"{r['ms_per_prompt']:6.2f}")
     print(f"identifier loaded in {load_s:.2f} s; wrote {OUT}")
 
 

@@ -137,10 +137,13 @@ def main() -> int:
         "n_train": len(train), "n_train_padded": int(n_padded), "n_train_harmful": int(y_train.sum()),
         "n_train_available": len(wp.prompts["train"]), "n_val": len(val), "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "max_length": args.max_length, "epoch": fit.epoch, "val_auc": fit.val_auc,
-        "val_auc_plain": roc_auc(y_val[~padded], p_val[~padded]), "val_auc_padded": roc_auc(y_val[padded], p_val[padded]),
-        "history": fit.history, "threshold_rule": f"threshold_for_fpr on val probabilities, target FPR {cfg.target_fpr}",
+        "val_auc_plain": roc_auc(y_val[~padded], p_val[~padded]),
+        "val_auc_padded": roc_auc(y_val[padded], p_val[padded]),
+        "history": fit.history,
+        "threshold_rule": f"threshold_for_fpr on val probabilities, target FPR {cfg.target_fpr}",
         "val_fpr": float((p_val[y_val == 0] >= thr).mean()), "val_tpr": float((p_val[y_val == 1] >= thr).mean()),
-        "train_seconds": round(train_seconds, 1), "device": f"CPU, {torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")}
+        "train_seconds": round(train_seconds, 1),
+        "device": f"CPU, {torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")}
     print(f"epoch {fit.epoch}: val AUC {fit.val_auc:.4f}, threshold {thr:.4f} (val FPR {training['val_fpr']:.3f}, "
           f"TPR {training['val_tpr']:.3f}); trained in {train_seconds / 60:.1f} min", flush=True)
 

@@ -100,7 +100,8 @@ def policy_phase(url: str) -> dict:
         r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).json()
         out[name] = {"alignment_lambda": r["dsa"]["alignment_lambda"], "policy": r["dsa"]["alignment_policy"],
                      "finish_reason": r["choices"][0]["finish_reason"],
-                     "answer": r["choices"][0]["message"]["content"], "guard_scores_returned": "guard_scores" in r["dsa"]}
+                     "answer": r["choices"][0]["message"]["content"],
+                     "guard_scores_returned": "guard_scores" in r["dsa"]}
     return {"prompt": HARMFUL, **out}
 
 
@@ -288,7 +289,8 @@ def stall_case(url: str, path: str, bodies: list[dict]) -> dict:
     ticker.running.clear()
     ticker.thread.join(600)
     gaps = sorted(ticker.gaps(start, end))
-    return {"max_gap_s": round(gaps[-1], 2) if gaps else None, "p50_gap_s": round(statistics.median(gaps), 3) if gaps else None,
+    return {"max_gap_s": round(gaps[-1], 2) if gaps else None,
+            "p50_gap_s": round(statistics.median(gaps), 3) if gaps else None,
             "chunks_during": len(gaps), "steady_p50_gap_s": round(statistics.median(steady), 3) if steady else None,
             "requests": results, "streams": len(ticker.streams)}
 
@@ -416,7 +418,8 @@ def stall_rows(r: dict) -> list[str]:
         before = (f"; before (`{commit}`): **{old[case]['max_gap_s']:.1f} s**, the request took {_seconds(old[case])}"
                   if case in old and old[case]["max_gap_s"] is not None else "")
         rows.append(f"| a running stream while {what}: longest gap between its chunks | "
-                    f"**{c['max_gap_s']:.2f} s** (median {c['p50_gap_s']:.2f} s, {c['chunks_during']} chunks meanwhile; "
+                    f"**{c['max_gap_s']:.2f} s** (median {c['p50_gap_s']:.2f} s, "
+                    f"{c['chunks_during']} chunks meanwhile; "
                     f"{c['steady_p50_gap_s']:.2f} s without it), the request took {_seconds(c)}{before} |")
     if (ld := r.get("load")) and (old_load := base.get("load")):
         rows.append(f"| the dynamic-batching load above with the code before (`{commit}`), same session | "

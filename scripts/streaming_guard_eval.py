@@ -59,7 +59,8 @@ def cost(base, bank, records, n: int = 20) -> dict:
             rows += 1
     return {"incremental_update_us_per_token": round(1e6 * update_s / max(1, updates), 1),
             "whole_transcript_rescore_us_at_last_token": round(1e6 * rescore_s / max(1, rows), 1),
-            "note": "the incremental update is O(1) in the answer length; rescoring is O(T) per token, O(T^2) per answer"}
+            "note": "the incremental update is O(1) in the answer length; "
+                    "rescoring is O(T) per token, O(T^2) per answer"}
 
 
 def cached_answers(guard: str, records, read, key: str) -> list[dict]:
@@ -175,7 +176,8 @@ def main() -> int:
     shipped = measure(base, bank, args.guard, records, args)
     args_used = [a for a in sys.argv[1:] if a not in ("--doc-only",)]
     out = {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py" + "".join(f" {a}" for a in args_used),
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python scripts/streaming_guard_eval.py"
+                   + "".join(f" {a}" for a in args_used),
         "split": "test", "max_response_tokens": args.max_response_tokens, **shipped,
         "cost": cost(base, bank, records),
     }

@@ -12,7 +12,7 @@ not touch those tokens (the request's own tokens only); and the flag rate of the
 runtime normalises it), which moves the real template end away from the request. Scores are the
 runtime's (`SafetyModel.classify`); the restricted read-out recomputes the same head on the same
 states with the template tail masked.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

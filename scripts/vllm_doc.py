@@ -23,14 +23,18 @@ def render(r: dict) -> str:
             n=p["n_prompts"], k=p["tokens_per_row"], top=p["top_k"]),
         "|---|---|",
         f"| guard score (`{p['policy_head']}`), vLLM vs HF runtime `classify` | {p['guard_score_max_abs_diff']:.4f} |",
-        f"| λ = 0 rows ({p['lambda0_rows']} of {p['n_prompts']}) vs plain vLLM, logits | {p['lambda0_logits_max_abs_diff']:.4g} |",
-        f"| λ = 1 vs the HF runtime's DSA adapter (`SafetyModel.forward_logits`), logits | {p['lambda1_logits_max_abs_diff']:.4f} |",
+        f"| λ = 0 rows ({p['lambda0_rows']} of {p['n_prompts']}) vs plain vLLM, logits | "
+        f"{p['lambda0_logits_max_abs_diff']:.4g} |",
+        f"| λ = 1 vs the HF runtime's DSA adapter (`SafetyModel.forward_logits`), logits | "
+        f"{p['lambda1_logits_max_abs_diff']:.4f} |",
         f"| for scale: plain vLLM vs HF base model, logits | {p['plain_vllm_vs_hf_base_logits_max_abs_diff']:.4f} |",
         f"| λ under `auto` equal to the HF runtime's policy λ | {p['lambda_matches_hf']} of {p['n_prompts']} |",
         "",
-        f"| throughput, {t['concurrency']} concurrent requests × {t['max_tokens']} tokens, {t['mode']}, 1 thread | tok/s |",
+        f"| throughput, {t['concurrency']} concurrent requests × {t['max_tokens']} tokens, {t['mode']}, "
+        "1 thread | tok/s |",
         "|---|---|",
-        f"| dsa in vLLM (`alignment=\"auto\"`, {t['dsa_vllm_rows_aligned']} of {t['concurrency']} rows aligned) | {t['dsa_vllm_tok_s']:.1f} |",
+        f"| dsa in vLLM (`alignment=\"auto\"`, {t['dsa_vllm_rows_aligned']} of {t['concurrency']} rows aligned) | "
+        f"{t['dsa_vllm_tok_s']:.1f} |",
         f"| plain vLLM | {t['vllm_plain_tok_s']:.1f} |",
         f"| dsa HF runtime (`SafetyModel.generate`, one batch) | {t['dsa_hf_tok_s']:.1f} |",
         "",
@@ -57,13 +61,16 @@ def render(r: dict) -> str:
     if c:
         rows += [
             "",
-            f"| compiled (`--compiled`), {c['concurrency']} concurrent requests × {c['max_tokens']} tokens, 1 thread | tok/s |",
+            f"| compiled (`--compiled`), {c['concurrency']} concurrent requests × {c['max_tokens']} tokens, "
+            "1 thread | tok/s |",
             "|---|---|",
-            f"| dsa in vLLM ({c['dsa_vllm_rows_aligned']} of {c['concurrency']} rows aligned) | {c['dsa_vllm_tok_s']:.1f} |",
+            f"| dsa in vLLM ({c['dsa_vllm_rows_aligned']} of {c['concurrency']} rows aligned) | "
+            f"{c['dsa_vllm_tok_s']:.1f} |",
             f"| plain vLLM | {c['vllm_plain_tok_s']:.1f} |",
             "",
             f"Compiled: dsa-in-vLLM / plain vLLM = {c['dsa_vllm_tok_s'] / c['vllm_plain_tok_s']:.2f}; guard score "
-            f"max abs diff to the HF runtime {c['guard_score_max_abs_diff']:.4f}, λ = 0 rows ({c['lambda0_rows']}) vs plain "
+            f"max abs diff to the HF runtime {c['guard_score_max_abs_diff']:.4f}, "
+            f"λ = 0 rows ({c['lambda0_rows']}) vs plain "
             f"vLLM {c['lambda0_logits_max_abs_diff']:.4g}. Engine start: plain {c['engine_start_s']['vllm_plain']} s, "
             f"dsa {c['engine_start_s']['dsa_vllm']} s.",
         ]

@@ -152,7 +152,8 @@ def _encode_rendered(tokenizer, texts: list[str]) -> list[list[int]]:
         for i, x in zip(plain, ids, strict=True):
             out[i] = list(x)
     pat = _special_pattern(tokenizer)
-    marked = re.compile(re.escape(MARK) + "(" + pat.pattern + ")") if pat is not None and len(plain) < len(texts) else None
+    marked = (re.compile(re.escape(MARK) + "(" + pat.pattern + ")")
+              if pat is not None and len(plain) < len(texts) else None)
     for i, t in enumerate(texts):
         if out[i] is not None:
             continue

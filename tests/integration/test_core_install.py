@@ -43,7 +43,7 @@ for extra, load in [("serve", lambda: __import__("dsa.serve.app")), ("train", la
     except MissingExtra as err:
         missing[extra] = str(err)
 print("\nRESULT", json.dumps({{"present": present, "missing": missing, "file": dsa.__file__}}))  # after the tour's streamed text
-"""
+"""  # noqa: E501
 
 
 def _uv(*args: str) -> None:

@@ -11,8 +11,9 @@ any_json = st.recursive(scalar, lambda c: st.lists(c, max_size=3) | st.dictionar
 content = st.text(max_size=40) | st.lists(
     st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=12) | any_json}),
     max_size=3) | any_json
-message = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "developer", "tool"]) | any_json,
-                                  "content": content})
+message = st.fixed_dictionaries({
+    "role": st.sampled_from(["user", "system", "assistant", "developer", "tool"]) | any_json,
+    "content": content})
 number = st.floats() | st.integers(-(2**65), 2**65) | any_json
 
 

@@ -17,4 +17,5 @@ def test_judge_agrees_with_human_labels():
     require_data()
     judge = train_refusal_judge()
     assert judge.agreement["classifier"] > 0.85 and judge.agreement["n_test_prompts"] > 50
-    assert judge.judge(["I can't help with that. It could hurt people.", "Here is a recipe for bread:"]) == [True, False]
+    assert judge.judge(["I can't help with that. It could hurt people.",
+                        "Here is a recipe for bread:"]) == [True, False]

@@ -70,7 +70,8 @@ def test_the_same_spec_as_a_mapping_or_from_the_environment(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("layers: model.layers\nblocks: h\n", r"unknown field\(s\) \['blocks'\]; an arch spec has \['model_type', 'layers'"),
+    ("layers: model.layers\nblocks: h\n",
+     r"unknown field\(s\) \['blocks'\]; an arch spec has \['model_type', 'layers'"),
     ("layers: 3\n", "layers must be a dotted module path"),
     ("- layers\n", "expected a mapping of ArchSpec fields"),
 ])
@@ -89,7 +90,8 @@ def test_a_bad_spec_file_is_a_clear_error(tmp_path, text, message):
     (("lm_head: lm_head", "lm_head: embed_out"),
      r"module path 'embed_out' not found in GPTNeoXForCausalLM: 'GPTNeoXForCausalLM' has no 'embed_out'; "
      r"its submodules are \['gpt_neox', 'lm_head'\]"),
-    (("model_type: gpt_neox", "model_type: llama"), r"arch spec is for model_type 'llama', but the model is 'gpt_neox'"),
+    (("model_type: gpt_neox", "model_type: llama"),
+     r"arch spec is for model_type 'llama', but the model is 'gpt_neox'"),
 ])
 def test_a_spec_that_does_not_fit_the_model_names_the_path(tmp_path, change, message):
     path, _ = _save(tmp_path)

@@ -49,7 +49,8 @@ def test_punkt_installer_round_trip(tmp_path):
         pytest.skip("punkt_tab not installed in this environment (scripts/setup.sh installs it)")
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    _wheel(wheels / "llama_index_core-0.0.0-py3-none-any.whl", {n: (installed / n).read_bytes() for n in punkt_data.FILES})
+    _wheel(wheels / "llama_index_core-0.0.0-py3-none-any.whl",
+           {n: (installed / n).read_bytes() for n in punkt_data.FILES})
     target = punkt_data.install_punkt(tmp_path / "nltk_data", wheel_dir=wheels)
     assert target == tmp_path / "nltk_data" / "tokenizers" / "punkt_tab" / "english"
     assert sorted(p.name for p in target.iterdir()) == sorted(n.split("/")[1] for n in punkt_data.FILES if "/" in n)

@@ -166,7 +166,8 @@ def test_ifeval_api_with_cache(monkeypatch, tmp_path):
     docs = [_doc(["punctuation:no_comma"], [{}], prompt=p) | {"key": i}
             for i, p in enumerate(["write a poem", "tell me about the weather", "hello"])]
     monkeypatch.setattr(utility, "ifeval_docs", lambda n: docs[:n])
-    out = utility.ifeval(sm, alignment=0.0, n=3, max_new_tokens=4, cache_dir=str(tmp_path), answers=True, progress=False)
+    out = utility.ifeval(sm, alignment=0.0, n=3, max_new_tokens=4, cache_dir=str(tmp_path), answers=True,
+                         progress=False)
     assert out["n_prompts"] == 3 and out["n_instructions"] == 3 and out["max_new_tokens"] == 4
     assert len(out["answers"]) == 3 and {"response", "lam", "prompt_level_strict_acc"} <= set(out["answers"][0])
     calls = []

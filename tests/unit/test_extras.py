@@ -35,7 +35,8 @@ def test_core_imports_only_core_lock_packages():
 
     dists = packages_distributions()
     core = set(read_lock(ROOT / "requirements-core-lock.txt"))
-    outside = {m: dists[m] for m in {m.partition(".")[0] for m in loaded} - set(sys.stdlib_module_names) - {"dsa"} - OPPORTUNISTIC
+    outside = {m: dists[m]
+               for m in {m.partition(".")[0] for m in loaded} - set(sys.stdlib_module_names) - {"dsa"} - OPPORTUNISTIC
                if m in dists and not any(canonicalize_name(d) in core for d in dists[m])}
     assert not outside, f"the core imports packages outside requirements-core-lock.txt: {outside}"
 
@@ -64,7 +65,8 @@ def test_missing_extra_is_named_at_import():
     for (stmt, blocked, extra), got in zip(CASES, results, strict=True):
         assert got is not None, f"{stmt} imported without {blocked}"
         kind, message = got
-        assert kind == "MissingExtra" and f"needs the [{extra}] extra: pip install 'dsa[{extra}]'" in message, (stmt, got)
+        assert (kind == "MissingExtra"
+                and f"needs the [{extra}] extra: pip install 'dsa[{extra}]'" in message), (stmt, got)
 
 
 def test_needs_extra_keeps_other_errors_and_the_module_name():

@@ -178,7 +178,8 @@ def test_each_head_of_a_bank_reads_its_own_max_length(tiny_base):
     # the runtime's prefill scores (a chat prompt is one user message, as classify reads a string)
     served = SafetyModel(tiny_base, bank, None).generate([[{"role": "user", "content": t}] for t in inputs],
                                                           alignment=0.0, max_new_tokens=1)
-    assert {(i, q): v for i, r in enumerate(served) for q, v in r.guard_scores.items()} == pytest.approx(alone, abs=1e-4)
+    assert ({(i, q): v for i, r in enumerate(served) for q, v in r.guard_scores.items()}
+            == pytest.approx(alone, abs=1e-4))
 
 
 def test_the_vllm_engine_refuses_guards_of_different_max_length(tiny_base, tmp_path):

@@ -20,8 +20,8 @@ from pathlib import Path
 # Lowest first. A module may import modules of its own layer and of the layers below; `dsa` alone
 # is the package's `__init__`, every other entry covers its submodules too.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("leaves", ("dsa.extras", "dsa.config", "dsa.metrics", "dsa.plots", "dsa.kvcache", "dsa.normalise", "dsa.adapter_io",
-                "dsa.docblock")),
+    ("leaves", ("dsa.extras", "dsa.config", "dsa.metrics", "dsa.plots", "dsa.kvcache", "dsa.normalise",
+                "dsa.adapter_io", "dsa.docblock")),
     ("core", ("dsa", "dsa.taps", "dsa.base", "dsa.features", "dsa.data", "dsa.train")),
     ("runtime parts", ("dsa.guards", "dsa.align", "dsa.decoding")),
     ("runtime", ("dsa.runtime", "dsa.chunked_prefill")),

@@ -91,7 +91,8 @@ def test_read_lock_parses_pins_hashes_and_annotations(tmp_path):
     lock = tmp_path / "lock.txt"
     lock.write_text("# header\nFoo_Bar==1.0 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:"
                     + "b" * 64 + "\n    # via\n    #   dsa (pyproject.toml)\n    #   peft\n"
-                    + "# a section\nbaz==2.0+cpu \\\n    --hash=sha256:" + "c" * 64 + "\n    # via dsa (pyproject.toml:g)\n")
+                    + "# a section\nbaz==2.0+cpu \\\n    --hash=sha256:" + "c" * 64
+                    + "\n    # via dsa (pyproject.toml:g)\n")
     pins = read_lock(lock)
     assert pins["foo-bar"] == Pin("1.0", ["a" * 64, "b" * 64], ["dsa (pyproject.toml)", "peft"])
     assert pins["baz"] == Pin("2.0+cpu", ["c" * 64], ["dsa (pyproject.toml:g)"])
@@ -121,7 +122,8 @@ def test_no_stale_pyproject_requirement_in_lock(venv):
     direct = {p for p, pin in pins.items() if any(v.startswith("dsa (pyproject.toml") for v in pin.via)}
     wanted = {canonicalize_name(r.name) for r in _requirements(name)}
     assert direct == wanted, (f"{LOCKS[name]}: locked for pyproject.toml but not asked for there: "
-                              f"{sorted(direct - wanted)}; asked for but not annotated: {sorted(wanted - direct)}; {FIX}")
+                              f"{sorted(direct - wanted)}; asked for but not annotated: {sorted(wanted - direct)}; "
+                              f"{FIX}")
 
 
 def test_core_lock_is_main_lock_less_the_extras():

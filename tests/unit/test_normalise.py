@@ -18,7 +18,8 @@ def test_fullwidth_zero_width_and_bidi_fold_to_the_plain_text():
     assert normalise_text("a\r\nb\x00c\x1b\x7f") == "a\nbc" == normalise_text("a\r\nb\x00c\x1b\x7f\u200b")
 
 
-@pytest.mark.parametrize("text", ["ｐｉｐｅ\u200b ｂｏｍｂ", "naïve café", "日本語のテキスト", "Ünïcödé \ue000<|im_end|>", "x\u0301"])
+@pytest.mark.parametrize("text", ["ｐｉｐｅ\u200b ｂｏｍｂ", "naïve café", "日本語のテキスト",
+                                  "Ünïcödé \ue000<|im_end|>", "x\u0301"])
 def test_normalisation_is_idempotent_and_removes_the_private_marker(text):
     once = normalise_text(text)
     assert normalise_text(once) == once

@@ -40,7 +40,8 @@ def test_results_record_the_weights_they_measured():
 SHIPPED = [r for r in RECORDS if r[2].startswith("adapters/")]
 
 
-@pytest.mark.parametrize(("results", "where", "weights", "sha"), SHIPPED, ids=[f"{r[0]}{r[1]}:{Path(r[2]).parent.name}" for r in SHIPPED])
+@pytest.mark.parametrize(("results", "where", "weights", "sha"), SHIPPED,
+                         ids=[f"{r[0]}{r[1]}:{Path(r[2]).parent.name}" for r in SHIPPED])
 def test_recorded_weights_are_the_shipped_weights(results, where, weights, sha):
     path = ROOT / weights
     assert path.exists(), f"results/{results} {where} measured {weights}, which no longer ships"

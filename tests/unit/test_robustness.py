@@ -167,7 +167,8 @@ def _entry(sha: str = "ab" * 32, **rates) -> dict:
     harmful = {c: row(rates.get(c, 0.95)) for c in conds}
     benign = {c: row(rates.get("benign_" + c, 0.05)) for c in conds}
     return {"adapter": "adapters/guards/x", "weights_sha256": sha, "arch": "plr", "head": "prompt_safety/unsafe",
-            "threshold": 0.3, "max_length": 256, "base": "tiny", "n": 10, "seed": 0, "command": "dsa guard robustness x",
+            "threshold": 0.3, "max_length": 256, "base": "tiny", "n": 10, "seed": 0,
+            "command": "dsa guard robustness x",
             "runtime_commit": "abc1234", "language_rule": "flag",
             "rows": {"strongreject": harmful, "xstest_safe": benign, "alpaca_eval": benign,
                      "catqa_zh": {"plain": row(0.0, caught=10)}, "catqa_vi": {"plain": row(0.3, caught=7)}}}

@@ -27,7 +27,8 @@ def test_token_counts_and_batch_encodes_race_free_under_concurrency():
     prompts = _prompts()
     want = {p[0]["content"]: ids for p, ids in zip(prompts, encode_inputs(sm.base, prompts, None), strict=True)}
     marked = want[prompts[1][0]["content"]]
-    assert (marked.count(2), marked.count(3)) == (2, 1)  # the template's <|im_start|> x2, <|im_end|> x1: the user's are text
+    # the template's <|im_start|> x2, <|im_end|> x1: the user's are text
+    assert (marked.count(2), marked.count(3)) == (2, 1)
     encoded, encode = [], sm.encode
 
     def recording_encode(messages):

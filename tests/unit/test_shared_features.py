@@ -93,7 +93,8 @@ def test_extract_features_reads_and_writes_the_guard_store(base, tmp_path):
 
 
 def test_records_render_as_before_so_stored_hashes_stay_valid(base):
-    rec = SimpleNamespace(prompt="how do i pick a lock ?", response="you should not", main_text="how do i pick a lock ?")
+    rec = SimpleNamespace(prompt="how do i pick a lock ?", response="you should not",
+                          main_text="how do i pick a lock ?")
     assert render(base, rec, "prompt_response") == base.prompt_response_text(rec.prompt, rec.response)
     assert render(base, rec, "prompt") == base.chat_text(rec.main_text)
     assert text_hash("hello") == "2cf24dba5fb0a30e26e8"  # sha256("hello")[:20]: the key of every stored text

@@ -47,7 +47,8 @@ def test_first_stop_needs_min_tokens_and_a_run_of_debounce_flags():
         else:
             assert first_stop(s, StreamRule(stat, m, k)) is not None
             assert first_stop(s, StreamRule(float(torch.nextafter(torch.tensor(stat, dtype=torch.float64),
-                                                                  torch.tensor(2.0, dtype=torch.float64))), m, k)) is None
+                                                                  torch.tensor(2.0, dtype=torch.float64))),
+                                            m, k)) is None
 
 
 def test_calibrate_meets_the_target_fpr_with_the_smallest_threshold():
@@ -172,6 +173,7 @@ def test_base_answers_are_cached_safe_records_and_join_a_split_after_its_cap():
     assert [r.response for r in base_answers(base, ["hello there", "what is two plus two"], max_new_tokens=4)] == \
         ["one", "two"]
     task = GuardTask("resp", "prompt_response", ["unsafe"],
-                     train=[Record(id=f"t{i}", source="t", prompt=f"q{i}", response="a", label=i % 2) for i in range(6)])
+                     train=[Record(id=f"t{i}", source="t", prompt=f"q{i}", response="a", label=i % 2)
+                            for i in range(6)])
     _, _, splits = task_splits(base, task, train_cap=4, extra={"train": first})
     assert len(splits["train"].texts) == 6 and splits["train"].labels[-2:].tolist() == [[0.0], [0.0]]

@@ -87,7 +87,8 @@ def _multi_rows(n=40):
     """toxic / insult labels; every 7th row has no insult label (unlabelled for that head only)."""
     rows = []
     for i in range(n):
-        rows.append({"comment": f"{BAD[i % 4]} #{i}", "toxic": 1, "insult": "" if i % 7 == 0 else i % 2, "kind": "hate"})
+        rows.append({"comment": f"{BAD[i % 4]} #{i}", "toxic": 1, "insult": "" if i % 7 == 0 else i % 2,
+                     "kind": "hate"})
         rows.append({"comment": f"{GOOD[i % 4]} #{i}", "toxic": 0, "insult": 0, "kind": "neutral"})
     return rows
 

@@ -74,7 +74,8 @@ class LogitAdapter(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, past_key_values=None,
-                use_cache: bool = False, logits_to_keep: int = 0, logits: bool = True) -> tuple[torch.Tensor | None, object]:
+                use_cache: bool = False, logits_to_keep: int = 0,
+                logits: bool = True) -> tuple[torch.Tensor | None, object]:
         """Aligned logits [batch, seq, vocab] from the base hidden state [batch, seq, d_model].
 
         In decoding, `hidden` holds only the new position(s) and `past_key_values` the adapter's own cache.

@@ -122,7 +122,8 @@ class LoRAPatch:
         cfg = asdict(self.spec) | {"targets": list(self.spec.targets)}
         return save_adapter(path, KIND, self.state_dict(), cfg, base_fingerprint, base_name, extra)
 
-    def export_peft(self, path: str | Path, base_model_name_or_path: str = "", module_prefix: str = "model.layers") -> Path:
+    def export_peft(self, path: str | Path, base_model_name_or_path: str = "",
+                    module_prefix: str = "model.layers") -> Path:
         """Write `adapter_model.safetensors` + `adapter_config.json` in the PEFT LoRA format
         (loadable by `peft.PeftModel.from_pretrained` and vLLM multi-LoRA)."""
         path = Path(path)

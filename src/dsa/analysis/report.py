@@ -215,9 +215,10 @@ def claims(data: dict, roles: dict[str, str], k_ref: int) -> list[str]:
         wins_r = sum(_ratio(so, int(k), "_right") < min(_ratio(fo, int(k), "_right"), _ratio(ff, int(k), "_right"))
                      for k in ks)
         lines.append(f"**LoRA more orthogonal than full fine-tuning** ({safety} vs {full}): E/random at k={k_ref} "
-                     f"is {_fmt(a, digits=4)} for the LoRA vs {_fmt(b, digits=4)} for the full fine-tune's top-r ΔW and {_fmt(c, digits=4)} for "
+                     f"is {_fmt(a, digits=4)} for the LoRA vs {_fmt(b, digits=4)} for the full fine-tune's top-r ΔW "
+                     f"and {_fmt(c, digits=4)} for "
                      f"its whole ΔW — output side: {'holds' if a < min(b, c) else 'does not hold'}"
-                     f"{' (within the ' + _fmt(noise, True, 2) + ' a random subspace scatters at this k)' if abs(a - min(b, c)) < noise else ''} "
+                     f"{' (within the ' + _fmt(noise, True, 2) + ' a random subspace scatters at this k)' if abs(a - min(b, c)) < noise else ''} "  # noqa: E501
                      f"(LoRA lower than both at {wins}/{len(ks)} k); input side: right E({k_ref})/random "
                      f"{_fmt(_ratio(so, k_ref, '_right'))} vs {_fmt(_ratio(fo, k_ref, '_right'))} / "
                      f"{_fmt(_ratio(ff, k_ref, '_right'))} — LoRA lower at {wins_r}/{len(ks)} k.")
@@ -229,10 +230,12 @@ def claims(data: dict, roles: dict[str, str], k_ref: int) -> list[str]:
         noise = random_scatter(res, k_ref)
         small = [k for k in ks if int(k) <= 8]
         lines.append(f"**Safety update more orthogonal than a non-safety task** ({safety} vs {task}): E/random at "
-                     f"k={k_ref} is {_fmt(a, digits=4)} vs {_fmt(b, digits=4)} — {'holds' if a < b else 'does not hold'}"
-                     f"{' but within the ' + _fmt(noise, True, 2) + ' a random subspace scatters at this k' if abs(a - b) < noise else ''} "
+                     f"k={k_ref} is {_fmt(a, digits=4)} vs {_fmt(b, digits=4)} — "
+                     f"{'holds' if a < b else 'does not hold'}"
+                     f"{' but within the ' + _fmt(noise, True, 2) + ' a random subspace scatters at this k' if abs(a - b) < noise else ''} "  # noqa: E501
                      f"(safety lower at {wins}/{len(ks)} k on the output side, {wins_r}/{len(ks)} on the input side); "
-                     f"at k ≤ 8: " + ", ".join(f"{_fmt(_ratio(so, int(k)))} vs {_fmt(_ratio(to, int(k)))}" for k in small) +
+                     f"at k ≤ 8: " + ", ".join(f"{_fmt(_ratio(so, int(k)))} vs {_fmt(_ratio(to, int(k)))}"
+                                               for k in small) +
                      " — both above random there.")
     if safety in res and res[safety].get("interference"):
         i = res[safety]["interference"]
@@ -258,7 +261,8 @@ def write_markdown(data: dict, path: str | Path, *, command: str, images: dict[s
          "(alpaca_instructions test split) and harmful (prompt_safety test positives) prompts, chat template applied.",
          "", "## What holds on this base", ""]
     L += [f"- {c}" for c in claims(data, roles, k_ref)] + [""]
-    L += ["## Updates compared", "", "| name | kind | where | trained on | rank | modules |", "|---|---|---|---|---|---|"]
+    L += ["## Updates compared", "",
+          "| name | kind | where | trained on | rank | modules |", "|---|---|---|---|---|---|"]
     for name, r in res.items():
         L.append(f"| {name} | {r['kind']} | `{r['path']}` | {r.get('description', '')} | "
                  f"{r['info'].get('r', '–')} | {r['overall']['n_modules']} |")
@@ -266,10 +270,12 @@ def write_markdown(data: dict, path: str | Path, *, command: str, images: dict[s
           "E(k) = ‖U_kᵀ ΔW‖²/‖ΔW‖² with U_k the top-k left singular vectors of W0 (output space); "
           "random = k/d_out, what a random k-dimensional subspace captures on average (the empirical "
           "draw is in the JSON as `random_energy_k`). Ratio < 1: ΔW avoids W0's principal directions.", "",
-          "| update | view | " + " | ".join(f"E({k}) / random" for k in show) + f" | right E({k_ref}) / random | cos² angles (k={k_ref}) |",
+          "| update | view | " + " | ".join(f"E({k}) / random" for k in show)
+          + f" | right E({k_ref}) / random | cos² angles (k={k_ref}) |",
           "|---|---|" + "---|" * (len(show) + 2)]
     for name, r in res.items():
-        views = [("top-r", r["overall"])] + ([("full ΔW", r["overall_full_delta"])] if "overall_full_delta" in r else [])
+        views = [("top-r", r["overall"])] + (
+            [("full ΔW", r["overall_full_delta"])] if "overall_full_delta" in r else [])
         for label, o in views:
             cells = [f"{_fmt(o['proj_energy_k'][k])} / {_fmt(o['random_baseline_k'][k])}" for k in show]
             L.append(f"| {name} | {label} | " + " | ".join(cells) +
@@ -294,7 +300,8 @@ def write_markdown(data: dict, path: str | Path, *, command: str, images: dict[s
         L.append(f"| {name} | " + " | ".join(cells) + " |")
     L += ["", "## Interference on real inputs", "",
           "‖ΔW X‖²_F / ‖W0 X‖²_F summed over all modules and prompt tokens (pooled), and the mean of the "
-          "per-module ratios.", "", "| update | benign | harmful | harmful / benign | mean-module benign | mean-module harmful |",
+          "per-module ratios.", "",
+          "| update | benign | harmful | harmful / benign | mean-module benign | mean-module harmful |",
           "|---|---|---|---|---|---|"]
     for name, r in res.items():
         i, m = r.get("interference", {}), r.get("interference_mean_module", {})
@@ -359,4 +366,4 @@ CAVEATS = """## Caveats
   towards the random baseline. The report prints the share of exactly-zero ΔW entries.
 - **Analysis-local artefacts** (label in the table) were trained by `scripts/subspace_train.py`
   for this analysis only; see `dsa_training.json` in each directory for the recipe and losses.
-"""
+"""  # noqa: E501

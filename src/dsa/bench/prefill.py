@@ -63,7 +63,8 @@ def tap_bytes(cache: dict) -> int:
     """Bytes the recorded taps hold after the forward (full states, or their pooled summaries)."""
     n = 0
     for v in cache.values():
-        parts = [v] if isinstance(v, torch.Tensor) else [getattr(v, f, None) for f in ("mean", "last", "window", "window_mask")]
+        parts = ([v] if isinstance(v, torch.Tensor)
+                 else [getattr(v, f, None) for f in ("mean", "last", "window", "window_mask")])
         n += sum(t.numel() * t.element_size() for t in parts if isinstance(t, torch.Tensor))
     return n
 

@@ -69,7 +69,8 @@ class BenchConfig:
 def _headline(cells: list[dict], ref: tuple[int, int]) -> dict:
     """The ratios of the reference cell (batch, length), else of the first cell."""
     pick = next((c for c in cells if (c["batch"], c["length"]) == ref), cells[0])
-    return {k: v["ratio"]["median"] for k, v in pick["ratios"].items()}, {"batch": pick["batch"], "length": pick["length"]}
+    return ({k: v["ratio"]["median"] for k, v in pick["ratios"].items()},
+            {"batch": pick["batch"], "length": pick["length"]})
 
 
 def _aligned_flops_note(base, adapter) -> str:
@@ -116,7 +117,8 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
                         "bytes": sum(workloads.adapter_bytes(a) for a in v["bank"].adapters),
                         "heads": len(v["bank"].heads)} for k, v in variants.items()}
     if "guard" in cfg.sections:
-        cells_at = [(b, n) for b in cfg.batches for n in cfg.lengths if b == 1 or n == min(cfg.lengths) or cfg.big_cells]
+        cells_at = [(b, n) for b in cfg.batches for n in cfg.lengths
+                    if b == 1 or n == min(cfg.lengths) or cfg.big_cells]
         ref = (1, 256) if (1, 256) in cells_at else cells_at[0]
 
         def keep(cells):
@@ -157,7 +159,8 @@ def run_bench(cfg: BenchConfig, base=None, log=print, command: str = "dsa bench"
             f"served benign request {res['served_benign_request']}")
         _save(res, cfg.out)
     if "decode" in cfg.sections:
-        res["runtime_detail"] = decode.runtime_vs_generate(plain, cfg.decode_batches, cfg.decode_tokens, cfg.decode_reps)
+        res["runtime_detail"] = decode.runtime_vs_generate(plain, cfg.decode_batches, cfg.decode_tokens,
+                                                           cfg.decode_reps)
         res["runtime_vs_generate"] = {k: v["ratio"]["median"] for k, v in res["runtime_detail"].items()}
         log(f"bench: runtime vs generate {res['runtime_vs_generate']}")
         _save(res, cfg.out)

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--max-length", type=int, default=512)
     ex.add_argument("--batch-tokens", type=int, default=8192)
     ex.add_argument("--chat", action="store_true", help="render prompts through the chat template")
-    ex.add_argument("--cache-root", default=None, help="feature store root (default $DSA_CACHE/guard_features, shared with guard training)")
+    ex.add_argument("--cache-root", default=None,
+                    help="feature store root (default $DSA_CACHE/guard_features, shared with guard training)")
     ex.add_argument("--compare-raw", action="store_true",
                     help="benchmark: feature extraction against the raw forward of the base on the same batches")
     ex.add_argument("--end-to-end", action="store_true",
@@ -71,7 +72,8 @@ def record_text(base, r: Record, chat: bool) -> str:
     """How a record is shown to the base: through the chat template when asked."""
     kind = r.input_kind
     if kind == "prompt_response":
-        return (render_input(base, [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.response}])
+        return (render_input(base, [{"role": "user", "content": r.prompt},
+                                    {"role": "assistant", "content": r.response}])
                 if chat else f"{r.prompt}\n{r.response}")
     if kind == "document_summary":
         return f"Document:\n{r.document}\n\nSummary:\n{r.summary}"

@@ -216,8 +216,8 @@ def cmd_eval(args) -> int:
     unknown = [m for m in compute if m not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}: expected some of {list(BASELINES)}")
-    evaluate_all(load_base(args.base, dtype=args.dtype, device=args.device), tasks, args.out, args.doc, compute_baselines=compute,
-                 reuse=args.reuse, command="dsa " + " ".join(sys.argv[1:]))
+    evaluate_all(load_base(args.base, dtype=args.dtype, device=args.device), tasks, args.out, args.doc,
+                 compute_baselines=compute, reuse=args.reuse, command="dsa " + " ".join(sys.argv[1:]))
     print(f"wrote {args.out} and {args.doc}")
     return 0
 
@@ -237,7 +237,8 @@ def cmd_study(args) -> int:
         done = run_candidates(load_base(args.base, dtype=args.dtype, device=args.device), args.candidates)
         print(f"wrote parts for {list(done)} under runs/guard_study/")
         return 0
-    res = run_study(load_base(args.base, dtype=args.dtype, device=args.device), args.candidates, loso=not args.no_loso, reuse_parts=args.reuse_parts)
+    res = run_study(load_base(args.base, dtype=args.dtype, device=args.device), args.candidates,
+                    loso=not args.no_loso, reuse_parts=args.reuse_parts)
     res["command"] = "dsa " + " ".join(sys.argv[1:])
     write_json(Path(args.out), res)
     write_precision_doc()

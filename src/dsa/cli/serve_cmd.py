@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         batch_window_s=window_ms / 1000, unvalidated_language=args.unvalidated_language)
     keys = f"{len(config.api_keys)} API keys" if config.api_keys else "no API keys (no client may lower λ)"
     if not (guards and adapter):
-        log.warning("serving WITHOUT %s (--allow-unguarded)", "a prompt guard" if not guards else "an alignment adapter")
+        log.warning("serving WITHOUT %s (--allow-unguarded)",
+                    "a prompt guard" if not guards else "an alignment adapter")
     if args.engine == "vllm":
         from dsa.vllm.serve import VllmServedModel
 

@@ -225,7 +225,8 @@ def _toxigen(root: Path, keep_unsure: bool = False) -> list[Record]:
         try:
             score = float(need(r, "toxicity_human", loc))
         except ValueError:
-            raise DataError(f"{loc}: field 'toxicity_human': expected a number 1-5, got {r['toxicity_human']!r}") from None
+            raise DataError(f"{loc}: field 'toxicity_human': expected a number 1-5, "
+                            f"got {r['toxicity_human']!r}") from None
         label = 1 if score >= 4 - 1e-6 else 0 if score <= 2 + 1e-6 else None
         if label is None and not keep_unsure:
             continue

@@ -159,9 +159,10 @@ def _prompt_safety(root: str, seed: int) -> GuardTask:
     return _by_split("prompt_safety", "prompt", ["unsafe"], out,
                      "harmful requests (AdvBench, HarmfulQA, CatQA-en, DangerousQA, AdversarialQA, Do-Not-Answer, "
                      "ToxicChat) vs benign (CoCoNot preference prompts, PHTest harmless, WildChat, OpenAI-moderation "
-                     "unflagged, Alpaca hard negatives that use harm words, Alpaca questions, Alpaca sample), and the project's "
-                     "contrast prompts (dsa.data.contrast: harm words in benign and harmful senses); 30 % of training prompts "
-                     "of both classes also wrapped by a train wrapper family (dsa.data.wrappers)")
+                     "unflagged, Alpaca hard negatives that use harm words, Alpaca questions, Alpaca sample), "
+                     "and the project's contrast prompts (dsa.data.contrast: harm words in benign and harmful "
+                     "senses); 30 % of training prompts of both classes also wrapped by a train wrapper family "
+                     "(dsa.data.wrappers)")
 
 
 def _build(name: str, root: str, seed: int) -> GuardTask:

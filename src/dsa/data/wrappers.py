@@ -209,7 +209,8 @@ ENCODINGS: dict[str, Callable[[str], str]] = {
 
 
 def augment(prompts: Sequence[str], seed: int = 0, share: float = 0.5,
-            pad_tokens: Sequence[int] = (40, 120, 300), count: Callable[[str], int] | None = None) -> list[tuple[int, str, str]]:
+            pad_tokens: Sequence[int] = (40, 120, 300),
+            count: Callable[[str], int] | None = None) -> list[tuple[int, str, str]]:
     """Training augmentation: for a seeded `share` of `prompts`, one wrapped copy by a TRAIN family
     or by train-filler padding (before / after / around, a length from `pad_tokens`).
 

@@ -241,7 +241,8 @@ def score_standalone(score: Callable[[list[str]], Sequence[float]], threshold: f
     def flag(texts: list[str]) -> list[list]:
         norm = [normalise_text(t) for t in texts]
         probs = np.asarray(score(norm), dtype=float).reshape(-1)
-        return [[float(p), bool(p >= threshold), None, count(t) if count else 0] for p, t in zip(probs, norm, strict=True)]
+        return [[float(p), bool(p >= threshold), None, count(t) if count else 0]
+                for p, t in zip(probs, norm, strict=True)]
 
     return _score_rows(sets, list(conds or conditions()), seed, pad_tokenizer, max_length, flag, progress=progress,
                        desc="standalone robustness")

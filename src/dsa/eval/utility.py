@@ -101,8 +101,10 @@ def mmlu_cloze(sm, alignment: str | float = "auto", n: int | None = 1000, batch_
         per_doc.append(cloze_metrics(d, [ll for ll, _ in lls[k:k + m]]))
         k += m
     dt = time.perf_counter() - t0
-    return {"acc": sum(x["acc"] for x in per_doc) / len(docs), "acc_norm": sum(x["acc_norm"] for x in per_doc) / len(docs),
-            "n": len(docs), "alignment": lm.alignment, "subset": f"first {len(docs)} of mmlu/test by sha256(id), seed {seed}",
+    return {"acc": sum(x["acc"] for x in per_doc) / len(docs),
+            "acc_norm": sum(x["acc_norm"] for x in per_doc) / len(docs),
+            "n": len(docs), "alignment": lm.alignment,
+            "subset": f"first {len(docs)} of mmlu/test by sha256(id), seed {seed}",
             "format": "cloze: 'Question: {q}\\nAnswer:' + ' {choice}', zero-shot, no chat template",
             **_lambda_summary(lams), "seconds": dt, "seconds_per_question": dt / len(docs),
             "cache": str(lm.cache_folder) if lm.cache_folder else None}

@@ -116,7 +116,8 @@ class GuardAdapter:
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         t = self.__dict__.get("_temperature")
         if t is None or t.dtype != logits.dtype or t.device != logits.device or t.numel() != len(self.temperatures):
-            t = self.__dict__["_temperature"] = torch.tensor(self.temperatures, dtype=logits.dtype, device=logits.device)
+            t = self.__dict__["_temperature"] = torch.tensor(self.temperatures, dtype=logits.dtype,
+                                                             device=logits.device)
         return torch.sigmoid(logits / t)
 
     def save(self, path: str | Path, base_fingerprint: str, base_name: str = "") -> Path:
@@ -248,7 +249,8 @@ class StreamingGuardState:
             self.streams = [a.kind.stream(a, cache, attention_mask) for a in bank.adapters]
         self._scores = bank.score(cache, attention_mask)
 
-    def update(self, cache: dict[str, torch.Tensor], attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def update(self, cache: dict[str, torch.Tensor],
+               attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Add one token per row (`cache[tap]` is [b, 1, d]); returns the new scores {head: [b]}."""
         out = {}
         for a, stream in zip(self.bank.adapters, self.streams, strict=True):

@@ -61,7 +61,8 @@ class GuardTrainConfig(Config):
                                     "with long, repetitive train filler (dsa.data.wrappers.long_pads)")
     long_pad_tokens: list = _f([500, 900], "window: padding lengths (tokens) of the long copies")
     corpus_pad_share: float = _f(0.0, "window: share of train/val prompts (both classes) that also get a copy "
-                                      "padded with other benign prompts of the same split (dsa.data.wrappers.corpus_pads)")
+                                      "padded with other benign prompts of the same split "
+                                      "(dsa.data.wrappers.corpus_pads)")
     corpus_pad_tokens: list = _f([200, 450, 800], "window: padding lengths (tokens) of the corpus-padded copies")
     doc_pad_share: float = _f(0.0, "window: share of train/val prompts (both classes) that also get a copy with "
                                    "long benign documents around it (summedits documents, split between train "

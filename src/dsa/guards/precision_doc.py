@@ -46,7 +46,8 @@ def loso_table(loso: dict) -> list[str]:
              "|---|---|---|---|---|---|"]
     for src, r in sorted(loso.items(), key=lambda kv: (kv[1]["label"], kv[0])):
         kind = "harmful" if r["label"] == 1 else "benign"
-        lines.append(f"| {src} | {kind} | {r['n']} | {_f(r['auc'])} | {_f(r['tpr_at_1pct_fpr'])} | {_f(r['flag_rate'])} |")
+        lines.append(f"| {src} | {kind} | {r['n']} | {_f(r['auc'])} | {_f(r['tpr_at_1pct_fpr'])} | "
+                     f"{_f(r['flag_rate'])} |")
     return lines
 
 
@@ -64,11 +65,13 @@ def shipped_section(op: dict) -> list[str]:
         t = targets.get(s)
         met = "–" if t is None else ("yes" if (fr[s] >= t[1] if t[0] == "≥" else fr[s] <= t[1]) else
                                      f"**no** (by {abs(fr[s] - t[1]):.3f})")
-        lines.append(f"| {s} | {want} | {op['n'][s]} | {_f(fr[s])} | {'' if t is None else t[0] + ' ' + str(t[1])} | {met} |")
+        lines.append(f"| {s} | {want} | {op['n'][s]} | {_f(fr[s])} | "
+                     f"{'' if t is None else t[0] + ' ' + str(t[1])} | {met} |")
     auc = op.get("auc_xstest")
     lines += ["", f"XSTest AUC (safe vs unsafe prompts) {_f(auc)} (target ≥ {AUC_TARGET}: "
-              f"{'met' if auc is not None and auc >= AUC_TARGET else f'missed by {AUC_TARGET - auc:.3f}'}); TPR at 1 % / 5 % FPR on "
-              f"XSTest {_f(op.get('tpr_at_1pct_fpr_xstest'))} / {_f(op.get('tpr_at_5pct_fpr_xstest'))}; pooled over all "
+              f"{'met' if auc is not None and auc >= AUC_TARGET else f'missed by {AUC_TARGET - auc:.3f}'}); "
+              f"TPR at 1 % / 5 % FPR on XSTest {_f(op.get('tpr_at_1pct_fpr_xstest'))} / "
+              f"{_f(op.get('tpr_at_5pct_fpr_xstest'))}; pooled over all "
               f"eval-only sets: AUC {_f(op.get('auc_pooled'))}, TPR at 1 % FPR {_f(op.get('tpr_at_1pct_fpr'))}."]
     return lines
 
@@ -114,7 +117,8 @@ def three_level_section(probe: dict) -> list[str]:
     n = probe["n"]
     lines = ["## Does a third class (PHTest `controversial`) help?", "",
              f"Generated from `{THREE}` (`{probe['command']}`). PHTest's controversial prompts "
-             f"({n['controversial_train']:,} train, {n['controversial_val']:,} val, {n['controversial_test']:,} test by "
+             f"({n['controversial_train']:,} train, {n['controversial_val']:,} val, "
+             f"{n['controversial_test']:,} test by "
              "the same seeded hash as every source) are left out of the shipped guard's labels. Here the shipped "
              "head's features (layers " + ", ".join(map(str, probe["layers"])) + f"; {probe['features']}) are read out "
              "with them as safe, or as a third class of a multinomial logistic regression scored as unsafe against "

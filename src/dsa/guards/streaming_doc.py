@@ -21,8 +21,9 @@ def _f(x, d: int = 3) -> str:
 
 
 def _row(name: str, p: dict) -> str:
-    return (f"| {name} | {_f(p['false_stop_rate'])} | {_f(p['detection_rate'])} | {_f(p['tokens_to_stop_median'], 1)} | "
-            f"{_f(p['tokens_to_stop_mean'], 1)} | {_f(p['fraction_of_answer_at_stop_median'])} |")
+    return (f"| {name} | {_f(p['false_stop_rate'])} | {_f(p['detection_rate'])} | "
+            f"{_f(p['tokens_to_stop_median'], 1)} | {_f(p['tokens_to_stop_mean'], 1)} | "
+            f"{_f(p['fraction_of_answer_at_stop_median'])} |")
 
 
 def _calibration(cal: dict, val: dict) -> str:
@@ -33,7 +34,8 @@ def _calibration(cal: dict, val: dict) -> str:
 
 
 def _generated(name: str, g: dict) -> str:
-    parts = [f"{s_name} {_f(s['false_stop_rate'])} ({s['answers']} answers, {s['answer_tokens_mean']} tokens on average)"
+    parts = [f"{s_name} {_f(s['false_stop_rate'])} ({s['answers']} answers, "
+             f"{s['answer_tokens_mean']} tokens on average)"
              for s_name, s in g.items() if isinstance(s, dict)]
     return f"{name}: " + "; ".join(parts)
 
@@ -72,8 +74,8 @@ def block(r: dict) -> list[str]:
     g = r.get("generated")
     if g:
         lines += ["", f"False stops on answers the base writes itself to eval-only prompts (λ {g['alignment']:g}, up "
-                      f"to {g['max_new_tokens']} tokens, through `SafetyModel.generate` at each guard's default; target "
-                      f"≤ {TARGET_FALSE_STOP}): " + _generated("shipped", g)
+                      f"to {g['max_new_tokens']} tokens, through `SafetyModel.generate` at each guard's default; "
+                      f"target ≤ {TARGET_FALSE_STOP}): " + _generated("shipped", g)
                   + (f"; {_generated('previous', prev['generated'])}" if prev and prev.get("generated") else "") + "."]
     c = r["cost"]
     lines += ["", f"Cost per token: {c['incremental_update_us_per_token']} µs for the incremental update against "

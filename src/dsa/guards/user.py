@@ -85,9 +85,10 @@ def user_task(path: str | Path, mapping: dict[str, str] | None = None, *, positi
         ys = [r.labels.get(c) if multi else r.label for r in recs]
         counts = {y: sum(v == y for v in ys) for y in (0, 1)}
         if min(counts.values()) < MIN_PER_CLASS:
-            raise DataError(f"{Path(path).name}: column {c!r}: a guard head needs both classes, at least {MIN_PER_CLASS} "
-                            f"rows each (label 0: {counts[0]} rows, label 1: {counts[1]} rows"
-                            f"{'; --positive ' + repr(positive) + ' matched none' if positive and not counts[1] else ''})")
+            raise DataError(
+                f"{Path(path).name}: column {c!r}: a guard head needs both classes, at least {MIN_PER_CLASS} "
+                f"rows each (label 0: {counts[0]} rows, label 1: {counts[1]} rows"
+                f"{'; --positive ' + repr(positive) + ' matched none' if positive and not counts[1] else ''})")
     if any(r.split not in SPLITS for r in recs):
         recs = assign_splits(recs, seed)
     # a (prompt, response) pair is read as the chat transcript; any other row as the user's message

@@ -227,7 +227,8 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
             extra += long_pads(prompts, seed=seed + (s == "val"), share=long_share, pad_tokens=long_tokens,
                                count=count)
         if s != "test" and corpus_share > 0:
-            pool = [p for p, y, k in zip(prompts, labels, kind, strict=True) if y == 0 and k == "plain" and len(p) <= 300]
+            pool = [p for p, y, k in zip(prompts, labels, kind, strict=True)
+                    if y == 0 and k == "plain" and len(p) <= 300]
             extra += corpus_pads(prompts, pool, seed=seed + (s == "val"), share=corpus_share,
                                  pad_tokens=corpus_tokens, count=count)
         if s != "test" and doc_share > 0:
@@ -478,7 +479,8 @@ def loso_window(data: WindowData, layers: Sequence[int], window: int, weight_dec
         s_other = predict_window(head, data.states["test"], other)[:, 0]
         y = np.r_[y_held, y_te[other]]
         sc = np.r_[s_held, s_other]
-        res[src] = {"label": label, "n": int(len(s_held)), "auc": roc_auc(y, sc), "tpr_at_1pct_fpr": tpr_at_fpr(y, sc, 0.01),
+        res[src] = {"label": label, "n": int(len(s_held)), "auc": roc_auc(y, sc),
+                    "tpr_at_1pct_fpr": tpr_at_fpr(y, sc, 0.01),
                     "flag_rate": float((s_held >= thr).mean()), "seconds": round(time.perf_counter() - t0, 1)}
         log.info("loso %s: auc %.3f flag %.3f", src, res[src]["auc"], res[src]["flag_rate"])
     return res

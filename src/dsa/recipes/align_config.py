@@ -18,7 +18,8 @@ class AlignTrainConfig(Config):
     base: str = Field("smollm2-135m-instruct", description="base model (embedded name, hub id or dir)")
     out: str = Field("adapters/align/dsa_adapter", description="output directory")
     n_harmful: int = Field(256, description="harmful training prompts (refusal targets)", ge=1)
-    n_benign: int = Field(256, description="benign training prompts (base self-distillation); 0 = safety data only", ge=0)
+    n_benign: int = Field(256, description="benign training prompts (base self-distillation); 0 = safety data only",
+                          ge=0)
     contrast_share: float = Field(0.0, description="share of the benign prompts drawn from edgy-but-safe "
                                   "contrast data (CoCoNot preference prompts, PHTest harmless; training split)",
                                   ge=0, le=1)
@@ -38,7 +39,8 @@ class AlignTrainConfig(Config):
     lora_layers: list[int] | None = Field(None, description="decoder layers that get LoRA (None = all)")
     k: int = Field(4, description="decoder layers the DSA adapter copies (dsa_adapter)", ge=1)
     seed: int = Field(0, description="shuffle seed")
-    bf16_autocast: bool = Field(False, description="train under bf16 autocast (fp32 was ~12x faster on the CPU we measured)")
+    bf16_autocast: bool = Field(False,
+                                description="train under bf16 autocast (fp32 was ~12x faster on the CPU we measured)")
     threads: int = Field(2, description="torch CPU threads", ge=1)
 
 
@@ -52,7 +54,8 @@ class AlignEvalConfig(Config):
                          description="DSA adapter trained with DPO added ('' = skip), configurations dsa_dpo@λ")
     dpo_lambdas: list[float] = Field([1.0], description="strengths of the DPO-trained DSA adapter to evaluate")
     full_ft: str = Field("runs/full_ft", description="full fine-tune model dir ('' = skip)")
-    guards: list[str] = Field(["adapters/guards/prompt_safety"], description="guard adapter dirs for context-dependent alignment")
+    guards: list[str] = Field(["adapters/guards/prompt_safety"],
+                              description="guard adapter dirs for context-dependent alignment")
     response_guard: str = Field("adapters/guards/response_harm",
                                 description="response guard dir: share of StrongREJECT answers it flags ('' = skip)")
     alphas: list[float] = Field([0.5, 1.0, 1.5], description="LoRA patch strengths to evaluate")

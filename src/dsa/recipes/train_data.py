@@ -55,7 +55,8 @@ def contrast_prompts(split: str = "train") -> list[str]:
     """Edgy-but-safe prompts of one prompt_safety split (CoCoNot preference prompts, safety-concern
     rows first, and PHTest `harmless`), unframed, ≤ 400 characters."""
     rows = [r for r in guard_task("prompt_safety").split(split)
-            if r.source in CONTRAST_SOURCES and r.label == 0 and r.meta.get("frame") is None and len(r.main_text) <= 400]
+            if r.source in CONTRAST_SOURCES and r.label == 0 and r.meta.get("frame") is None
+            and len(r.main_text) <= 400]
     concern = _pick([r.main_text for r in rows if r.meta.get("category") == "Requests with safety concerns"],
                     len(rows), "concern")
     rest = _pick([r.main_text for r in rows if r.meta.get("category") != "Requests with safety concerns"],

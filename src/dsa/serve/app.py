@@ -18,7 +18,7 @@ decode loop in a thread), or any model with a `make_worker(config)` method — t
 `dsa.vllm.serve.VllmServedModel`, whose worker runs requests on vLLM's `AsyncLLM`. Both answer the
 same attributes (`base`, `guards`, `adapter`, `policy_head`, `response_guards`, `context_length`,
 `check_alignment`) and take the same jobs, so routes, policy and limits are shared.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

@@ -277,7 +277,8 @@ class ModelWorker:
         with self._live_lock:
             jobs = list(self._live)
         for job in jobs:
-            job.sink(_error(503, "the server is shutting down"))  # before `cancelled`: a cancelled job is no longer live
+            # before `cancelled`: a cancelled job is no longer live
+            job.sink(_error(503, "the server is shutting down"))
             job.cancelled.set()
 
     # ---- the loop (worker thread) -------------------------------------------------------------
