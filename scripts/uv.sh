@@ -8,7 +8,9 @@ tool="$root/.venv-uv"
 stamp="$tool/.uv-$(sha256sum "$root/requirements-uv.txt" | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
     "${PYTHON:-python3}" -m venv --clear "$tool"
-    "$tool/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes \
+    # -qq: errors only (a machine's pip configuration can name index folders that do not exist,
+    # which pip reports as warnings on a user's first screen)
+    "$tool/bin/pip" install --quiet --quiet --disable-pip-version-check --no-deps --require-hashes \
         -r "$root/requirements-uv.txt"
     touch "$stamp"
 fi

