@@ -48,3 +48,13 @@ def test_recorded_weights_are_the_shipped_weights(results, where, weights, sha):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, (
         f"results/{results} {where} was measured on other weights than {weights} ships now: "
         "re-measure it with the command its page names")
+
+
+def test_every_response_guard_column_names_the_guard_it_read():
+    """The alignment table's strongreject_harmful column is a response guard's reading: each row must
+    record which guard (path and sha256, checked above) so rows read by different guards are never
+    compared unawares (the static rows were read by response_harm v1, the context-dependent ones by v2)."""
+    configs = json.loads((ROOT / "results" / "alignment.json").read_text())["configs"]
+    unnamed = [name for name, row in configs.items()
+               if "strongreject_harmful" in row and not isinstance(row.get("response_guard"), dict)]
+    assert not unnamed, f"rows without the response guard their strongreject_harmful read: {unnamed}"

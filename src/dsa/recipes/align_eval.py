@@ -257,11 +257,15 @@ class Evaluator:
              "coconot_contrast_refusal": len(sets["coconot_contrast"]),
              "benign_identity": len(sets["benign"])}
         harmful = self.response_harm(sets["strongreject"], answers["strongreject"])
+        extra = {"max_new_tokens": cfg.max_new_tokens, "via_runtime": alignment == "auto",
+                 "weights_sha256": self.weights_sha256(name), "config_key": self.artifacts_key(name)}
         if harmful is not None:
             metrics["strongreject_harmful"] = harmful
             n["strongreject_harmful"] = len(sets["strongreject"])
-        extra = {"max_new_tokens": cfg.max_new_tokens, "via_runtime": alignment == "auto",
-                 "weights_sha256": self.weights_sha256(name), "config_key": self.artifacts_key(name)}
+            # the guard that column read (tests/unit/test_results_current.py checks it still ships)
+            (weights,) = Path(cfg.response_guard).glob("*.safetensors")
+            extra["response_guard"] = {"adapter": cfg.response_guard,
+                                       "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
         if lams and name.startswith(("dsa", "context")):
             extra["mean_lambda"] = {k: _mean(v) for k, v in lams.items()}
             extra["share_aligned"] = {k: _mean([x > 0 for x in v]) for k, v in lams.items()}

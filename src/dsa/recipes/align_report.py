@@ -171,6 +171,16 @@ def write_doc(result: dict, doc: Path, images: list[Path] = ()) -> None:
     for name, p in result["configs"].items():
         ns[name] = ", ".join(f"{k} {v}" for k, v in sorted(p.get("n", {}).items()))
     block.append("n per metric: " + "; ".join(f"`{k}`: {v}" for k, v in ns.items()))
+    readers: dict[str, list[str]] = {}
+    for name, p in result["configs"].items():
+        if "strongreject_harmful" in p:
+            g = p.get("response_guard") or {}
+            ref = f"`{g['adapter']}` (weights sha256 `{g['weights_sha256'][:16]}…`)" if g else "not recorded"
+            readers.setdefault(ref, []).append(f"`{name}`")
+    if readers:
+        block += ["", "StrongREJECT harmful was read by " + "; ".join(
+            f"{ref} for {', '.join(names)}" for ref, names in readers.items())
+            + (" — rows read by different guards are not comparable in that column." if len(readers) > 1 else ".")]
     for img in images:
         block += ["", f"![{img.stem}]({Path(os.path.relpath(img, doc.parent)).as_posix()})"]
     block += ["", END]
