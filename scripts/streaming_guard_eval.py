@@ -8,11 +8,12 @@ docs/server.md generated from it.
 Each response_harm TEST answer is teacher-forced after its prompt (`dsa.guards.streaming.read_answers`:
 the base is causal, so the states equal those of decoding it; the guard's state starts on the prompt
 and takes one update per response token, exactly as in `decode_step`). Reported for the shipped
-guard and for the one shipped before it (`--previous`, adapters/baselines/response_harm_v1, which
-has no stop rule: its default is the whole-answer threshold at debounce 1): the default (the stop
-rule calibrated on VAL answers by `dsa guard calibrate-stream`, what `SafetyModel` and `dsa serve`
+guard and for the one shipped before it (`--previous`, adapters/baselines/response_harm_v2: the
+same head trained on whole answers only, before `prefix_cuts`): the default (the stop rule
+calibrated on VAL answers by `dsa guard calibrate-stream`, what `SafetyModel` and `dsa serve`
 apply) and the whole-answer threshold read at every token with debounce 1, 2, 3: detection on
-harmful answers, tokens shown up to the stop, false stops on safe ones. `--generated N` adds the
+harmful answers (overall and within 32 / 64 tokens), tokens shown up to the stop, false stops on
+safe ones. `--generated N` adds the
 served path on answers the base itself writes: N AlpacaEval and N XSTest-safe prompts (eval-only
 sets) generated through `SafetyModel.generate` with each guard at its default (false stops only: no
 label says these answers are harmful). And the cost per token of the O(1) update against
@@ -144,7 +145,7 @@ def measure(base, bank, guard: str, records, args) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--guard", default=str(ROOT / "adapters/guards/response_harm"))
-    p.add_argument("--previous", default=str(ROOT / "adapters/baselines/response_harm_v1"),
+    p.add_argument("--previous", default=str(ROOT / "adapters/baselines/response_harm_v2"),
                    help="the response guard shipped before, measured the same way at its own default ('' = none)")
     p.add_argument("--safe", type=int, default=0,
                    help="safe answers to read, the first ones of the split (0 = all); every harmful one is read")

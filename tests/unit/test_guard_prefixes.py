@@ -79,3 +79,5 @@ def test_prefix_options_are_off_by_default_and_validated():
     for bad in ({"prefix_cuts": [0]}, {"prefix_random": -1}, {"prefix_min_harmful": -2}):
         with pytest.raises(ValueError):
             GuardTrainConfig(task="response_harm", **bad)
+    shipped = GuardTrainConfig.from_yaml("configs/guard-response_harm.yaml")
+    assert shipped.prefix_cuts and shipped.prefix_min_harmful  # the streaming guard trains on answer starts
