@@ -74,6 +74,12 @@ def block(r: dict) -> list[str]:
             what = " (its default: the default before)" if k == 1 and not prev["default"].get("calibration") else ""
             lines.append(_row(f"previous (`{prev['guard']}`), whole-answer threshold {pw['threshold']:.4f}, "
                               f"debounce {k}{what}", pw[f"debounce_{k}"]))
+    pair = r.get("paired")
+    if pair and prev:
+        lines += ["", "The same harmful answers, shipped default against previous default (stopped by one and not the "
+                      "other): " + "; ".join(f"{k.replace('_', ' ')} tokens" .replace("any tokens", "at all")
+                                              + f" {v['shipped_only']} against {v['previous_only']} (both {v['both']})"
+                                              for k, v in pair.items()) + f", of {r['harmful']}."]
     lines += ["", f"Target (issue #23): false stops ≤ {TARGET_FALSE_STOP} with detection ≥ {TARGET_DETECTION} at "
               f"the default: **{'met' if met else 'missed'}**. The shipped head's score after each answer's last "
               f"token, at its whole-answer threshold, flags {_f(r['last_token_flag']['detection_rate'])} of the "
