@@ -8,15 +8,16 @@ docs/server.md generated from it.
 Each response_harm TEST answer is teacher-forced after its prompt (`dsa.guards.streaming.read_answers`:
 the base is causal, so the states equal those of decoding it; the guard's state starts on the prompt
 and takes one update per response token, exactly as in `decode_step`). Reported for the shipped
-guard and for the one shipped before it (`--previous`, adapters/baselines/response_harm_v1, which
-has no stop rule: its default is the whole-answer threshold at debounce 1): the default (the stop
-rule calibrated on VAL answers by `dsa guard calibrate-stream`, what `SafetyModel` and `dsa serve`
+guard and for the one shipped before it (`--previous`, adapters/baselines/response_harm_v2: the
+same head trained on whole answers only, before `prefix_cuts`): the default (the stop rule
+calibrated on VAL answers by `dsa guard calibrate-stream`, what `SafetyModel` and `dsa serve`
 apply) and the whole-answer threshold read at every token with debounce 1, 2, 3: detection on
-harmful answers, tokens shown up to the stop, false stops on safe ones. `--generated N` adds the
-served path on answers the base itself writes: N AlpacaEval and N XSTest-safe prompts (eval-only
-sets) generated through `SafetyModel.generate` with each guard at its default (false stops only: no
-label says these answers are harmful). And the cost per token of the O(1) update against
-rescoring the whole transcript. Test answers are cached under runs/streaming/.
+harmful answers (overall and within 32 / 64 tokens), tokens shown up to the stop, false stops on
+safe ones; and, paired on the same harmful answers, how many each default stops and the other does
+not. `--generated N` adds the served path on answers the base itself writes: N AlpacaEval and N
+XSTest-safe prompts (eval-only sets) generated through `SafetyModel.generate` with each guard at its
+default (false stops only: no label says these answers are harmful). And the cost per token of the
+O(1) update against rescoring the whole transcript. Test answers are cached under runs/streaming/.
 """
 
 from __future__ import annotations
@@ -104,6 +105,21 @@ def generated(base, bank, n: int, max_new_tokens: int) -> dict:
     return {"max_new_tokens": max_new_tokens, "alignment": 0.0, **out}
 
 
+def paired(now: list, before: list) -> dict:
+    """Harmful answers stopped by the shipped guard's default and not by the previous one's, and the
+    reverse, within 32 / 64 tokens and at all (the same answers: a paired comparison)."""
+    from dsa.guards.streaming import EARLY_TOKENS
+
+    def hit(s, t):
+        return s is not None and s <= t
+
+    return {("any" if t == float("inf") else f"within_{t}"): {
+        "shipped_only": sum(hit(a, t) and not hit(b, t) for a, b in zip(now, before, strict=True)),
+        "previous_only": sum(hit(b, t) and not hit(a, t) for a, b in zip(now, before, strict=True)),
+        "both": sum(hit(a, t) and hit(b, t) for a, b in zip(now, before, strict=True))}
+        for t in (*EARLY_TOKENS, float("inf"))}
+
+
 def relative(path: str) -> str:
     return str(Path(path).resolve().relative_to(ROOT)) if Path(path).resolve().is_relative_to(ROOT) else path
 
@@ -111,7 +127,7 @@ def relative(path: str) -> str:
 def measure(base, bank, guard: str, records, args) -> dict:
     """One response guard on the test answers: its default (stored stop rule), its whole-answer
     threshold read at every token with debounce 1-3, and its default on answers the base writes."""
-    from dsa.guards.streaming import StreamRule, operating_point, read_answers
+    from dsa.guards.streaming import StreamRule, first_stop, operating_point, read_answers
 
     head, adapter = bank.heads[0], bank.adapters[0]
     answers = cached_answers(guard, records, lambda: read_answers(base, bank, records, args.max_response_tokens),
@@ -126,7 +142,9 @@ def measure(base, bank, guard: str, records, args) -> dict:
         "response_tokens_mean": round(statistics.mean(a["n"] for a in answers), 1),
         "default": {"rule": rule.as_dict(),
                     "calibration": {k: v for k, v in (adapter.stream or {}).items() if k != "rules"},
-                    **operating_point(answers, head, rule)},
+                    **operating_point(answers, head, rule),
+                    # per harmful answer (split order): the response token of the stop, None = never
+                    "harmful_stops": [first_stop(a["scores"][head], rule) for a in harmful]},
         "whole_answer_threshold": {"threshold": whole, **{
             f"debounce_{k}": operating_point(answers, head, StreamRule(whole, 1, k)) for k in (1, 2, 3)}},
         # the score after the answer's last token at the whole-answer threshold (the training
@@ -145,7 +163,7 @@ def measure(base, bank, guard: str, records, args) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--guard", default=str(ROOT / "adapters/guards/response_harm"))
-    p.add_argument("--previous", default=str(ROOT / "adapters/baselines/response_harm_v1"),
+    p.add_argument("--previous", default=str(ROOT / "adapters/baselines/response_harm_v2"),
                    help="the response guard shipped before, measured the same way at its own default ('' = none)")
     p.add_argument("--safe", type=int, default=0,
                    help="safe answers to read, the first ones of the split (0 = all); every harmful one is read")
@@ -183,6 +201,7 @@ def main() -> int:
     }
     if args.previous and Path(args.previous).exists():
         out["previous"] = measure(base, GuardBank.load([args.previous], base), args.previous, records, args)
+        out["paired"] = paired(out["default"]["harmful_stops"], out["previous"]["default"]["harmful_stops"])
     out["seconds"] = round(time.perf_counter() - t_start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")

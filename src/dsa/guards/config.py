@@ -77,6 +77,13 @@ class GuardTrainConfig(Config):
                               "as many VAL prompts the val split (dsa.recipes.guard_train.base_answers): the "
                               "everyday answers a response guard reads, which a task's labelled answers lack")
     base_answer_tokens: int = _f(128, "decode budget of those answers")
+    prefix_cuts: list = _f([], "prompt_response tasks: response-token counts at which each training answer "
+                               "longer than that also joins the train split as its prefix, labelled as the whole "
+                               "answer (dsa.guards.prefixes): a streaming guard reads answer starts; [] = off")
+    prefix_random: int = _f(0, "with prefix_cuts or alone: this many more seeded random cuts per training answer")
+    prefix_min_harmful: int = _f(0, "harmful answers give prefix rows only at cuts of at least this many tokens "
+                                    "(a very short start can be any answer's)")
+    prefix_max_tokens: int = _f(256, "answer tokens read for prefix rows (as `dsa guard calibrate-stream`)")
     seed: int = _f(0, "seed of every random choice in training")
 
     @model_validator(mode="after")
@@ -99,6 +106,10 @@ class GuardTrainConfig(Config):
             raise ValueError("target_fpr must be in (0, 1)")
         if self.base_answers < 0 or self.base_answer_tokens < 1:
             raise ValueError("base_answers must be >= 0 and base_answer_tokens >= 1")
+        if any(not isinstance(c, int) or c < 1 for c in self.prefix_cuts) or self.prefix_random < 0 \
+                or self.prefix_min_harmful < 0 or self.prefix_max_tokens < 1:
+            raise ValueError("prefix_cuts must be positive token counts; prefix_random, prefix_min_harmful >= 0; "
+                             "prefix_max_tokens >= 1")
         if self.max_length is None:
             self.max_length = TASK_MAX_LENGTH.get(self.task, 256)
         if not self.layer_sets or not all(isinstance(ls, list) and ls for ls in self.layer_sets):

@@ -174,6 +174,7 @@ class SplitData:
     labels: torch.Tensor  # [n, heads]
     groups: list[str]  # texts of a group share a prefix (the document / the question)
     feats: TaskFeatures | None = None
+    records: list | None = None  # the records rendered as `texts` (prompt_response prefix rows read them)
 
 
 def task_splits(base: Base, name, train_cap: int | None = _CAP,
@@ -194,7 +195,7 @@ def task_splits(base: Base, name, train_cap: int | None = _CAP,
             groups = [r.document if task.mode == "document_summary" else
                       r.prompt if task.mode == "prompt_response" else "" for r in recs]
             splits[s] = SplitData([render(base, r, task.mode) for r in recs], record_labels(recs, task.heads),
-                                  groups)
+                                  groups, records=recs)
     return task.heads, task.mode, splits
 
 

@@ -110,6 +110,13 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
     else:
         feature_seconds = None
     tr, va = splits["train"], splits["val"]
+    prefix_info = None
+    if cfg.prefix_cuts or cfg.prefix_random:
+        if mode != "prompt_response":
+            raise ValueError(f"prefix rows are for prompt_response guards; {cfg.task} is a {mode!r} task")
+        from dsa.guards.prefixes import with_prefixes
+
+        tr, prefix_info = with_prefixes(base, tr, cfg)
     d = base.d_model
     t0 = time.perf_counter()
     head, hcfg = kind.fit(cfg, tr, va, d)
@@ -122,6 +129,8 @@ def train_guard(base, cfg: GuardTrainConfig, splits: dict[str, SplitData] | None
             "val_auc": mean_auc(va.labels.numpy(), val_logits), "train_seconds": time.perf_counter() - t0}
     if feature_seconds is not None:
         info["feature_seconds"] = feature_seconds
+    if prefix_info is not None:
+        info["prefix_rows"] = prefix_info
     if cfg.data and "test" in splits:  # a user's guard: its held-out split's AUC, printed and stored
         info["test_auc"] = mean_auc(splits["test"].labels.numpy(), _logits(head, cfg.arch, hcfg, splits["test"].feats))
         info["data"] = {"file": Path(cfg.data).name, "rows": {s: len(v.texts) for s, v in splits.items()}}
