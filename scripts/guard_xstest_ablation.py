@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from dsa.base import load_base
 from dsa.data import benign_prompts, guard_task, load_source
 from dsa.guards.featurize import extract_task_features, task_features, train_subset
 from dsa.metrics import roc_auc
+from dsa.probe_fit import fit_best_c
 
 LAYERS = [9, 14, 19, 24]
 QUESTION = re.compile(r"^(what|why|how|who|where|when|which|can|could|is|are|do|does|should|would)\b", re.I)
@@ -99,13 +99,10 @@ def main() -> None:
         y = np.concatenate([ytr[keep], *(np.zeros(len(extra[a])) for a in adds)])
         w = np.concatenate([np.where(wild[keep], w_wild, 1.0), *(np.ones(len(extra[a])) for a in adds)])
         mu, sd = x.mean(0), x.std(0) + 1e-4
-        best = None
-        for c in (0.003, 0.01, 0.03):  # chosen on val AUC, as for the shipped heads
-            clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit((x - mu) / sd, y, sample_weight=w)
-            val = roc_auc(yva, clf.decision_function((xva - mu) / sd))
-            if best is None or val > best[0]:
-                best = (val, c, clf)
-        val, c, clf = best
+        # chosen on val AUC, as for the shipped heads
+        fit = fit_best_c((x - mu) / sd, y, (xva - mu) / sd, yva, (0.003, 0.01, 0.03), max_iter=2000, seed=None,
+                         sample_weight=w)
+        val, c, clf = fit.val_auc, fit.c, fit.estimator
         score = lambda m: clf.decision_function((m - mu) / sd)  # noqa: E731, B023
         s_xs = score(xxs)
         rows[name] = {"n_train": int(len(y)), "C": c, "val_auc": val,

@@ -41,7 +41,8 @@ from dsa.base import load_base
 from dsa.features import text_hash
 from dsa.features.store import extract_views, load_features
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
-from dsa.guards.operating import fit_best_c, operating_sets, probe_line, probe_readout
+from dsa.guards.operating import operating_sets, probe_line, probe_readout
+from dsa.probe_fit import fit_best_c
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +110,8 @@ def main() -> None:
         print(name, flush=True)
         mu, sd = x["train"].mean(0), x["train"].std(0).clamp_min(1e-4)
         z = {k: ((v - mu) / sd).numpy() for k, v in x.items()}
-        score, c = fit_best_c(z["train"], y["train"], z["val"], y["val"])
+        fit = fit_best_c(z["train"], y["train"], z["val"], y["val"], verbose=True)
+        score, c = fit.score, fit.c
         row, _ = probe_readout(y["val"], score(z["val"]), {k: score(z[k]) for k in evals})
         rows[name] = {"C": c, **row}
         print(probe_line(name, row), flush=True)

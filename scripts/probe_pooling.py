@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from dsa.adapter_io import atomic_write_text
 from dsa.base import load_base
@@ -29,7 +28,7 @@ from dsa.features import text_hash
 from dsa.features.store import read_shard, rows_by_shard
 from dsa.guards.featurize import LADDER_LAYERS, store_dir, store_index, task_splits
 from dsa.guards.operating import operating_sets, probe_line, probe_readout
-from dsa.metrics import roc_auc
+from dsa.probe_fit import PROBE_CS, fit_best_c
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,15 +62,9 @@ def stream_views(index, hashes: list[str], n_tokens: list[int], sys_len: int, la
 def fit(x_tr, y_tr, x_va, y_va):
     mu, sd = x_tr.mean(0), x_tr.std(0).clamp_min(1e-4)
     z_tr, z_va = ((x_tr - mu) / sd).numpy(), ((x_va - mu) / sd).numpy()
-    clf = LogisticRegression(class_weight="balanced", max_iter=500, random_state=0, warm_start=True)
-    best = None
-    for c in (0.001, 0.003, 0.01, 0.03, 0.1):
-        clf.set_params(C=c).fit(z_tr, y_tr)
-        auc = roc_auc(y_va, clf.decision_function(z_va))
-        if best is None or auc > best[0]:
-            best = (auc, c, clf.coef_[0].copy(), float(clf.intercept_[0]))
-    w, b = torch.as_tensor(best[2], dtype=torch.float32), best[3]
-    return (lambda x: (((x - mu) / sd) @ w + b).numpy()), best[1]
+    best = fit_best_c(z_tr, y_tr, z_va, y_va, PROBE_CS, warm_start=True, max_iter=500, seed=0)
+    w, b = torch.as_tensor(best.coef, dtype=torch.float32), best.intercept
+    return (lambda x: (((x - mu) / sd) @ w + b).numpy()), best.c
 
 
 def main() -> None:

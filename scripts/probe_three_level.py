@@ -38,7 +38,8 @@ from dsa.data.splits import assign_splits
 from dsa.features import text_hash
 from dsa.features.store import extract_views, load_features
 from dsa.guards.featurize import LADDER_LAYERS, render, store_dir, store_index, task_splits
-from dsa.guards.operating import fit_best_c, operating_sets, probe_line, probe_readout
+from dsa.guards.operating import operating_sets, probe_line, probe_readout
+from dsa.probe_fit import fit_best_c
 from dsa.taps import resolve_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +102,8 @@ def main() -> None:
     rows = {}
     for name, (xt, yt, fn) in fits.items():
         print(name, flush=True)
-        score, c = fit_best_c(xt, yt, z_va, y["val"], fn, max_iter=1000)
+        fit = fit_best_c(xt, yt, z_va, y["val"], score_fn=fn, max_iter=1000, verbose=True)
+        score, c = fit.score, fit.c
         s_va = score(z_va)
         row, thr = probe_readout(y["val"], s_va, {k: score(v) for k, v in z_ops.items()})  # threshold: 5 % val FPR
         rows[name] = {"C": c, **row, "flag_controversial_test": float((score(z_c["test"]) >= thr).mean())}

@@ -60,14 +60,3 @@ def test_judge_suffix_section_compares_each_readout_with_the_prompt_states():
     assert "| judge | " in text and "40 of the 400" in text
     d = better["eval_only"]["auc_xstest"] - ref["eval_only"]["auc_xstest"]
     assert d > 0 and f"judge {d:+.3f}" in text and "pooled eval AUC: judge" in text
-
-
-def test_fit_best_c_keeps_the_c_with_the_best_validation_auc():
-    from dsa.guards.operating import fit_best_c
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 3))
-    y = (x[:, 0] + 0.5 * rng.normal(size=200) > 0).astype(int)
-    score, c = fit_best_c(x[:150], y[:150], x[150:], y[150:], cs=(0.001, 1.0))
-    assert c in (0.001, 1.0) and score(x[150:]).shape == (50,)
-    assert np.corrcoef(score(x[150:]), x[150:, 0])[0, 1] > 0.9  # it reads the informative feature

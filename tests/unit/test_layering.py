@@ -21,7 +21,7 @@ from pathlib import Path
 # is the package's `__init__`, every other entry covers its submodules too.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("dsa.extras", "dsa.config", "dsa.metrics", "dsa.plots", "dsa.kvcache", "dsa.normalise",
-                "dsa.adapter_io", "dsa.docblock")),
+                "dsa.adapter_io", "dsa.docblock", "dsa.probe_fit")),
     ("core", ("dsa", "dsa.taps", "dsa.base", "dsa.features", "dsa.data", "dsa.train")),
     ("runtime parts", ("dsa.guards", "dsa.align", "dsa.decoding")),
     ("runtime", ("dsa.runtime", "dsa.chunked_prefill")),

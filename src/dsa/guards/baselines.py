@@ -199,9 +199,8 @@ def tfidf_lr(train_texts, train_y: np.ndarray, eval_texts: dict[str, list[str]],
     with needs_extra("eval", "TF-IDF guard baseline"):
         from scipy.sparse import hstack
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
 
-    from dsa.metrics import roc_auc
+    from dsa.probe_fit import fit_best_c
 
     vw = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
     vc = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True,
@@ -210,17 +209,11 @@ def tfidf_lr(train_texts, train_y: np.ndarray, eval_texts: dict[str, list[str]],
     xs = {k: hstack([vw.transform(v), vc.transform(v)]).tocsr() for k, v in eval_texts.items()}
     out = {k: np.zeros((x.shape[0], train_y.shape[1])) for k, x in xs.items()}
     for j in range(train_y.shape[1]):
-        k_tr = ~np.isnan(train_y[:, j])
-        best = None
-        for c in (0.3, 1.0, 3.0, 10.0):
-            clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
-            clf.fit(xtr[k_tr], train_y[k_tr, j])
-            kv = ~np.isnan(val_y[:, j])
-            auc = roc_auc(val_y[kv, j], clf.decision_function(xs["val"][kv]))
-            if best is None or auc > best[0]:
-                best = (auc, clf)
+        k_tr, kv = ~np.isnan(train_y[:, j]), ~np.isnan(val_y[:, j])
+        best = fit_best_c(xtr[k_tr], train_y[k_tr, j], xs["val"][kv], val_y[kv, j], (0.3, 1.0, 3.0, 10.0),
+                          max_iter=2000, seed=seed)
         for k, x in xs.items():
-            out[k][:, j] = best[1].decision_function(x)
+            out[k][:, j] = best.estimator.decision_function(x)
     return out
 
 

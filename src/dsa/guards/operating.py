@@ -15,7 +15,6 @@ import numpy as np
 
 from dsa.data.records import Record
 from dsa.data.sources import SAFETY_CONCERNS, load_source
-from dsa.extras import needs_extra
 from dsa.metrics import roc_auc
 
 # set name -> (expected label: 1 = should be flagged, 0 = should not)
@@ -79,26 +78,3 @@ def probe_line(name: str, row: dict) -> str:
     return (f"{name:30s} val AUC {row['val_auc']:.4f} TPR@1% {row['val_tpr_at_1pct_fpr']:.3f} | XSTest AUC "
             f"{e['auc_xstest']:.3f} pooled {e['auc_pooled']:.3f} | flagged SR {fr['strongreject']:.3f} "
             f"XS-safe {fr['xstest_safe']:.3f} CoCoNot {fr['coconot_contrast_eval']:.3f}")
-
-
-PROBE_CS = (0.001, 0.003, 0.01, 0.03, 0.1)
-
-
-def fit_best_c(x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray, y_va: np.ndarray, score_fn=None,
-               cs=PROBE_CS, max_iter: int = 2000):
-    """A balanced logistic regression per C in `cs`, the one with the best validation AUC
-    (`y_va`: 0 safe / 1 unsafe; `score_fn(clf, x)`, default its decision function). Returns
-    (score function of x, C)."""
-    with needs_extra("train", "probe fitting"):
-        from sklearn.linear_model import LogisticRegression
-
-    score_fn = score_fn or (lambda clf, x: clf.decision_function(x))
-    best = None
-    for c in cs:
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter, random_state=0).fit(x_tr, y_tr)
-        auc = roc_auc(y_va, score_fn(clf, x_va))
-        print(f"   C={c}: val AUC {auc:.4f}", flush=True)
-        if best is None or auc > best[0]:
-            best = (auc, c, clf)
-    clf = best[2]
-    return (lambda x: score_fn(clf, x)), best[1]

@@ -7,10 +7,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from dsa.extras import needs_extra
 from dsa.guards.heads import GuardInput, PLRHead
 from dsa.guards.summaries import pooled, tap_name
-from dsa.metrics import roc_auc
+from dsa.probe_fit import PROBE_CS, fit_best_c
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +127,6 @@ class PLR:
 def fit_plr_linear(train, y_tr: torch.Tensor, val, y_va: torch.Tensor,
                    cfg: dict, d_model: int, seed: int = 0) -> PLRHead:
     """Linear PLR by (balanced) logistic regression per head, C tuned on val AUC; stored as tensors."""
-    with needs_extra("train", "guard training"):
-        from sklearn.linear_model import LogisticRegression
-
     head = PLRHead(d_model, y_tr.shape[1], cfg["layers"], cfg["poolings"], 0)
     x_tr = head.features(PLR().cached_input(train, list(range(train.ntok.shape[0])), cfg))
     x_va = head.features(PLR().cached_input(val, list(range(val.ntok.shape[0])), cfg))
@@ -142,19 +138,13 @@ def fit_plr_linear(train, y_tr: torch.Tensor, val, y_va: torch.Tensor,
     b = torch.zeros(y_tr.shape[1])
     for j in range(y_tr.shape[1]):
         k_tr, k_va = ~torch.isnan(y_tr[:, j]), ~torch.isnan(y_va[:, j])
-        best = None
         # the regularisation path, strongest L2 first, each fit warm-started from the previous one
         # (same optimum, a fraction of the L-BFGS iterations: a user's guard retrains in seconds)
-        clf = LogisticRegression(class_weight="balanced", max_iter=500, random_state=seed, warm_start=True)
-        xj, yj = x_tr[k_tr.numpy()], y_tr[k_tr, j].numpy()
-        for c in sorted(cfg.get("C_grid", (0.001, 0.003, 0.01, 0.03, 0.1))):
-            clf.set_params(C=c).fit(xj, yj)
-            auc = roc_auc(y_va[k_va, j].numpy(), clf.decision_function(x_va[k_va.numpy()]))
-            if best is None or auc > best[0]:
-                best = (auc, c, clf.coef_[0].copy(), float(clf.intercept_[0]))
-        cfg.setdefault("C", []).append(float(best[1]))  # the chosen strength per head, recorded
-        w[j] = torch.as_tensor(best[2], dtype=torch.float32)
-        b[j] = best[3]
+        best = fit_best_c(x_tr[k_tr.numpy()], y_tr[k_tr, j].numpy(), x_va[k_va.numpy()], y_va[k_va, j].numpy(),
+                          sorted(cfg.get("C_grid", PROBE_CS)), warm_start=True, max_iter=500, seed=seed)
+        cfg.setdefault("C", []).append(float(best.c))  # the chosen strength per head, recorded
+        w[j] = torch.as_tensor(best.coef, dtype=torch.float32)
+        b[j] = best.intercept
     with torch.no_grad():
         head.net.weight.copy_(w)
         head.net.bias.copy_(b)
