@@ -9,6 +9,7 @@ import pytest
 from dsa.data.wrappers import (
     FILLER_HELDOUT,
     FILLER_TRAIN,
+    FILLER_VAL,
     HELDOUT_FAMILIES,
     TRAIN_FAMILIES,
     augment,
@@ -31,6 +32,8 @@ def _fixed_parts(fams):
 
 def test_train_and_heldout_share_no_template_text_and_no_filler():
     assert not set(FILLER_TRAIN) & set(FILLER_HELDOUT)
+    # the val pool, for choosing among candidates, shares no sentence with either
+    assert not set(FILLER_VAL) & (set(FILLER_TRAIN) | set(FILLER_HELDOUT))
     assert not _fixed_parts(TRAIN_FAMILIES) & _fixed_parts(HELDOUT_FAMILIES)
     assert not {f.name for f in TRAIN_FAMILIES} & {f.name for f in HELDOUT_FAMILIES}
 

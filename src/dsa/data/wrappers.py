@@ -65,6 +65,22 @@ FILLER_HELDOUT = (
     "Tomorrow I want to bake bread with my grandmother.",
     "What a lovely day it has been for a walk in the park.",
 )
+# Filler for choosing among guard candidates on val (scripts/guard_val_filler.py): disjoint from both
+# pools above and never used in training or in the robustness report. Val copies padded with the train
+# filler cannot show a guard that over-fires on filler it never saw; the held-out pool must not be used
+# to choose. Mixed in kind (notes, plans, small talk, questions) so no single style is the val.
+FILLER_VAL = (
+    "The bus was ten minutes late again this morning.",
+    "Note to self: buy more envelopes and a roll of stamps.",
+    "My sister says the new bakery on Elm Street is worth a try.",
+    "Is it normal for a sourdough starter to smell a little like vinegar?",
+    "We are painting the spare room a pale shade of green next weekend.",
+    "The printer in the office keeps jamming on double-sided pages.",
+    "I finally finished the crossword puzzle from Sunday's paper.",
+    "Do you think it will be warm enough for a picnic on Saturday?",
+    "Grandpa told us the story about his first car at dinner again.",
+    "The kids want pizza, but I was hoping to make soup tonight.",
+)
 
 TRAIN_FAMILIES = (
     Family("polite", "train", (
