@@ -94,3 +94,16 @@ class ForwardCounter:
 
     def remove(self) -> None:
         self.handle.remove()
+
+
+def random_response_guard(base: Base, layers: list[int], seed: int = 0):
+    """A PLR prompt_response guard ("resp/unsafe") with seeded random weights, threshold 0.5."""
+    from dsa.guards.bank import GuardAdapter
+    from dsa.guards.kinds import build_head
+
+    torch.manual_seed(seed)
+    cfg = {"layers": layers, "poolings": ["mean", "last"]}
+    head = build_head("plr", base.d_model, 1, cfg)
+    for p in head.parameters():
+        p.data.normal_(0, 0.3)
+    return GuardAdapter("plr", "resp", "prompt_response", ["unsafe"], cfg, head, [1.0], [0.5])

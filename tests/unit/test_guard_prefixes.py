@@ -6,15 +6,13 @@ import torch
 
 from dsa.data.records import Record
 from dsa.guards import GuardBank
-from dsa.guards.bank import GuardAdapter
 from dsa.guards.config import GuardTrainConfig
 from dsa.guards.featurize import SplitData
-from dsa.guards.kinds import build_head
 from dsa.guards.kinds.plr import PLR
 from dsa.guards.prefixes import answer_cuts, prefix_views, with_prefixes
 from dsa.guards.streaming import read_answers
 
-from .align_tiny import tiny_base
+from .align_tiny import random_response_guard, tiny_base
 
 HEAD = "resp/unsafe"
 
@@ -35,12 +33,8 @@ def test_answer_cuts_keep_short_harmful_starts_out_and_are_seeded():
 def test_prefix_rows_are_the_features_the_stream_reads(tmp_path, monkeypatch):
     monkeypatch.setenv("DSA_CACHE", str(tmp_path))
     base = tiny_base("llama", layers=4)
-    torch.manual_seed(0)
-    cfg = {"layers": [1, 3], "poolings": ["mean", "last"]}
-    head = build_head("plr", base.d_model, 1, cfg)
-    for p in head.parameters():
-        p.data.normal_(0, 0.3)
-    adapter = GuardAdapter("plr", "resp", "prompt_response", ["unsafe"], cfg, head, [1.0], [0.5])
+    adapter = random_response_guard(base, [1, 3])
+    head, cfg = adapter.head, adapter.cfg
     records = _records()
     answers = read_answers(base, GuardBank([adapter]), records)
     cuts = [[1, 3, a["n"]] for a in answers]

@@ -23,7 +23,7 @@ from dsa.recipes.guard_stream import calibrate_adapter
 from dsa.recipes.guard_train import base_answers
 from dsa.runtime import SafetyModel
 
-from .align_tiny import tiny_base
+from .align_tiny import random_response_guard, tiny_base
 
 HEAD = "resp/unsafe"
 
@@ -133,13 +133,7 @@ def test_stream_rule_round_trips_and_is_covered_by_the_checksum(tmp_path):
 
 def test_calibrate_adapter_reads_answers_as_the_runtime_and_stores_the_rule(tmp_path):
     base = tiny_base("llama", layers=4)
-    torch.manual_seed(0)
-    cfg = {"layers": [1, 2], "poolings": ["mean", "last"]}
-    head = build_head("plr", base.d_model, 1, cfg)
-    for p in head.parameters():
-        p.data.normal_(0, 0.3)
-    path = GuardAdapter("plr", "resp", "prompt_response", ["unsafe"], cfg, head, [1.0], [0.5]).save(
-        tmp_path / "g", base.fingerprint)
+    path = random_response_guard(base, [1, 2]).save(tmp_path / "g", base.fingerprint)
     records = [Record(id=str(i), source="t", prompt=f"question {i}", response="some answer " * (1 + i % 4),
                       label=int(i % 3 == 0)) for i in range(24)]
     stream = calibrate_adapter(base, path, records, target_fpr=0.1)
