@@ -68,9 +68,8 @@ def measure(clone: Path, tests: bool) -> dict:
     print(f"fresh clone of {rec['commit']} in {clone}", flush=True)
 
     # the clone sits in a temporary folder: it reads the datasets where this checkout does
-    data = os.environ.get("DSA_DATA") or str(ROOT.parent / "shared" / "data")
-    os.environ["DSA_DATA"] = data
-    rc, secs, log = _run(["scripts/demo.sh"], clone)
+    data = {"DSA_DATA": os.environ.get("DSA_DATA") or str(ROOT.parent / "shared" / "data")}
+    rc, secs, log = _run(["scripts/demo.sh"], clone, data)
     rec["demo"] = {"rc": rc, "seconds": round(secs, 1),
                    "warning_lines": [line for line in log.splitlines() if WARNING.search(line)][:10]}
     print(f"scripts/demo.sh: rc {rc} in {secs:.0f} s", flush=True)
@@ -78,7 +77,7 @@ def measure(clone: Path, tests: bool) -> dict:
         print(log[-3000:], file=sys.stderr)
 
     if tests:
-        rc, secs, log = _run([".ci/run"], clone)
+        rc, secs, log = _run([".ci/run"], clone, data)
         rec["test"] = {"command": ".ci/run", "rc": rc, "seconds": round(secs, 1),
                        "summaries": _pytest_summaries(log)}
         print(f".ci/run: rc {rc} in {secs / 60:.1f} min {rec['test']['summaries']}", flush=True)

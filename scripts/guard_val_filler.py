@@ -27,6 +27,7 @@ BENIGN_TOL = 0.05  # the robustness report's WRAPPER_BENIGN_TOL: padding must no
 
 def main() -> int:
     from dsa.adapter_io import atomic_write_text, weights_hash
+    from dsa.base import load_base
     from dsa.data import guard_task
     from dsa.data.wrappers import FILLER_VAL, pad
     from dsa.runtime import SafetyModel
@@ -42,11 +43,11 @@ def main() -> int:
         f" --n {args.n}" if args.n != p.get_default("n") else "") + (
         f" --tokens {args.tokens}" if args.tokens != p.get_default("tokens") else ""),
         "pool": "dsa.data.wrappers.FILLER_VAL", "n": args.n, "benign_tolerance": BENIGN_TOL, "guards": {}}
-    base = None
+    base = load_base()
     for g in args.guards:
         t0 = time.perf_counter()
-        sm = SafetyModel.load(base, guards=[g]) if base is not None else SafetyModel.load(guards=[g])
-        base, ad = sm.base, sm.guards.adapters[0]
+        sm = SafetyModel.load(base, guards=[g])
+        ad = sm.guards.adapters[0]
         q, thr = ad.qualified[0], ad.thresholds[0]
         val = guard_task(ad.task).split("val")
         conds = ["plain"] + [f"pad_{side}_{n}" for side in ("before", "after") for n in lengths]

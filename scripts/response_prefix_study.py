@@ -32,12 +32,13 @@ VARIANTS = {
 
 
 def main() -> int:
+    from dsa.adapter_io import atomic_write_text
     from dsa.base import load_base
     from dsa.data.tasks import guard_task
     from dsa.guards import GuardBank
     from dsa.guards.config import GuardTrainConfig
     from dsa.guards.featurize import task_features
-    from dsa.guards.prefixes import answer_cuts, prefix_views
+    from dsa.guards.prefixes import prefix_views, record_cuts
     from dsa.guards.streaming import benign_prompts, calibrate, read_answers
     from dsa.recipes.guard_train import base_answers, everyday_answers, train_guard
 
@@ -50,13 +51,11 @@ def main() -> int:
                                         extra=everyday_answers(base, cfg0.task, cfg0))
     cfgs = {name: GuardTrainConfig(**{**cfg0.model_dump(), **over}) for name, over in VARIANTS.items()}
     # every variant's prefix rows in one pass (one forward per answer), read back from the cache below
-    tr, tok = splits["train"], base.tokenizer
+    tr = splits["train"]
     union: list[set] = [set() for _ in tr.records]
     for c in cfgs.values():
-        for i, (r, y) in enumerate(zip(tr.records, tr.labels, strict=True)):
-            n = len(tok(r.response or "", add_special_tokens=False)["input_ids"][:c.prefix_max_tokens])
-            union[i] |= set(answer_cuts(n, int(y[0]), c.prefix_cuts, c.prefix_random, c.prefix_min_harmful,
-                                        r.id, c.seed))
+        for u, cs in zip(union, record_cuts(base, tr, c), strict=True):
+            u.update(cs)
     prefix_views(base, tr.records, [sorted(u) for u in union])
     print(f"prefix rows ready: {sum(map(len, union))} ({time.perf_counter() - t0:.0f} s)", flush=True)
     adapters = []
@@ -88,7 +87,7 @@ def main() -> int:
            "choice": "most harmful val answers stopped within 64 tokens, then overall, then within 32",
            "chosen": chosen, "variants": rows, "seconds": round(time.perf_counter() - t0, 1)}
     path = ROOT / "results" / "guard-response-prefix-study.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(out, indent=2) + "\n")
     print(f"chosen: {chosen}; wrote {path}")
     return 0
 

@@ -22,6 +22,7 @@ import torch
 
 from dsa.data.records import Record
 from dsa.features.store import FeatureViews
+from dsa.guards.streaming import encode_answer
 
 
 def answer_cuts(n: int, label: int, cuts: Sequence[int], n_random: int, min_harmful: int, key: str,
@@ -36,15 +37,6 @@ def answer_cuts(n: int, label: int, cuts: Sequence[int], n_random: int, min_harm
     if label == 1:
         out = {c for c in out if c >= min_harmful}
     return sorted(out)
-
-
-def _encode(base, r: Record, max_response_tokens: int) -> tuple[list[int], list[int]]:
-    """(prompt ids with the generation prompt, answer ids) as `streaming.read_answers` reads them."""
-    from dsa.features.text import encode_inputs
-
-    prompt = encode_inputs(base, [r.prompt], None, add_generation_prompt=True)[0]
-    resp = base.tokenizer(r.response, add_special_tokens=False)["input_ids"][:max_response_tokens]
-    return prompt, resp
 
 
 def _forward_pooled(base, prompt: list[int], resp: list[int], cuts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +89,7 @@ def prefix_views(base, records: Sequence[Record], cuts: Sequence[Sequence[int]],
         todo = [(c, k) for c, k in zip(cs, ks, strict=True) if k not in have]
         if not todo:
             continue
-        prompt, resp = _encode(base, r, max_response_tokens)
+        prompt, resp = encode_answer(base, r, max_response_tokens)
         m, la = _forward_pooled(base, prompt, resp, [min(c, len(resp)) for c, _ in todo])
         for j, (_, k) in enumerate(todo):
             have[k] = (m[j].to(torch.bfloat16), la[j].to(torch.bfloat16))
@@ -118,6 +110,21 @@ def prefix_views(base, records: Sequence[Record], cuts: Sequence[Sequence[int]],
                         torch.zeros(n, dtype=torch.long), torch.zeros(n + 1, dtype=torch.long), ())
 
 
+def record_cuts(base, split, cfg) -> list[list[int]]:
+    """Per record of `split` (a `SplitData` with its records), the cuts `cfg` asks for (`prefix_cuts`,
+    `prefix_random`, `prefix_min_harmful`, `prefix_max_tokens`, `seed`); none for a record without a
+    prompt, a response or a label."""
+    if split.records is None:
+        raise ValueError("prefix rows need the split's records (prompt and response)")
+    tok = base.tokenizer
+    cuts = []
+    for r, y in zip(split.records, split.labels, strict=True):
+        n = len(tok(r.response or "", add_special_tokens=False)["input_ids"][:cfg.prefix_max_tokens])
+        cuts.append(answer_cuts(n, int(y[0]), cfg.prefix_cuts, cfg.prefix_random, cfg.prefix_min_harmful,
+                                r.id, cfg.seed) if r.prompt and r.response and not torch.isnan(y).any() else [])
+    return cuts
+
+
 def with_prefixes(base, split, cfg) -> tuple[object, dict]:
     """`split` (a `SplitData` with its records) plus one row per answer prefix that `cfg` asks for
     (`prefix_cuts`, `prefix_random`, `prefix_min_harmful`), labelled as its whole answer.
@@ -127,15 +134,8 @@ def with_prefixes(base, split, cfg) -> tuple[object, dict]:
     """
     from dsa.guards.featurize import SplitData
 
-    if split.records is None:
-        raise ValueError("prefix rows need the split's records (prompt and response)")
-    tok = base.tokenizer
-    cuts, labels = [], []
-    for r, y in zip(split.records, split.labels, strict=True):
-        n = len(tok(r.response or "", add_special_tokens=False)["input_ids"][:cfg.prefix_max_tokens])
-        cuts.append(answer_cuts(n, int(y[0]), cfg.prefix_cuts, cfg.prefix_random, cfg.prefix_min_harmful,
-                                r.id, cfg.seed) if r.prompt and r.response and not torch.isnan(y).any() else [])
-        labels += [y] * len(cuts[-1])
+    cuts = record_cuts(base, split, cfg)
+    labels = [y for y, cs in zip(split.labels, cuts, strict=True) for _ in cs]
     views = prefix_views(base, split.records, cuts, cfg.prefix_max_tokens)
     f = split.feats
     feats = FeatureViews(torch.cat([f.mean.to(torch.bfloat16), views.mean]),

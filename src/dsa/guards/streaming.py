@@ -150,6 +150,15 @@ def calibrate(answers: list[dict], head: str, target_fpr: float = 0.03, min_toke
     return rule, operating_point(answers, head, rule), grid
 
 
+def encode_answer(base, record, max_response_tokens: int = 256) -> tuple[list[int], list[int]]:
+    """(prompt ids rendered with the generation prompt, as the runtime's prefill renders them; the
+    first `max_response_tokens` ids of the response, no special tokens): how an answer is read."""
+    from dsa.features.text import encode_inputs
+
+    prompt = encode_inputs(base, [record.prompt], None, add_generation_prompt=True)[0]
+    return prompt, base.tokenizer(record.response, add_special_tokens=False)["input_ids"][:max_response_tokens]
+
+
 def read_answers(base, bank, records, max_response_tokens: int = 256, batch_size: int = 1,
                  progress: Callable[[int], None] | None = None, group: str = "") -> list[dict]:
     """Every head's score after each response token of each labelled (prompt, response) record,
@@ -166,7 +175,6 @@ def read_answers(base, bank, records, max_response_tokens: int = 256, batch_size
         records without a response or any label skipped. A head's label is the record's
         `labels[name]` where it has one (several-head tasks), else its `label`.
     """
-    from dsa.features.text import encode_inputs
     from dsa.taps import run_with_taps
 
     tok = base.tokenizer
@@ -175,9 +183,9 @@ def read_answers(base, bank, records, max_response_tokens: int = 256, batch_size
         labels = {q: r.labels.get(q.split("/", 1)[1], r.label) for q in bank.heads}
         if all(v is None for v in labels.values()) or not r.response:
             continue
-        resp = tok(r.response, add_special_tokens=False)["input_ids"][:max_response_tokens]
+        prompt, resp = encode_answer(base, r, max_response_tokens)
         if resp:
-            rows.append((labels, encode_inputs(base, [r.prompt], None, add_generation_prompt=True)[0], resp))
+            rows.append((labels, prompt, resp))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out = []
     for b in range(0, len(rows), batch_size):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dsa.adapter_io import atomic_write_text
+from dsa.adapter_io import atomic_write_text, weights_hash
 from dsa.base import Base, load_base
 from dsa.recipes.align_config import AlignEvalConfig
 from dsa.recipes.align_report import FAMILY_ORDER
@@ -263,9 +263,8 @@ class Evaluator:
             metrics["strongreject_harmful"] = harmful
             n["strongreject_harmful"] = len(sets["strongreject"])
             # the guard that column read (tests/unit/test_results_current.py checks it still ships)
-            (weights,) = Path(cfg.response_guard).glob("*.safetensors")
             extra["response_guard"] = {"adapter": cfg.response_guard,
-                                       "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+                                       "weights_sha256": weights_hash(cfg.response_guard)}
         if lams and name.startswith(("dsa", "context")):
             extra["mean_lambda"] = {k: _mean(v) for k, v in lams.items()}
             extra["share_aligned"] = {k: _mean([x > 0 for x in v]) for k, v in lams.items()}
