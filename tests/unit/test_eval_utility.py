@@ -221,6 +221,20 @@ def test_registered_as_dsa():
     assert (TASKS_DIR / "dsa_ifeval.yaml").is_file() and (TASKS_DIR / "dsa_mmlu_cloze.yaml").is_file()
 
 
+def test_shipped_guard_and_adapter_fill_what_the_alignment_needs(tmp_path, monkeypatch):
+    from dsa.eval.lm_eval_model import SHIPPED_ADAPTER, SHIPPED_GUARD, _shipped_defaults
+
+    monkeypatch.chdir(tmp_path)
+    assert _shipped_defaults("auto", None, None) == (None, None)  # none shipped here: the usual error follows
+    (tmp_path / SHIPPED_GUARD).mkdir(parents=True)
+    (tmp_path / SHIPPED_ADAPTER).mkdir(parents=True)
+    assert _shipped_defaults("auto", None, None) == (SHIPPED_GUARD, SHIPPED_ADAPTER)
+    assert _shipped_defaults(0.5, None, None) == (None, SHIPPED_ADAPTER)
+    assert _shipped_defaults(0, None, None) == _shipped_defaults("0", None, None) == (None, None)
+    assert _shipped_defaults("auto", "", "") == ("", "")  # `guards=,adapter=`: none
+    assert _shipped_defaults("auto", "g", "a") == ("g", "a")
+
+
 def test_lm_eval_route_matches_the_api(tmp_path):
     """`simple_evaluate` with the dsa_* task YAMLs gives the numbers of `dsa.eval.utility`
     (same documents, same requests, same checkers); needs the shared datasets."""

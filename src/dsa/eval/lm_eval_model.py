@@ -2,6 +2,7 @@
 
     dsa eval lm-eval --model dsa --tasks dsa_ifeval,dsa_mmlu_cloze \\
         --model_args alignment=auto,guards=adapters/guards/prompt_safety,adapter=adapters/align/dsa_adapter
+    dsa eval lm-eval --model dsa --model_args alignment=auto --tasks dsa_refusal --limit 8
 
 (`dsa eval lm-eval ARGS` is lm-eval's own command line with this model registered and the
 package's task folder on `--include_path`: lm-eval 0.4 has no plugin hook through which a plain
@@ -45,6 +46,7 @@ from dsa.eval.scoring import check_alignment, prompt_lambdas, score_continuation
 log = logging.getLogger(__name__)
 TASKS_DIR = Path(__file__).parent / "tasks"
 CHUNK = 64  # rows scored (or prompts answered) between cache flushes
+SHIPPED_GUARD, SHIPPED_ADAPTER = "adapters/guards/prompt_safety", "adapters/align/dsa_adapter"
 
 
 @register_model("dsa")
@@ -55,7 +57,10 @@ class DSALM(LM):
         sm: a loaded `SafetyModel`; if None, one is loaded from base/guards/adapter/policy.
         alignment: "auto" (λ from the guard policy per prompt) or a fixed λ in [0, 1].
         base, guards, adapter, policy: what to load when `sm` is None; several guard dirs are
-            joined with '+' (model_args are comma-separated).
+            joined with '+' (model_args are comma-separated). Not given (None), they default to
+            what the alignment needs of the shipped ones, where this checkout has them ("auto":
+            `SHIPPED_GUARD` and `SHIPPED_ADAPTER`; λ > 0: the adapter), as `dsa eval utility`
+            does; `guards=` / `adapter=` (empty) load none.
         config: a readable name for the cache folder (the fingerprint is appended).
         batch_size: prompts per generation batch / sequences per scoring batch.
         max_new_tokens: decode budget when a task gives no `max_gen_toks`.
@@ -79,6 +84,7 @@ class DSALM(LM):
             from dsa.base import load_base
             from dsa.runtime import SafetyModel
 
+            guards, adapter = _shipped_defaults(alignment, guards, adapter)
             guard_dirs = [g for g in (guards.split("+") if isinstance(guards, str) else guards or []) if g]
             if device and device.startswith("cuda") and not torch.cuda.is_available():
                 device = None  # lm-eval's --device defaults to cuda
@@ -234,6 +240,23 @@ def _cut(text: str, until: Sequence[str]) -> str:
     """Text up to the first stop string (lm-eval's `until`)."""
     cuts = [text.find(s) for s in until if s and s in text]
     return text[:min(cuts)] if cuts else text
+
+
+def _shipped_defaults(alignment, guards, adapter) -> tuple:
+    """(guards, adapter) with the shipped guard and adapter filled in where not given (None) and
+    the alignment needs them: "auto" reads a guard and an adapter, a λ > 0 an adapter."""
+    auto = alignment == "auto"
+    try:
+        aligned = auto or float(alignment) > 0
+    except (TypeError, ValueError):
+        aligned = False  # check_alignment reports the bad value
+    if guards is None and auto and Path(SHIPPED_GUARD).is_dir():
+        guards = SHIPPED_GUARD
+        log.info("dsa model: guards=%s (the shipped prompt guard; guards= for none)", guards)
+    if adapter is None and aligned and Path(SHIPPED_ADAPTER).is_dir():
+        adapter = SHIPPED_ADAPTER
+        log.info("dsa model: adapter=%s (the shipped alignment adapter; adapter= for none)", adapter)
+    return guards, adapter
 
 
 def _default_config(alignment, guards: list[str], adapter: str | None, policy: str) -> str:
