@@ -1,5 +1,6 @@
 """Utility benchmarks on the real embedded SmolLM2-135M: a few IFEval prompts and MMLU cloze
-questions end to end, and λ under "auto" with the shipped guard and adapter."""
+questions end to end, λ under "auto" with the shipped guard and adapter, and two refusal-set
+tasks through lm-eval."""
 
 from pathlib import Path
 
@@ -43,3 +44,28 @@ def test_auto_lambda_matches_generation_with_shipped_adapters(real_base, tmp_pat
     assert lams == [r.lam for r in sm.generate(prompts, alignment="auto", max_new_tokens=1)]
     scores = lm.score([(p, " Sure, here is how.") for p in prompts])
     assert all(ll < 0 for ll, _ in scores)
+
+
+def test_refusal_task_through_lm_eval(real_base, need_data, tmp_path):
+    """dsa_strongreject and dsa_xstest_safe through lm-eval on two prompts each, with the shipped
+    guard and adapter: the refusal rate is the judge's verdict on the runtime's own answers."""
+    if not (GUARD.is_dir() and ADAPTER.is_dir()):
+        pytest.skip("shipped adapters/guards/prompt_safety or adapters/align/dsa_adapter absent")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from dsa.eval.benchmarks import refusal_docs
+    from dsa.eval.lm_eval_model import DSALM, TASKS_DIR
+    from dsa.eval.refusal import train_refusal_judge
+    from dsa.runtime import SafetyModel
+
+    sm = SafetyModel.load(real_base, guards=[GUARD], adapter=ADAPTER)
+    lm = DSALM(sm=sm, alignment="auto", cache_dir=str(tmp_path), progress=False)
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    res = lm_eval.simple_evaluate(model=lm, tasks=["dsa_strongreject", "dsa_xstest_safe"], task_manager=tm,
+                                  limit=2)["results"]
+    for name in ("strongreject", "xstest_safe"):
+        prompts = [d["prompt"] for d in refusal_docs(name, n=2)]
+        answers = [a["text"] for a in lm.generate(prompts, 16)]  # cached by the lm-eval run
+        want = sum(train_refusal_judge().judge(answers, prompts=prompts)) / 2
+        assert res[f"dsa_{name}"]["refusal_rate,none"] == pytest.approx(want)

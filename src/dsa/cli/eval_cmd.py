@@ -3,6 +3,7 @@
     dsa eval utility --task ifeval --alignment 0 --n 40 --out results/ifeval-base.json
     dsa eval utility --task mmlu_cloze --alignment auto --n 1000      # shipped guard + adapter
     dsa eval lm-eval --model dsa --model_args alignment=auto --tasks dsa_ifeval --limit 40
+    dsa eval lm-eval --model dsa --model_args alignment=auto --tasks dsa_strongreject --limit 8
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.set_defaults(func=cmd_utility)
     # every argument after `lm-eval` (options and --help included) belongs to lm-eval: a prefix
     # character no lm-eval option uses keeps argparse from reading them as ours
-    e = sub.add_parser("lm-eval", help="lm-eval's command line with the `dsa` model and dsa_* tasks",
+    e = sub.add_parser("lm-eval", help="lm-eval's command line with the `dsa` model and dsa_* tasks (utility, refusal)",
                        prefix_chars="+", add_help=False)
     e.add_argument("args", nargs="*", help="lm-eval arguments")
     e.set_defaults(func=cmd_lm_eval)

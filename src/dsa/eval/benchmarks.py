@@ -5,10 +5,15 @@
     ifeval_check(doc, answer)  lm-eval's IFEval checkers (strict and loose) on one answer
     cloze_requests(doc)        MMLU cloze: ("Question: …\\nAnswer:", " choice") per choice
     cloze_metrics(doc, lls)    acc and acc_norm of one question, as lm-eval's multiple_choice
+    refusal_docs(name, n)      StrongREJECT, XSTest safe / unsafe, CoCoNot contrast prompts
+    refusal_prompts(name)      the same prompts in source order (`eval_prompt_sets`, `dsa align eval`)
+    refusal_check(doc, answer) refusal_rate (1.0 / 0.0) of one answer, by the refusal judge
 
 Subsets are fixed: the first `n` documents in sha256 order of their id (seed 0: sha256(id);
-seed s > 0: sha256(f"{s}:{id}")). The lm-eval task YAMLs in `dsa/eval/tasks/` and the
-Python API in `dsa.eval.utility` both read documents and score answers through these functions.
+seed s > 0: sha256(f"{s}:{id}")); a refusal set's id for this order is its prompt text, so its
+subset is the one `dsa align eval limit=N` judges. The lm-eval task YAMLs in `dsa/eval/tasks/`,
+the Python API in `dsa.eval.utility` and the alignment eval read documents and score answers
+through these functions.
 """
 
 from __future__ import annotations
@@ -118,3 +123,46 @@ def cloze_metrics(doc: dict, lls: Sequence[float]) -> dict:
     gold = int(doc["answer"])
     return {"acc": float(max(range(len(lls)), key=lambda i: lls[i]) == gold),
             "acc_norm": float(max(range(len(norm)), key=lambda i: norm[i]) == gold)}
+
+
+# ---- refusal sets -------------------------------------------------------------------------------
+# set name: (source, XSTest label kept or None for all rows, the behaviour a safe model shows)
+REFUSAL_SETS = {
+    "strongreject": ("strongreject", None, "refuse"),
+    "xstest_safe": ("xstest", 0, "comply"),
+    "xstest_unsafe": ("xstest", 1, "refuse"),
+    "coconot_contrast": ("coconot_contrast_eval", None, "comply"),
+}
+
+
+def _refusal_records(name: str) -> list:
+    from dsa.data.sources import load_source
+
+    if name not in REFUSAL_SETS:
+        raise ValueError(f"unknown refusal set {name!r}: expected one of {', '.join(REFUSAL_SETS)}")
+    source, label, _ = REFUSAL_SETS[name]
+    return [r for r in load_source(source) if label is None or r.label == label]
+
+
+def refusal_prompts(name: str) -> list[str]:
+    """Every prompt of a refusal set, in source order (what `eval_prompt_sets` lists)."""
+    return [r.main_text for r in _refusal_records(name)]
+
+
+def refusal_docs(name: str, n: int | None = None, seed: int = 0) -> list[dict]:
+    """Documents of a refusal set (id, prompt, set, expected "refuse" | "comply", category: the
+    StrongREJECT category, XSTest type or CoCoNot category), in sha256 order of the prompt text
+    (the order `dsa align eval limit=N` cuts); the first `n` of them when `n` is given."""
+    rows = _refusal_records(name)
+    docs = [{"id": r.id, "prompt": r.main_text, "set": name, "expected": REFUSAL_SETS[name][2],
+             "category": r.meta.get("category") or r.meta.get("type")} for r in rows]
+    return hashed_subset(docs, lambda d: d["prompt"], n, seed)
+
+
+def refusal_check(doc: dict, response: str) -> dict:
+    """refusal_rate of one answer: 1.0 when the refusal judge (keyword rules or the classifier,
+    `dsa.eval.refusal`) calls it a refusal. The prompt is passed, so an answer to an XSTest
+    prompt is judged by the classifier that never saw a completion of that prompt."""
+    from dsa.eval.refusal import train_refusal_judge
+
+    return {"refusal_rate": float(train_refusal_judge().judge([response], prompts=[doc["prompt"]])[0])}

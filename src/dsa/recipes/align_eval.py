@@ -12,6 +12,12 @@ Benchmarks (data, not code: `eval_prompt_sets()` + the specs below):
     benign_identity        share of benign (Alpaca test) prompts whose greedy answer equals the base's
     ifeval_*, mmlu_cloze_* IFEval and MMLU cloze through the runtime (`run_utility`, `dsa.eval.utility`)
 
+The refusal sets are `dsa.eval.benchmarks.refusal_docs` (which `eval_prompt_sets` lists), and the
+same sets with the same judge and answer length are lm-eval tasks, for one configuration at a time:
+
+    dsa eval lm-eval --model dsa --model_args alignment=auto --tasks dsa_strongreject --limit 8
+    (dsa_xstest_safe, dsa_xstest_unsafe, dsa_coconot_contrast; the group dsa_refusal runs all four)
+
 Stages write one JSON part per configuration under `runs/align_eval/` (resumable, also in
 parallel); `report` merges them into `results/alignment.json`. Generation caches answers per
 configuration, prompt set and weight files, so a rerun only generates what is missing.

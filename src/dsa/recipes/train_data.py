@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from dsa.data import benign_prompts, guard_task, load_source
+from dsa.data import benign_prompts, guard_task
 from dsa.data.tasks import SENSITIVE_WORDS
+from dsa.eval.benchmarks import refusal_prompts
 
 TRAIN_MAX_NEW_TOKENS = 32  # length of the base's self-distillation answers
 EVAL_MAX_NEW_TOKENS = 16  # greedy answer opening judged for refusal / identity (CPU budget)
@@ -116,11 +117,9 @@ def training_prompts(n_harmful: int = 256, n_benign: int = 256,
 
 
 def eval_prompt_sets() -> dict[str, list[str]]:
-    """Every evaluation prompt set by name (eval-only sources plus Alpaca test for identity)."""
-    xs = load_source("xstest")
+    """Every evaluation prompt set by name (eval-only sources plus Alpaca test for identity); the
+    refusal sets are `dsa.eval.benchmarks.refusal_prompts`, the documents of the dsa_* lm-eval tasks."""
     return {
-        "strongreject": [r.main_text for r in load_source("strongreject")],
-        "xstest_safe": [r.main_text for r in xs if r.label == 0],
-        "coconot_contrast": [r.main_text for r in load_source("coconot_contrast_eval")],
+        **{name: refusal_prompts(name) for name in ("strongreject", "xstest_safe", "coconot_contrast")},
         "benign": _pick(benign_prompts("test"), N_BENIGN_IDENTITY, "identity"),
     }

@@ -3,7 +3,7 @@ with `dsa.eval.utility` through `dsa.eval.benchmarks`."""
 
 from __future__ import annotations
 
-from dsa.eval.benchmarks import cloze_context, ifeval_check, ifeval_docs, mmlu_docs
+from dsa.eval.benchmarks import cloze_context, ifeval_check, ifeval_docs, mmlu_docs, refusal_check, refusal_docs
 
 
 def _datasets(docs: list[dict]) -> dict:
@@ -37,3 +37,13 @@ def doc_to_text(doc: dict) -> str:
 
 def doc_to_choice(doc: dict) -> list[str]:
     return list(doc["choices"])
+
+
+def refusal_dataset(name: str, n: int | None = None, seed: int = 0, **_) -> dict:
+    """A refusal set (task `dataset_kwargs.name`) in sha256(prompt) order; metadata `n`, `seed`:
+    a fixed subset."""
+    return _datasets(refusal_docs(name, n, seed))
+
+
+def refusal_results(doc: dict, results: list[str]) -> dict:
+    return refusal_check(doc, results[0])
