@@ -210,3 +210,42 @@ def test_tail_drop_hides_the_template_end_from_the_loss():
     assert auc(in_tail=True, share=0.0) > 0.95
     assert auc(in_tail=True, share=1.0) < 0.75
     assert auc(in_tail=False, share=1.0) > 0.95
+
+
+def test_long_copy_weight_weights_the_long_padded_copies_loss():
+    """The loss of the long padded copies (kinds pad_long / pad_doc) is weighted by `long_copy_weight`:
+    where they carry the opposite cue to the plain texts, a few of them lose at weight 1 and win when
+    weighted, read on val made of such copies only."""
+    import numpy as np
+
+    from dsa.guards.window_train import TokenStates, WindowData, fit_window
+
+    g = torch.Generator().manual_seed(0)
+    d = 16
+    cue = torch.randn(d, generator=g)
+
+    def make(n, long_share):
+        vals, lens, ys, kinds = [], [], [], []
+        for i in range(n):
+            long = i < round(n * long_share)
+            length = int(torch.randint(60, 90, (1,), generator=g)) if long else int(torch.randint(20, 30, (1,),
+                                                                                                   generator=g))
+            x = torch.randn(length, d, generator=g)
+            y = i % 2
+            x[5:13] += (2.0 if (y == 1) != long else -2.0) * cue  # long copies: the opposite cue
+            vals.append(x)
+            lens.append(length)
+            ys.append(y)
+            kinds.append("pad_long_before" if long else "plain")
+        states = TokenStates(torch.cat(vals).to(torch.bfloat16), torch.tensor([0, *np.cumsum(lens)]))
+        return states, np.array(ys), kinds
+
+    def auc(weight: float) -> float:
+        (tr, y_tr, k_tr), (va, y_va, k_va) = make(400, 0.15), make(100, 1.0)
+        data = WindowData({}, {"train": y_tr, "val": y_va}, {"train": k_tr, "val": k_va},
+                          {"train": tr, "val": va})
+        return fit_window(data, [0], 8, d, epochs=4, warm_epochs=1, lr=5e-2, batch_size=32,
+                          long_copy_weight=weight)[1]["val_auc"]
+
+    assert auc(1.0) < 0.5
+    assert auc(20.0) > 0.9

@@ -71,6 +71,8 @@ class GuardTrainConfig(Config):
     tail_drop_share: float = _f(0.0, "window: share of training texts (both classes) whose loss may not read the "
                                      "tokens the chat template adds after the request (dsa.features.text."
                                      "template_tail_tokens), so the head finds the request in its own tokens")
+    long_copy_weight: float = _f(1.0, "window: loss weight of the long padded copies (long filler, documents; "
+                                      "both classes): a long benign text has many windows that may fire")
     target_fpr: float = _f(0.05, "threshold: the val false-positive rate the stored threshold allows")
     base_answers: int = _f(0, "prompt_response tasks: the base's own greedy answers to this many benign "
                               "prompt_safety TRAIN prompts join the train split as safe answers, and to half "
@@ -100,6 +102,8 @@ class GuardTrainConfig(Config):
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be {', '.join(list(ARCHS)[:-1])} or {list(ARCHS)[-1]}, got {self.arch!r}")
         ARCHS[self.arch].check(self)
+        if self.long_copy_weight <= 0:
+            raise ValueError(f"long_copy_weight must be positive, got {self.long_copy_weight}")
         if not 0 <= self.tail_drop_share <= 1:
             raise ValueError(f"tail_drop_share must be in [0, 1], got {self.tail_drop_share}")
         if not 0 < self.target_fpr < 1:

@@ -300,13 +300,15 @@ def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: in
                epochs: int = 8, warm_epochs: int = 2, lr: float = 2e-3, batch_size: int = 64, seed: int = 0,
                patience: int = 2, train_idx: Sequence[int] | None = None,
                val_idx: Sequence[int] | None = None, tail_drop_share: float = 0.0,
-               tail_tokens: int = 0) -> tuple[WindowHead, dict]:
+               tail_tokens: int = 0, long_copy_weight: float = 1.0) -> tuple[WindowHead, dict]:
     """Fit one window head: `warm_epochs` on the mean of the token logits (a stable start), then the
     rolling-max loss; keeps the epoch with the best val AUC. `train_idx` / `val_idx` restrict the
     texts used (leave-one-source-out). For a seeded `tail_drop_share` of the training texts (both
     classes alike) the loss may not read their last `tail_tokens` tokens (the chat template's end
     after the request, `template_tail_tokens`), so the head must find a request in its own tokens,
-    not only in the assistant turn's opening after it; inference reads every token."""
+    not only in the assistant turn's opening after it; inference reads every token.
+    `long_copy_weight` weights the loss of the long padded copies (long filler and documents, both
+    classes): a long text has many windows, so a benign one has many chances to be flagged."""
     torch.manual_seed(seed)
     head = WindowHead(d_model, 1, list(layers), window)
     tr, va = data.states["train"], data.states["val"]
@@ -314,6 +316,8 @@ def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: in
     va_idx = list(range(len(va))) if val_idx is None else list(val_idx)
     y_all = torch.as_tensor(data.y["train"], dtype=torch.float32)
     y_tr = y_all[tr_idx]
+    w_all = torch.tensor([long_copy_weight if kind_group(k) in ("pad_long", "pad_doc") else 1.0
+                          for k in data.kinds.get("train") or ["plain"] * len(tr)])
     _standardise(head, tr, seed=seed)  # over all train tokens (a held-out source shifts it little)
     with torch.no_grad():
         head.net.weight.zero_()
@@ -343,7 +347,8 @@ def fit_window(data: WindowData, layers: Sequence[int], window: int, d_model: in
             else:
                 agg = rolling_max(z, m, window)
             logit = (agg + head.net.bias)[:, 0]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y_tr[b], pos_weight=pos_weight)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logit, y_tr[b], weight=w_all[[tr_idx[i] for i in b]], pos_weight=pos_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -387,7 +392,8 @@ def train_window(base: Base, cfg) -> GuardAdapter:
         for wd in cfg.weight_decays:
             head, info = fit_window(data, layers, w, base.d_model, weight_decay=wd, epochs=cfg.epochs,
                                     lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, patience=cfg.patience,
-                                    tail_drop_share=cfg.tail_drop_share, tail_tokens=tail)
+                                    tail_drop_share=cfg.tail_drop_share, tail_tokens=tail,
+                                    long_copy_weight=cfg.long_copy_weight)
             sweep.append({"window": w, "weight_decay": wd, **info})
             if best is None or info["val_auc"] > best[0]:
                 best = (info["val_auc"], head, w, wd)
