@@ -5,12 +5,14 @@ import hashlib
 import json
 import math
 import re
+import tomllib
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
 from dsa.data import eval_only_texts, normalise_text
-from dsa.data.contrast import CONTRAST, DOMAINS, SOURCE, contrast_records
+from dsa.data.contrast import CONTRAST, DOMAINS, PROMPTS_FILE, SOURCE, contrast_records, load_prompts
 from tests.shared_data import require_data
 
 NEAR_DUPLICATE = 0.6  # token-Jaccard (lower-cased word sets) that counts as a near-duplicate
@@ -65,6 +67,14 @@ def test_the_rows_are_the_ones_written_byte_for_byte_in_order():
     assert hashlib.sha256(json.dumps(CONTRAST, ensure_ascii=False).encode()).hexdigest() == CONTRAST_SHA256
     rows = [(r.id, r.split, r.prompt, r.label, r.meta) for r in contrast_records(0)]
     assert hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest() == RECORDS_SHA256
+
+
+def test_the_prompts_file_ships_in_the_wheel_and_loads():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert PROMPTS_FILE in pyproject["tool"]["setuptools"]["package-data"]["dsa.data"]
+    benign, harmful = load_prompts()
+    assert list(benign) == list(harmful) == list(DOMAINS)  # the file's order is DOMAINS' order
+    assert sum(map(len, benign.values())) + sum(map(len, harmful.values())) == len(CONTRAST)
 
 
 @pytest.fixture(scope="module")
