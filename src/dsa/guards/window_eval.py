@@ -1,5 +1,5 @@
-"""Reading a fitted window head on val: flag rates per kind of training copy, AUC on plain and
-padded texts, and leave-one-source-out (`loso_window`)."""
+"""Reading a fitted window head on val: flag rates per kind of training copy (`kind_group`), AUC
+on plain and padded texts, and leave-one-source-out (`loso_window`)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,10 @@ import numpy as np
 
 from dsa.guards.heads import WindowHead
 from dsa.guards.window_fit import fit_window, predict_window
-from dsa.guards.window_prompts import WindowData
+from dsa.guards.window_prompts import WindowData, kind_group
 from dsa.metrics import roc_auc
 
 log = logging.getLogger(__name__)
-
-
-def kind_group(kind: str) -> str:
-    """A training copy's kind as a group: plain, framed (train wrapper families), pad (short train
-    filler), pad_long (long repetitive train filler), pad_corpus (other benign prompts) or pad_doc
-    (long benign documents)."""
-    for g in ("pad_long", "pad_corpus", "pad_doc"):
-        if kind.startswith(g):
-            return g
-    return "pad" if kind.startswith("pad_") else "plain" if kind == "plain" else "framed"
 
 
 def flag_rates_by_kind(kinds: Sequence[str], y: np.ndarray, probs: np.ndarray, threshold: float) -> dict:

@@ -114,3 +114,13 @@ def window_data(base: Base, task_name: str, layers: Sequence[int], seed: int = 0
         log.info("%s %s: %d texts (%d padded), %d tokens", task_name, s, len(texts[s]), wp.n_padded[s],
                  int(states[s].offsets[-1]))
     return WindowData(texts, wp.y, wp.kinds, states, wp.sources)
+
+
+def kind_group(kind: str) -> str:
+    """A training copy's kind as a group: plain, framed (train wrapper families), pad (short train
+    filler), pad_long (long repetitive train filler), pad_corpus (other benign prompts) or pad_doc
+    (long benign documents)."""
+    for g in ("pad_long", "pad_corpus", "pad_doc"):
+        if kind.startswith(g):
+            return g
+    return "pad" if kind.startswith("pad_") else "plain" if kind == "plain" else "framed"

@@ -26,9 +26,9 @@ from dsa.base import Base
 from dsa.features.text import template_tail_tokens
 from dsa.guards.bank import GuardAdapter
 from dsa.guards.token_states import CHUNK, TokenStates, token_states
-from dsa.guards.window_eval import flag_rates_by_kind, kind_group, loso_window, val_report
+from dsa.guards.window_eval import flag_rates_by_kind, loso_window, val_report
 from dsa.guards.window_fit import fit_window, predict_window
-from dsa.guards.window_prompts import WindowData, WindowPrompts, window_data, window_prompts
+from dsa.guards.window_prompts import WindowData, WindowPrompts, kind_group, window_data, window_prompts
 from dsa.metrics import roc_auc
 
 __all__ = ["CHUNK", "TokenStates", "WindowData", "WindowPrompts", "fit_window", "flag_rates_by_kind", "kind_group",
