@@ -9,8 +9,8 @@ heads → λ per row (`dsa.align.policy.decide_lambda`) → decode loop: base lo
 run on the rows with λ > 0 only (its own KV cache holds just those rows, `DecodeBatch.ad_rows`); rows with
 λ = 0 never enter the adapter and get the base logits exactly.
 
-The steps live beside it: `prefill` (the first forward), `decode_loop` (one token per step),
-`per_row` and `scopes` (their small parts), `results` and `policy_head`.
+The steps live beside it: `prefill` (the first forward), `row_lambdas` (λ per row), `decode_loop`
+(one token per step), `per_row` and `scopes` (their small parts), `results` and `policy_head`.
 
 Languages the guard was not validated on fail closed (`unvalidated_language=`, `dsa.guards.language`):
 "flag" gives an "auto" row whose user messages are in such a language at least the λ of a
@@ -31,9 +31,7 @@ from dsa.align.logit_adapter import LogitAdapter, mix_logits
 from dsa.align.policy import (
     Policy,
     check_alignment_request,
-    decide_lambdas,
     flagged_lambda,
-    lambda_per_row,
     make_policy,
 )
 from dsa.base import Base, load_base
@@ -42,10 +40,10 @@ from dsa.features.text import pad_left, render_input, tokenize
 from dsa.guards.language import check as check_language
 from dsa.guards.language import check_rule, guard_languages, user_text
 from dsa.guards.streaming import stream_rules, uncalibrated_heads
-from dsa.runtime import decode_loop
+from dsa.runtime import decode_loop, row_lambdas
 from dsa.runtime import prefill as prefill_step
 from dsa.runtime.decode_loop import end_of_turn_ids
-from dsa.runtime.per_row import is_mixed, lambda_floors, row_value
+from dsa.runtime.per_row import row_value
 from dsa.runtime.policy_head import DEFAULT_POLICY_HEAD, policy_threshold, resolve_policy_head
 from dsa.runtime.results import GenerationResult, StreamEvent
 from dsa.runtime.scopes import null_cache, patch_strength
@@ -160,27 +158,8 @@ class SafetyModel:
 
     def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int, min_alignment=None,
                 language_flagged: Sequence[bool] | None = None) -> torch.Tensor:
-        """λ [batch] by `dsa.align.policy.decide_lambdas`, once the request is checked here.
-
-        `alignment` is "auto", one λ, one per row, or (the server's batches) a list mixing "auto"
-        and numbers; `min_alignment` a floor (one value or one per row); `language_flagged` the
-        rows the unvalidated-language rule flags."""
-        if is_mixed(alignment):
-            if len(alignment) != batch:
-                raise ValueError(f"got {len(alignment)} alignment values for a batch of {batch}")
-            floors = lambda_floors(min_alignment, batch)
-            for a, f in zip(alignment, floors.tolist() if floors is not None else [None] * batch, strict=True):
-                self.check_alignment(a, f)
-            rows = list(alignment)
-        else:
-            self.check_alignment(alignment, min_alignment)
-            rows = (["auto"] * batch if isinstance(alignment, str)
-                    else lambda_per_row(alignment, batch, "alignment").tolist())
-            floors = lambda_floors(min_alignment, batch)
-        policy = self.policy_lambda(scores) if "auto" in rows else None
-        flagged = self.flagged_lambda if language_flagged is not None and any(language_flagged) else None
-        return decide_lambdas(policy, rows, floors, can_align=self.can_align, language_flagged=language_flagged,
-                              flagged_lambda=flagged)
+        """λ [batch] for a request (`dsa.runtime.row_lambdas.request_lambdas`)."""
+        return row_lambdas.request_lambdas(self, alignment, scores, batch, min_alignment, language_flagged)
 
     def classify(self, messages: Sequence[Messages]) -> list[dict]:
         """Guard scores and flags per conversation (delegates to `dsa.guards.classify`), and the
@@ -216,16 +195,6 @@ class SafetyModel:
             applies = found["unvalidated"] and self.unvalidated_language != "allow"
             out.append(found | {"rule": self.unvalidated_language, "applied": applies})
         return out
-
-    def _language_rule(self, messages: list[Messages], alignment) -> list[dict]:
-        """The language check of each row. The rule applies to "auto" rows only (`decide_lambda`
-        raises their λ to the flagged λ); rows with a fixed λ (an override) are reported, not changed."""
-        found = self.check_languages(messages)
-        rows = alignment if isinstance(alignment, list | tuple) else [alignment] * len(messages)
-        for f, a in zip(found, rows, strict=True):
-            if f:
-                f["applied"] = f["applied"] and a == "auto"
-        return found
 
     # ---- generation: scoped steps -------------------------------------------------------------
     # Consecutive response-guard flags that stop a row: None = each head's stored stop rule
@@ -319,11 +288,8 @@ class SafetyModel:
     def _row_lambdas(self, messages: list[Messages], alignment, min_alignment, scores,
                      device: torch.device) -> tuple[torch.Tensor, list[dict]]:
         """(λ per row [b], each row's language check) once the prompt guard has read the prompts
-        (shared by `prefill` and `dsa.chunked_prefill`)."""
-        found = self._language_rule(messages, alignment)
-        lam = self._lambda(alignment, scores, len(messages), min_alignment,
-                           language_flagged=[bool(f) and f["applied"] for f in found])
-        return lam.to(device), found
+        (shared by `prefill` and `dsa.chunked_prefill`; `dsa.runtime.row_lambdas`)."""
+        return row_lambdas.row_lambdas(self, messages, alignment, min_alignment, scores, device)
 
     def _new_batch(self, max_new_tokens, temperature, seed, tags, languages: list[dict], mask, last_pos,
                    base_cache, ad_cache, lam, scores, logits, rstate) -> DecodeBatch:
