@@ -9,7 +9,8 @@ moderation requests being read in chunks (`dsa.chunked_prefill`; a long prompt j
 all of it is read), (2) drops rows whose client went away, (3) runs one decode step and hands each
 row's new text to its request through a thread-safe sink. So no admitted request holds the running
 rows for more than one slice. No lock is held across network I/O: handlers only ever wait on their
-own event queue.
+own event queue. The jobs and their queue are `dsa.serve.jobs`; a batch's rows as requests (their
+prefill, the hand-off of new text) `dsa.serve.batch_rows`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dsa.chunked_prefill import (
     read_cost,
 )
 from dsa.decoding import DecodeBatch, IncrementalDetokenizer
+from dsa.serve.batch_rows import deliver, prefill_chats
 from dsa.serve.config import ServerConfig
 from dsa.serve.jobs import (
     FINISH_REASON,
@@ -321,34 +323,12 @@ class ModelWorker:
         try:
             self.sm.decode_step(batch)
             self.steps += 1
-            self._dispatch(batch)
+            deliver(batch)
         except Exception as err:  # fail this batch's requests, keep serving
             log.exception("decode step failed")
             for row in batch.rows:
                 row.tag.sink(error_event(500, f"internal error: {type(err).__name__}"))
             batch.select([])
-
-    def _dispatch(self, batch: DecodeBatch) -> None:
-        """Hand each row's new text to its request; finished rows leave the batch."""
-        done = []
-        for i, row in enumerate(batch.rows):
-            job: ChatJob = row.tag
-            if row.new:
-                text, hit = job.stopper.push(job.detok.push(row.new))
-                if text:
-                    job.sink({"type": "delta", "text": text})
-                if hit:
-                    batch.finish(i, "stop_sequence")
-            if row.stop is not None:
-                if row.stop != "stop_sequence" and (tail := job.stopper.flush()):
-                    job.sink({"type": "delta", "text": tail})
-                job.sink({"type": "done", "finish_reason": FINISH_REASON.get(row.stop, "stop"),
-                          "stop_reason": row.stop, "completion_tokens": len(row.tokens),
-                          "lam": float(batch.lam[i]), "guard_scores": batch.guard_scores(i),
-                          "response_scores": dict(row.response)})
-                done.append(i)
-        if done:
-            batch.select([i for i in range(len(batch)) if i not in done])
 
     def _fail_all(self, status: int, message: str) -> None:
         for batch in self.batches:
@@ -360,12 +340,3 @@ class ModelWorker:
         self.reading.clear()
         for job in self.queue.take(10**9, 0.0):
             job.sink(error_event(status, message))
-
-
-def prefill_chats(sm, chats: list[ChatJob]) -> DecodeBatch:
-    """The one prefill of newly admitted requests, as the worker runs it: each row its own λ rule,
-    budget and sampler, ready to merge into a running batch (the DSA adapter runs on the rows with
-    λ > 0 only, here and at every decode step). `dsa bench` times this path."""
-    return sm.prefill([j.messages for j in chats], alignment=[j.alignment for j in chats],
-                      max_new_tokens=[j.max_tokens for j in chats], temperature=[j.temperature for j in chats],
-                      seed=[j.seed for j in chats], min_alignment=[j.min_alignment for j in chats], tags=chats)
