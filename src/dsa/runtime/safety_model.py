@@ -127,7 +127,7 @@ class SafetyModel:
     def encode(self, messages: Sequence[Messages]) -> dict[str, torch.Tensor]:
         """Chat-template and left-pad a batch of conversations. Rendered by the guards' own
         `render_input` (with the generation prompt) but not truncated: generation reads the whole
-        prompt, and `_prompt_scores` rescores a prompt longer than the guard's `max_length`."""
+        prompt, and `prefill.prompt_scores` rescores a prompt longer than the guard's `max_length`."""
         texts = [render_input(self.base, m, add_generation_prompt=True) for m in messages]
         ids, mask = pad_left(tokenize(self.base, texts, None), self.base.tokenizer.pad_token_id)
         return {"input_ids": ids.to(self.base.device), "attention_mask": mask.to(self.base.device)}
