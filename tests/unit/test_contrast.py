@@ -1,14 +1,18 @@
 """The project-authored contrast prompts (dsa.data.contrast): counts, balance per domain, no
 duplicates, seeded splits, and no near-duplicate of any eval-only prompt."""
 
+import hashlib
+import json
 import math
 import re
+import tomllib
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
 from dsa.data import eval_only_texts, normalise_text
-from dsa.data.contrast import CONTRAST, DOMAINS, SOURCE, contrast_records
+from dsa.data.contrast import CONTRAST, DOMAINS, PROMPTS_FILE, SOURCE, contrast_records, load_prompts
 from tests.shared_data import require_data
 
 NEAR_DUPLICATE = 0.6  # token-Jaccard (lower-cased word sets) that counts as a near-duplicate
@@ -49,6 +53,28 @@ def test_records_and_seeded_splits():
     assert 0.6 < shares["train"] / len(recs) < 0.8 and shares["val"] and shares["test"], shares
     in_train = {(r.meta["domain"], r.label) for r in recs if r.split == "train"}
     assert in_train == {(d, label) for d in DOMAINS for label in (0, 1)}
+
+
+# sha256 of json.dumps(CONTRAST, ensure_ascii=False) as written in code, before the prompts moved
+# to contrast_prompts.json, and of the records' (id, split, prompt, label, meta) at seed 0: the rows,
+# their order and their splits are fixed
+CONTRAST_SHA256 = "5bc4150f702806407d4f9877b3bc8e02b1ca2a40527dda0022a294d8279a1da7"
+RECORDS_SHA256 = "066f8d2b383455f5f7d7fff106d56c9a3a2d6cddc5f18d573698aafbe733ffcd"
+
+
+def test_the_rows_are_the_ones_written_byte_for_byte_in_order():
+    assert len(CONTRAST) == 324
+    assert hashlib.sha256(json.dumps(CONTRAST, ensure_ascii=False).encode()).hexdigest() == CONTRAST_SHA256
+    rows = [(r.id, r.split, r.prompt, r.label, r.meta) for r in contrast_records(0)]
+    assert hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest() == RECORDS_SHA256
+
+
+def test_the_prompts_file_ships_in_the_wheel_and_loads():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert PROMPTS_FILE in pyproject["tool"]["setuptools"]["package-data"]["dsa.data"]
+    benign, harmful = load_prompts()
+    assert list(benign) == list(harmful) == list(DOMAINS)  # the file's order is DOMAINS' order
+    assert sum(map(len, benign.values())) + sum(map(len, harmful.values())) == len(CONTRAST)
 
 
 @pytest.fixture(scope="module")

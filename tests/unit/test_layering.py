@@ -1,4 +1,5 @@
-"""dsa's modules import downward: no import cycles, and no module imports one of a higher layer.
+"""dsa's modules import downward: no import cycles, and no module imports one of a higher layer;
+and no module is over MAX_MODULE_LINES lines (issue #24: small modules, one concept each).
 
 The graph is static, read from the source of the `dsa` that Python would import (so
 `PYTHONPATH=other/src` checks another tree): every `import` / `from` statement, those inside
@@ -16,6 +17,8 @@ import importlib.util
 import sys
 from collections import deque
 from pathlib import Path
+
+MAX_MODULE_LINES = 400  # lines of a .py file under src/dsa (data files, e.g. JSON prompt lists, are not modules)
 
 # Lowest first. A module may import modules of its own layer and of the layers below; `dsa` alone
 # is the package's `__init__`, every other entry covers its submodules too.
@@ -211,6 +214,28 @@ def test_imports_go_down_the_layers():
     assert not up, "imports of a higher layer:\n" + "\n".join(up)
 
 
+def long_modules(src: Path, limit: int = MAX_MODULE_LINES) -> dict[str, int]:
+    """{module: its line count} of every module of src/dsa over `limit` lines."""
+    counts = {m: len(path.read_text().splitlines()) for m, (path, _) in modules(src).items()}
+    return {m: n for m, n in sorted(counts.items()) if n > limit}
+
+
+def test_the_line_count_reads_every_module_and_only_modules(tmp_path):
+    pkg = tmp_path / "dsa"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "long.py").write_text("x = 1\n" * 5)
+    (pkg / "short.py").write_text("x = 1\n" * 4)
+    (pkg / "prompts.json").write_text("[]\n" * 50)
+    assert long_modules(tmp_path, limit=4) == {"dsa.long": 5}
+
+
+def test_no_module_is_over_the_line_limit():
+    long = long_modules(source_root())
+    assert not long, (f"modules over {MAX_MODULE_LINES} lines (split them along a real seam, one concept each): "
+                      f"{long}")
+
+
 if __name__ == "__main__":
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else source_root()
     graph = import_graph(src)
@@ -221,3 +246,5 @@ if __name__ == "__main__":
         print("cycle:", " -> ".join(c))
     for u in up:
         print("up:", u)
+    for m, n in long_modules(src).items():
+        print(f"long: {m} ({n} lines > {MAX_MODULE_LINES})")

@@ -23,29 +23,29 @@ same attributes (`base`, `guards`, `adapter`, `policy_head`, `response_guards`, 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from contextlib import asynccontextmanager
-
-from pydantic import ValidationError
 
 from dsa.extras import needs_extra
 
 with needs_extra("serve", "HTTP server (dsa.serve)"):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsa.align.policy import effective_floor, request_alignment, reveals_score
-from dsa.features.text import encode_inputs
 from dsa.runtime import policy_threshold
 from dsa.serve.config import ApiKey, ServerConfig
 from dsa.serve.errors import APIError, bad_request, documented, from_validation
+from dsa.serve.job_events import cancel_on_disconnect, job_sink, next_event
 from dsa.serve.language_rule import LanguageRule
+from dsa.serve.openapi import document_bodies, request_body_spec
+from dsa.serve.request_body import parse_body, prompt_budget, read_json
 from dsa.serve.schema import ChatRequest, ModerationRequest
+from dsa.serve.sse import SSEResponse, sse_events
 from dsa.serve.worker import ChatJob, ModelWorker, ModerationJob, QueueFull, Unavailable
 
 UNGUARDED = ("serving WITHOUT a prompt guard and an alignment adapter (--allow-unguarded): "
@@ -158,21 +158,21 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
         check_model(model_id)
         return _model_card(name, created)
 
-    @app.post("/v1/moderations", openapi_extra=_request_body(ModerationRequest),
+    @app.post("/v1/moderations", openapi_extra=request_body_spec(ModerationRequest),
               responses=documented(400, 401, 404, 413, 429, 503))
     async def moderations(request: Request) -> dict:
         key = auth(request)
-        req = _parse(ModerationRequest, await _read_json(request, config.max_body_bytes))
+        req = parse_body(ModerationRequest, await read_json(request, config.max_body_bytes))
         check_model(req.model)
         if sm.guards is None:
             raise bad_request("this server has no guard heads loaded", "input", "no_guard")
         if len(req.input) > config.max_moderation_inputs:
             raise bad_request(f"at most {config.max_moderation_inputs} inputs per request", "input")
         events: asyncio.Queue = asyncio.Queue()
-        job = ModerationJob(req.input, _sink(events))
+        job = ModerationJob(req.input, job_sink(events))
         submit(job)
-        async with _cancel_on_disconnect(request, job, events):
-            ev = await _next_event(events, job)
+        async with cancel_on_disconnect(request, job, events):
+            ev = await next_event(events, job)
         if ev["type"] == "error":
             raise APIError(ev["status"], ev["message"], code=ev.get("code"))
         show = expose(key)
@@ -181,13 +181,13 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
              "category_scores": r["scores"] if show else {h: float(f) for h, f in r["flags"].items()}}
             for r in ev["results"]]}
 
-    @app.post("/v1/chat/completions", openapi_extra=_request_body(ChatRequest),
+    @app.post("/v1/chat/completions", openapi_extra=request_body_spec(ChatRequest),
               responses={200: {"content": {"text/event-stream": {}},
                                "description": "the answer; with \"stream\": true, server-sent events"},
                          **documented(400, 401, 404, 413, 429, 503)})
     async def chat(request: Request):
         key = auth(request)
-        req = _parse(ChatRequest, await _read_json(request, config.max_body_bytes))
+        req = parse_body(ChatRequest, await read_json(request, config.max_body_bytes))
         check_model(req.model)
         messages = [m.as_dict() for m in req.messages]
         override = key is not None and "override" in key.permissions
@@ -196,7 +196,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
             sm.check_alignment(alignment, floor)
         except ValueError as err:
             raise bad_request(str(err), "alignment") from None
-        prompt_tokens, max_tokens = await run_in_threadpool(_budget, sm, config, messages, req.budget())
+        prompt_tokens, max_tokens = await run_in_threadpool(prompt_budget, sm, config, messages, req.budget())
         show = expose(key)
         lang = await run_in_threadpool(languages.check, messages, mode, show) if languages is not None else None
         refuse = lang is not None and lang["applied"] and languages.rule == "refuse"
@@ -204,7 +204,7 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
             floor = effective_floor(alignment, floor, language_flagged=True, flagged_lambda=languages.flagged_lambda)
         events: asyncio.Queue = asyncio.Queue()
         job = ChatJob(messages, alignment, floor or 0.0, max_tokens, float(req.temperature or 0.0), req.seed,
-                      req.stop or [], _sink(events), prompt_tokens)
+                      req.stop or [], job_sink(events), prompt_tokens)
         if refuse:  # answered here, without generating, through the same events as a generated answer
             events.put_nowait({"type": "delta", "text": languages.refusal()})
             events.put_nowait({"type": "done", "finish_reason": "content_filter", "stop_reason": "unvalidated_language",
@@ -228,10 +228,10 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
 
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return _SSEResponse(_sse(events, job, cid, now, name, extras, usage, include_usage))
+            return SSEResponse(sse_events(events, job, cid, now, name, extras, usage, include_usage))
         text = []
-        async with _cancel_on_disconnect(request, job, events):
-            while (ev := await _next_event(events, job))["type"] == "delta":
+        async with cancel_on_disconnect(request, job, events):
+            while (ev := await next_event(events, job))["type"] == "delta":
                 text.append(ev["text"])
         if ev["type"] == "error":
             raise APIError(ev["status"], ev["message"], code=ev.get("code"))
@@ -241,173 +241,8 @@ def create_app(sm, config: ServerConfig | None = None, model_name: str | None = 
                              "logprobs": None, "finish_reason": ev["finish_reason"]}],
                 "usage": usage(ev), "dsa": extras(ev)}
 
-    _document_bodies(app, (ChatRequest, ModerationRequest))
+    document_bodies(app, (ChatRequest, ModerationRequest))
     return app
-
-
-def _request_body(model) -> dict:
-    # the routes read their bodies themselves (size limit, error shape), so FastAPI cannot infer them
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
-
-
-def _document_bodies(app: FastAPI, models) -> None:
-    """Put the request models' JSON schemas into the OpenAPI document (for clients and fuzzers).
-    FastAPI's automatic 422 is dropped: a bad request is a 400 here."""
-    default = app.openapi
-
-    def openapi() -> dict:
-        doc = default()
-        for ops in doc.get("paths", {}).values():
-            for op in ops.values():
-                op.get("responses", {}).pop("422", None)
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        for model in models:
-            if model.__name__ not in schemas:
-                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(schema.pop("$defs", {}))
-                schemas[model.__name__] = schema
-        return doc
-
-    app.openapi = openapi
-
-
-def _budget(sm, config: ServerConfig, messages: list[dict], asked: int | None) -> tuple[int, int]:
-    """(prompt tokens, max new tokens) after the prompt, budget and context limits (400 otherwise)."""
-    chars = sum(len(m["content"]) for m in messages)
-    if chars > 32 * config.max_prompt_tokens:  # too long to be worth tokenising
-        raise bad_request(f"the prompt is longer than --max-prompt-tokens {config.max_prompt_tokens}",
-                          "messages", "context_length_exceeded")
-    n = len(encode_inputs(sm.base, [messages], None)[0])  # the tokens the worker will prefill
-    if n > config.max_prompt_tokens:
-        raise bad_request(f"the prompt has {n} tokens; this server accepts at most {config.max_prompt_tokens} "
-                          "(--max-prompt-tokens)", "messages", "context_length_exceeded")
-    context = sm.context_length or n + (asked or config.default_max_tokens)
-    if asked is None:
-        asked = max(1, min(config.default_max_tokens, context - n))
-    if n + asked > context:
-        raise bad_request(f"the prompt ({n} tokens) plus max_tokens ({asked}) exceeds the model's context of "
-                          f"{context} tokens", "max_tokens", "context_length_exceeded")
-    return n, asked
-
-
-async def _read_json(request: Request, limit: int):
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > limit:
-        raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
-    chunks, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit:
-            raise APIError(413, f"request body over {limit} bytes", code="request_too_large")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, RecursionError):
-        raise bad_request("the request body is not valid JSON", None, "invalid_json") from None
-
-
-def _parse(model, body):
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object", None, "invalid_json")
-    try:
-        return model.model_validate(body)
-    except ValidationError as err:
-        raise from_validation(err.errors()) from None
-
-
-def _sink(events: asyncio.Queue):
-    loop = asyncio.get_running_loop()
-
-    def put(event: dict) -> None:
-        try:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
-
-    return put
-
-
-async def _next_event(events: asyncio.Queue, job) -> dict:
-    """The worker's next event for a non-streaming request (inside `_cancel_on_disconnect`)."""
-    try:
-        ev = await events.get()
-    except asyncio.CancelledError:
-        job.cancelled.set()
-        raise
-    if ev is _CLIENT_GONE:
-        raise APIError(499, "client closed the request")
-    return ev
-
-
-_CLIENT_GONE = {"type": "client_gone"}
-
-
-@asynccontextmanager
-async def _cancel_on_disconnect(request: Request, job, events: asyncio.Queue):
-    """Cancel `job` the moment a non-streaming client disconnects, so its row leaves the batch at
-    the next decode step. Polling `is_disconnected` between events never fires while the worker
-    keeps sending deltas; this waits on the connection itself (the body is read, so the next ASGI
-    message is the disconnect)."""
-
-    async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        job.cancelled.set()
-        events.put_nowait(_CLIENT_GONE)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        yield
-    finally:
-        watcher.cancel()
-
-
-def _chunk(cid: str, created: int, name: str, delta: dict, finish: str | None = None, **extra) -> str:
-    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
-    return f"data: {json.dumps(body)}\n\n"
-
-
-async def _sse(events: asyncio.Queue, job: ChatJob, cid: str, created: int, name: str, extras, usage,
-               include_usage: bool):
-    """Server-sent events: role, content deltas, the finish chunk (+ usage), `[DONE]`. An error
-    after the stream began is an error event, then `[DONE]`. Leaving the stream cancels the row."""
-    more = {"usage": None} if include_usage else {}
-    try:
-        yield _chunk(cid, created, name, {"role": "assistant", "content": ""}, **more)
-        while True:
-            ev = await events.get()
-            if ev["type"] == "delta":
-                yield _chunk(cid, created, name, {"content": ev["text"]}, **more)
-            elif ev["type"] == "error":
-                yield f"data: {json.dumps(APIError(ev['status'], ev['message'], code=ev.get('code')).body())}\n\n"
-                break
-            else:
-                yield _chunk(cid, created, name, {}, ev["finish_reason"], dsa=extras(ev), **more)
-                if include_usage:
-                    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                            "choices": [], "usage": usage(ev)}
-                    yield f"data: {json.dumps(body)}\n\n"
-                break
-        yield "data: [DONE]\n\n"
-    finally:
-        job.cancelled.set()  # a no-op once done; otherwise the row leaves the batch at the next step
-
-
-class _SSEResponse(StreamingResponse):
-    """Closes the event generator however the response ends (a vanished client included), so the
-    job is cancelled at once rather than when the generator is garbage-collected."""
-
-    def __init__(self, gen):
-        super().__init__(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        self._gen = gen
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._gen.aclose()
 
 
 def _model_card(name: str, created: int) -> dict:

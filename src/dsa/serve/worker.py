@@ -9,7 +9,8 @@ moderation requests being read in chunks (`dsa.chunked_prefill`; a long prompt j
 all of it is read), (2) drops rows whose client went away, (3) runs one decode step and hands each
 row's new text to its request through a thread-safe sink. So no admitted request holds the running
 rows for more than one slice. No lock is held across network I/O: handlers only ever wait on their
-own event queue.
+own event queue. The jobs and their queue are `dsa.serve.jobs`; a batch's rows as requests (their
+prefill, the hand-off of new text) `dsa.serve.batch_rows`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -30,116 +30,24 @@ from dsa.chunked_prefill import (
     read_cost,
 )
 from dsa.decoding import DecodeBatch, IncrementalDetokenizer
+from dsa.serve.batch_rows import deliver, prefill_chats
 from dsa.serve.config import ServerConfig
+from dsa.serve.jobs import (
+    FINISH_REASON,
+    ChatJob,
+    JobQueue,
+    ModerationJob,
+    QueueFull,
+    Sink,
+    Unavailable,
+    error_event,
+)
+from dsa.serve.stop_strings import StopMatcher
 from dsa.taps import hook_count
 
+__all__ = ["FINISH_REASON", "ChatJob", "JobQueue", "ModelWorker", "ModerationJob", "QueueFull", "Reading", "Sink",
+           "StopMatcher", "Unavailable", "prefill_chats"]
 log = logging.getLogger(__name__)
-FINISH_REASON = {"eos": "stop", "stop_sequence": "stop", "length": "length", "guard": "content_filter",
-                 "unvalidated_language": "content_filter"}
-Sink = Callable[[dict], None]
-
-
-@dataclass(eq=False)
-class ChatJob:
-    """One chat completion request as the worker sees it (the policy already applied)."""
-
-    messages: list[dict]
-    alignment: str | float  # "auto" (the guard policy) or a fixed λ
-    min_alignment: float  # floor on λ
-    max_tokens: int
-    temperature: float
-    seed: int | None
-    stop: list[str]
-    sink: Sink
-    prompt_tokens: int = 0
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    detok: IncrementalDetokenizer | None = None
-    stopper: StopMatcher | None = None
-
-
-@dataclass(eq=False)
-class ModerationJob:
-    inputs: list[str]
-    sink: Sink
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-class QueueFull(Exception):
-    pass
-
-
-class Unavailable(Exception):
-    pass
-
-
-class StopMatcher:
-    """Cuts streamed text at the first stop string, holding back a tail that may start one."""
-
-    def __init__(self, stops: list[str]):
-        self.stops, self.buf = stops, ""
-        self.keep = max((len(s) for s in stops), default=1) - 1
-
-    def push(self, text: str) -> tuple[str, bool]:
-        """(text safe to show, whether a stop string was hit)."""
-        self.buf += text
-        hits = [self.buf.find(s) for s in self.stops if s in self.buf]
-        if hits:
-            out, self.buf = self.buf[:min(hits)], ""
-            return out, True
-        safe = len(self.buf) - self.keep
-        if safe <= 0:
-            return "", False
-        out, self.buf = self.buf[:safe], self.buf[safe:]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
-
-
-class JobQueue:
-    """A bounded FIFO the worker takes chat jobs from up to a row budget, moderations up to a count."""
-
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._items: deque = deque()
-        self._cv = threading.Condition()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, job) -> None:
-        with self._cv:
-            if len(self._items) >= self.maxsize:
-                raise QueueFull
-            self._items.append(job)
-            self._cv.notify()
-
-    def take(self, max_chats: int, timeout: float, max_moderations: int = 10**9) -> list:
-        with self._cv:
-            if not self._items and timeout > 0:
-                self._cv.wait(timeout)
-            out, rest, n, m = [], deque(), 0, 0
-            while self._items:
-                job = self._items.popleft()
-                chat = isinstance(job, ChatJob)
-                if (chat and n >= max_chats) or (not chat and m >= max_moderations):
-                    rest.append(job)
-                    continue
-                n += chat
-                m += not chat
-                out.append(job)
-            self._items = rest
-            return out
-
-    def put_front(self, jobs: list) -> None:
-        """Return jobs taken but not admitted yet, ahead of everything else."""
-        with self._cv:
-            self._items.extendleft(reversed(jobs))
-
-    def wake(self) -> None:
-        with self._cv:
-            self._cv.notify_all()
 
 
 @dataclass(eq=False)
@@ -278,7 +186,7 @@ class ModelWorker:
             jobs = list(self._live)
         for job in jobs:
             # before `cancelled`: a cancelled job is no longer live
-            job.sink(_error(503, "the server is shutting down"))
+            job.sink(error_event(503, "the server is shutting down"))
             job.cancelled.set()
 
     # ---- the loop (worker thread) -------------------------------------------------------------
@@ -352,7 +260,7 @@ class ModelWorker:
                                       temperature=job.temperature, seed=job.seed, min_alignment=job.min_alignment,
                                       tag=job, slice_tokens=slice_tokens, span=self.config.prefill_attention_span)
         except ValueError as err:
-            job.sink(_error(400, str(err)))
+            job.sink(error_event(400, str(err)))
             return
         self.reading.append(Reading(job, task))
 
@@ -373,8 +281,8 @@ class ModelWorker:
             self.reading.popleft()
             if not isinstance(err, ValueError):
                 log.exception("reading a %s failed", type(job).__name__)
-            job.sink(_error(400, str(err)) if isinstance(err, ValueError)
-                     else _error(500, f"internal error: {type(err).__name__}"))
+            job.sink(error_event(400, str(err)) if isinstance(err, ValueError)
+                     else error_event(500, f"internal error: {type(err).__name__}"))
             return budget
 
     def _admit(self, chats: list[ChatJob]) -> None:
@@ -390,8 +298,8 @@ class ModelWorker:
                 return
             if not isinstance(err, ValueError):
                 log.exception("prefill failed")
-            chats[0].sink(_error(400, str(err)) if isinstance(err, ValueError)
-                          else _error(500, f"internal error: {type(err).__name__}"))
+            chats[0].sink(error_event(400, str(err)) if isinstance(err, ValueError)
+                          else error_event(500, f"internal error: {type(err).__name__}"))
             return
         self._join(chats, batch)
 
@@ -415,55 +323,20 @@ class ModelWorker:
         try:
             self.sm.decode_step(batch)
             self.steps += 1
-            self._dispatch(batch)
+            deliver(batch)
         except Exception as err:  # fail this batch's requests, keep serving
             log.exception("decode step failed")
             for row in batch.rows:
-                row.tag.sink(_error(500, f"internal error: {type(err).__name__}"))
+                row.tag.sink(error_event(500, f"internal error: {type(err).__name__}"))
             batch.select([])
-
-    def _dispatch(self, batch: DecodeBatch) -> None:
-        """Hand each row's new text to its request; finished rows leave the batch."""
-        done = []
-        for i, row in enumerate(batch.rows):
-            job: ChatJob = row.tag
-            if row.new:
-                text, hit = job.stopper.push(job.detok.push(row.new))
-                if text:
-                    job.sink({"type": "delta", "text": text})
-                if hit:
-                    batch.finish(i, "stop_sequence")
-            if row.stop is not None:
-                if row.stop != "stop_sequence" and (tail := job.stopper.flush()):
-                    job.sink({"type": "delta", "text": tail})
-                job.sink({"type": "done", "finish_reason": FINISH_REASON.get(row.stop, "stop"),
-                          "stop_reason": row.stop, "completion_tokens": len(row.tokens),
-                          "lam": float(batch.lam[i]), "guard_scores": batch.guard_scores(i),
-                          "response_scores": dict(row.response)})
-                done.append(i)
-        if done:
-            batch.select([i for i in range(len(batch)) if i not in done])
 
     def _fail_all(self, status: int, message: str) -> None:
         for batch in self.batches:
             for row in batch.rows:
-                row.tag.sink(_error(status, message))
+                row.tag.sink(error_event(status, message))
         self.batches = []
         for reading in self.reading:
-            reading.job.sink(_error(status, message))
+            reading.job.sink(error_event(status, message))
         self.reading.clear()
         for job in self.queue.take(10**9, 0.0):
-            job.sink(_error(status, message))
-
-
-def prefill_chats(sm, chats: list[ChatJob]) -> DecodeBatch:
-    """The one prefill of newly admitted requests, as the worker runs it: each row its own λ rule,
-    budget and sampler, ready to merge into a running batch (the DSA adapter runs on the rows with
-    λ > 0 only, here and at every decode step). `dsa bench` times this path."""
-    return sm.prefill([j.messages for j in chats], alignment=[j.alignment for j in chats],
-                      max_new_tokens=[j.max_tokens for j in chats], temperature=[j.temperature for j in chats],
-                      seed=[j.seed for j in chats], min_alignment=[j.min_alignment for j in chats], tags=chats)
-
-
-def _error(status: int, message: str, code: str | None = None) -> dict:
-    return {"type": "error", "status": status, "message": message, "code": code}
+            job.sink(error_event(status, message))

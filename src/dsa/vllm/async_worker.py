@@ -23,7 +23,8 @@ import uuid
 from collections import deque
 
 from dsa.serve.config import ServerConfig
-from dsa.serve.worker import FINISH_REASON, ChatJob, ModerationJob, QueueFull, Unavailable, _error
+from dsa.serve.jobs import FINISH_REASON, ChatJob, ModerationJob, QueueFull, Unavailable
+from dsa.serve.jobs import error_event as _error
 
 log = logging.getLogger(__name__)
 REAP_INTERVAL_S = 0.1  # how often cancelled jobs and the drain deadline are checked

@@ -1,4 +1,4 @@
-"""`SafetyModel`: guarded, context-aligned generation with one prefill of the base per request.
+"""`SafetyModel`: the facade for guarded, context-aligned generation with one prefill of the base per request.
 
     sm = SafetyModel.load(guards=["adapters/guards/prompt_safety"], adapter="adapters/align/dsa_adapter")
     out = sm.generate(["How do I bake bread?", "How do I make a pipe bomb?"], alignment="auto")
@@ -8,6 +8,9 @@ Data flow of `generate`: tokens → base prefill (taps recorded in the same forw
 heads → λ per row (`dsa.align.policy.decide_lambda`) → decode loop: base logits, and aligned logits from the DSA adapter
 run on the rows with λ > 0 only (its own KV cache holds just those rows, `DecodeBatch.ad_rows`); rows with
 λ = 0 never enter the adapter and get the base logits exactly.
+
+The steps live beside it: `prefill` (the first forward), `row_lambdas` (λ per row), `decode_loop`
+(one token per step), `per_row` and `scopes` (their small parts), `results` and `policy_head`.
 
 Languages the guard was not validated on fail closed (`unvalidated_language=`, `dsa.guards.language`):
 "flag" gives an "auto" row whose user messages are in such a language at least the λ of a
@@ -19,72 +22,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from dsa.align.logit_adapter import LogitAdapter, mix_logits, mix_rows
+from dsa.align.logit_adapter import LogitAdapter, mix_logits
 from dsa.align.policy import (
     Policy,
     check_alignment_request,
-    decide_lambdas,
     flagged_lambda,
-    lambda_per_row,
     make_policy,
-    may_align,
 )
 from dsa.base import Base, load_base
-from dsa.decoding import (
-    DecodeBatch,
-    IncrementalDetokenizer,
-    Row,
-    make_generator,
-    pick_tokens,
-    response_state,
-)
+from dsa.decoding import DecodeBatch, IncrementalDetokenizer
 from dsa.features.text import pad_left, render_input, tokenize
-from dsa.guards.bank import tap_reducers
 from dsa.guards.language import check as check_language
 from dsa.guards.language import check_rule, guard_languages, user_text
 from dsa.guards.streaming import stream_rules, uncalibrated_heads
-from dsa.kvcache import kv
+from dsa.runtime import decode_loop, row_lambdas
+from dsa.runtime import prefill as prefill_step
+from dsa.runtime.decode_loop import end_of_turn_ids
+from dsa.runtime.per_row import row_value
+from dsa.runtime.policy_head import DEFAULT_POLICY_HEAD, policy_threshold, resolve_policy_head
+from dsa.runtime.results import GenerationResult, StreamEvent
+from dsa.runtime.scopes import null_cache, patch_strength
 from dsa.taps import record_taps
 
 log = logging.getLogger(__name__)
-DEFAULT_POLICY_HEAD = "prompt_safety/unsafe"
 Messages = str | list[dict]
-
-
-@dataclass
-class GenerationResult:
-    text: str
-    guard_scores: dict[str, float]
-    lam: float
-    stop_reason: str  # "eos" | "length"
-    n_tokens: int
-    token_ids: list[int] = field(default_factory=list)
-    response_scores: dict[str, float] = field(default_factory=dict)
-    language: dict = field(default_factory=dict)  # `SafetyModel.check_languages` for this prompt
-
-
-@dataclass
-class StreamEvent:
-    """One step of `SafetyModel.stream`: new text, prompt guard scores, λ, response guard scores,
-    and (on the last event only) the stop reason."""
-
-    text: str
-    guard_scores: dict[str, float]
-    lam: float
-    response_scores: dict[str, float]
-    stop_reason: str | None
-    language: dict = field(default_factory=dict)
-
-
-def _dynamic_cache(config):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=config)
 
 
 class SafetyModel:
@@ -161,7 +127,7 @@ class SafetyModel:
     def encode(self, messages: Sequence[Messages]) -> dict[str, torch.Tensor]:
         """Chat-template and left-pad a batch of conversations. Rendered by the guards' own
         `render_input` (with the generation prompt) but not truncated: generation reads the whole
-        prompt, and `_prompt_scores` rescores a prompt longer than the guard's `max_length`."""
+        prompt, and `prefill.prompt_scores` rescores a prompt longer than the guard's `max_length`."""
         texts = [render_input(self.base, m, add_generation_prompt=True) for m in messages]
         ids, mask = pad_left(tokenize(self.base, texts, None), self.base.tokenizer.pad_token_id)
         return {"input_ids": ids.to(self.base.device), "attention_mask": mask.to(self.base.device)}
@@ -192,27 +158,8 @@ class SafetyModel:
 
     def _lambda(self, alignment, scores: dict[str, torch.Tensor] | None, batch: int, min_alignment=None,
                 language_flagged: Sequence[bool] | None = None) -> torch.Tensor:
-        """λ [batch] by `dsa.align.policy.decide_lambdas`, once the request is checked here.
-
-        `alignment` is "auto", one λ, one per row, or (the server's batches) a list mixing "auto"
-        and numbers; `min_alignment` a floor (one value or one per row); `language_flagged` the
-        rows the unvalidated-language rule flags."""
-        if _is_mixed(alignment):
-            if len(alignment) != batch:
-                raise ValueError(f"got {len(alignment)} alignment values for a batch of {batch}")
-            floors = _floors(min_alignment, batch)
-            for a, f in zip(alignment, floors.tolist() if floors is not None else [None] * batch, strict=True):
-                self.check_alignment(a, f)
-            rows = list(alignment)
-        else:
-            self.check_alignment(alignment, min_alignment)
-            rows = (["auto"] * batch if isinstance(alignment, str)
-                    else lambda_per_row(alignment, batch, "alignment").tolist())
-            floors = _floors(min_alignment, batch)
-        policy = self.policy_lambda(scores) if "auto" in rows else None
-        flagged = self.flagged_lambda if language_flagged is not None and any(language_flagged) else None
-        return decide_lambdas(policy, rows, floors, can_align=self.can_align, language_flagged=language_flagged,
-                              flagged_lambda=flagged)
+        """λ [batch] for a request (`dsa.runtime.row_lambdas.request_lambdas`)."""
+        return row_lambdas.request_lambdas(self, alignment, scores, batch, min_alignment, language_flagged)
 
     def classify(self, messages: Sequence[Messages]) -> list[dict]:
         """Guard scores and flags per conversation (delegates to `dsa.guards.classify`), and the
@@ -248,16 +195,6 @@ class SafetyModel:
             applies = found["unvalidated"] and self.unvalidated_language != "allow"
             out.append(found | {"rule": self.unvalidated_language, "applied": applies})
         return out
-
-    def _language_rule(self, messages: list[Messages], alignment) -> list[dict]:
-        """The language check of each row. The rule applies to "auto" rows only (`decide_lambda`
-        raises their λ to the flagged λ); rows with a fixed λ (an override) are reported, not changed."""
-        found = self.check_languages(messages)
-        rows = alignment if isinstance(alignment, list | tuple) else [alignment] * len(messages)
-        for f, a in zip(found, rows, strict=True):
-            if f:
-                f["applied"] = f["applied"] and a == "auto"
-        return found
 
     # ---- generation: scoped steps -------------------------------------------------------------
     # Consecutive response-guard flags that stop a row: None = each head's stored stop rule
@@ -346,159 +283,25 @@ class SafetyModel:
             tags: one caller handle per row, kept on `Row.tag`.
         The taps' hooks live only inside the forward call.
         """
-        messages = [messages] if isinstance(messages, str) else list(messages)
-        enc = self.encode(messages)
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        self.check_context(mask.sum(1).tolist(), max_new_tokens)
-        mixed = _is_mixed(alignment)
-        if not mixed:
-            self.check_alignment(alignment, min_alignment)
-        need_adapter = self.adapter is not None and (mixed or may_align(alignment, min_alignment))
-        taps = self._taps(need_adapter)
-        if self.response_guards is not None:
-            taps += [t for t in self.response_guards.taps if t not in taps]
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        base_cache = _dynamic_cache(self.base.model.config)
-        # guard taps are pooled inside their hooks (the adapter's input tap is kept whole)
-        banks = [b for b in (self.guards, self.response_guards) if b is not None]
-        reduce = tap_reducers(banks, mask, keep_full=[self.adapter.input_tap] if need_adapter else [])
-        with self._scoped_taps(taps, reduce) as cache:
-            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                  **kv(self.base.model, base_cache), use_cache=True, logits_to_keep=1)
-        scores = self._prompt_scores(messages, cache, mask)
-        lam, languages = self._row_lambdas(messages, alignment, min_alignment, scores, ids.device)
-        if self.patch is not None and bool((lam > 0).any()):
-            # the guard read the unpatched states; the rows to align are prefilled again at α = λ
-            # (rows at λ = 0 get the base's states and KV bit for bit)
-            base_cache = _dynamic_cache(self.base.model.config)
-            with patch_strength(self.patch, lam):
-                out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                      **kv(self.base.model, base_cache), use_cache=True, logits_to_keep=1)
-        ad_cache = aligned = None
-        rows = (lam > 0).nonzero().flatten()
-        if self.adapter is not None and len(rows):  # the adapter reads the rows with λ > 0 only
-            ad_cache = _dynamic_cache(self.adapter.tail.config)
-            aligned, ad_cache = self.adapter(cache[self.adapter.input_tap][rows], mask[rows], pos[rows], ad_cache,
-                                             use_cache=True, logits_to_keep=1)
-            aligned = aligned[:, -1]
-        logits = mix_rows(out.logits[:, -1], aligned, lam, rows)
-        rstate = (response_state(self.response_guards, cache, mask)
-                  if self.response_guards is not None else None)
-        return self._new_batch(max_new_tokens, temperature, seed, tags, languages, mask, pos[:, -1:], base_cache,
-                               ad_cache, lam, scores, logits, rstate)
+        return prefill_step.prefill(self, messages, alignment, max_new_tokens, temperature, seed, min_alignment, tags)
 
     def _row_lambdas(self, messages: list[Messages], alignment, min_alignment, scores,
                      device: torch.device) -> tuple[torch.Tensor, list[dict]]:
         """(λ per row [b], each row's language check) once the prompt guard has read the prompts
-        (shared by `prefill` and `dsa.chunked_prefill`)."""
-        found = self._language_rule(messages, alignment)
-        lam = self._lambda(alignment, scores, len(messages), min_alignment,
-                           language_flagged=[bool(f) and f["applied"] for f in found])
-        return lam.to(device), found
+        (shared by `prefill` and `dsa.chunked_prefill`; `dsa.runtime.row_lambdas`)."""
+        return row_lambdas.row_lambdas(self, messages, alignment, min_alignment, scores, device)
 
     def _new_batch(self, max_new_tokens, temperature, seed, tags, languages: list[dict], mask, last_pos,
                    base_cache, ad_cache, lam, scores, logits, rstate) -> DecodeBatch:
-        """The `DecodeBatch` of prefilled prompts: one `Row` each (a refused language is finished
-        unanswered). `ad_cache` holds the adapter's state of the rows with λ > 0, in batch order."""
-        n = len(languages)
-        rows = [Row(int(_row_value(max_new_tokens, i)), float(_row_value(temperature, i)),
-                    make_generator(_row_seed(seed, i)), tag=None if tags is None else tags[i]) for i in range(n)]
-        batch = DecodeBatch(rows, mask, last_pos, base_cache, ad_cache, lam, scores, logits, rstate,
-                            ad_rows=None if ad_cache is None else (lam > 0).nonzero().flatten())
-        for i, (row, found) in enumerate(zip(rows, languages, strict=True)):
-            row.language = found
-            if found.get("applied") and self.unvalidated_language == "refuse":
-                batch.finish(i, "unvalidated_language")  # unanswered: no token is picked for it
-        return batch
+        return prefill_step.new_batch(self, max_new_tokens, temperature, seed, tags, languages, mask, last_pos,
+                                      base_cache, ad_cache, lam, scores, logits, rstate)
 
     @torch.inference_mode()
     def decode_step(self, batch: DecodeBatch) -> None:
         """Pick one token per live row; then, if some row goes on (or the response guard must read
         the token before it is shown), one single-token forward with scoped hooks. Sets each row's
         `new` tokens (what to show now) and `stop` when it finishes."""
-        rows = batch.rows
-        for row in rows:
-            row.new = []
-        live = ~batch.done
-        nxt = torch.where(live, pick_tokens(batch.logits, rows),
-                          torch.full_like(live, self.base.tokenizer.pad_token_id, dtype=torch.long))
-        is_eos = torch.isin(nxt, self._eos_ids(nxt.device)) & live
-        cont = live & ~is_eos
-        for i in live.nonzero().flatten().tolist():
-            rows[i].picked += 1
-        for i in is_eos.nonzero().flatten().tolist():
-            batch.finish(i, "eos")
-        goes_on = any(bool(cont[i]) and rows[i].picked < rows[i].max_new_tokens for i in range(len(rows)))
-        flags: dict[str, torch.Tensor] = {}
-        if goes_on or (self.response_guards is not None and bool(cont.any())):
-            flags = self._forward_token(batch, nxt)
-        rules = self.response_rules if flags else {}
-        for i in cont.nonzero().flatten().tolist():
-            row, t = rows[i], int(nxt[i])
-            hit = [h for h, f in flags.items() if bool(f[i])]
-            if hit:
-                row.held.append(t)
-                # a head's run counts consecutive tokens it flags; one it did not flag starts over
-                row.streaks = {h: row.streaks.get(h, 0) + 1 for h in hit}
-                if any(n >= rules[h].debounce for h, n in row.streaks.items()):
-                    batch.finish(i, "guard")  # the held (flagged) tokens are dropped unseen
-                    continue
-            else:
-                row.new = row.held + [t]
-                row.tokens += row.new
-                row.held, row.streaks = [], {}
-            if row.picked >= row.max_new_tokens:
-                batch.finish(i, "length")
-
-    def _forward_token(self, batch: DecodeBatch, nxt: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Feed the picked tokens [b]; update the pending logits and the response guard. Returns
-        {response head: bool [b]}: whether its stop rule counts this token (score at or above its
-        threshold, at least its `min_tokens` into the answer); {} without a response guard."""
-        batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
-        batch.last_pos = batch.last_pos + 1
-        rguard = self.response_guards
-        rows = batch.ad_rows  # the adapter's sub-batch: the rows with λ > 0
-        taps = [self.adapter.input_tap] if batch.ad_cache is not None else []
-        taps += [t for t in (rguard.taps if rguard is not None else []) if t not in taps]
-        # An LM head is a big part of a decode step (vocabulary × d_model): skip the base's when every
-        # row is at λ = 1 (its logits would be multiplied by 0); the adapter runs only on rows with λ > 0.
-        aligned_only = batch.ad_cache is not None and bool((batch.lam == 1).all())
-        inputs = dict(input_ids=nxt[:, None], attention_mask=batch.mask, position_ids=batch.last_pos,
-                      **kv(self.base.model, batch.base_cache), use_cache=True)
-        with self._scoped_taps(taps) as cache, patch_strength(self.patch, batch.lam):
-            if aligned_only:
-                self._decoder(**inputs)  # the base's layers and KV cache, no LM head
-                base_logits = None
-            else:
-                base_logits = self.base.model(**inputs).logits[:, -1]
-        flags = {}
-        if rguard is not None:
-            scores = batch.response_state.update(cache, batch.mask)
-            n = torch.tensor([row.picked for row in batch.rows])  # response tokens read, this one included
-            flags = {h: (scores[h].float().cpu() >= rule.threshold) & (n >= rule.min_tokens)
-                     for h, rule in self.response_rules.items()}
-            for i in (~batch.done).nonzero().flatten().tolist():
-                batch.rows[i].response = {h: float(v[i]) for h, v in scores.items()}
-        aligned = None
-        if batch.ad_cache is not None:
-            aligned, batch.ad_cache = self.adapter(cache[self.adapter.input_tap][rows], batch.mask[rows],
-                                                   batch.last_pos[rows], batch.ad_cache, use_cache=True)
-            aligned = aligned[:, -1]
-        if aligned_only:
-            batch.logits = aligned.float()  # = mix_logits at λ = 1 (0 · finite base logits + aligned)
-        else:
-            batch.logits = mix_rows(base_logits, aligned, batch.lam, rows)
-        return flags
-
-    @property
-    def _decoder(self):
-        """The base's decoder stack without its LM head (the module that owns the final norm)."""
-        from dsa.taps import get_submodule
-
-        return get_submodule(self.base.model, self.base.spec.final_norm.rsplit(".", 1)[0])
-
-    def _scoped_taps(self, taps: list[str], reduce: dict | None = None):
-        return record_taps(self.base.model, taps, spec=self.base.spec, reduce=reduce) if taps else _null_cache()
+        decode_loop.decode_step(self, batch)
 
     def _eos_ids(self, device: torch.device) -> torch.Tensor:
         return torch.tensor(end_of_turn_ids(self.base), device=device)
@@ -512,27 +315,10 @@ class SafetyModel:
         """Raise ValueError when a prompt plus its decode budget does not fit the base's context."""
         limit = self.context_length
         for i, n in enumerate(prompt_tokens):
-            need = int(n) + int(_row_value(max_new_tokens, i))
+            need = int(n) + int(row_value(max_new_tokens, i))
             if limit is not None and need > limit:
-                raise ValueError(f"prompt of {int(n)} tokens + max_new_tokens {int(_row_value(max_new_tokens, i))} "
+                raise ValueError(f"prompt of {int(n)} tokens + max_new_tokens {int(row_value(max_new_tokens, i))} "
                                  f"exceeds the model's context of {limit} tokens")
-
-    def _prompt_scores(self, messages: list[Messages], cache: dict[str, torch.Tensor],
-                       mask: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        """Guard scores from the prefill's taps. A prompt longer than some head's `max_length` is
-        scored like `classify` scores it (each head reads its own render-and-left-truncate of
-        training), so one prompt gets one score on every path."""
-        if self.guards is None:
-            return None
-        scores = {h: v.float().clone() for h, v in self.guards.score(cache, mask).items()}
-        limit = getattr(self.guards, "shortest_max_length", None)
-        long = [i for i, n in enumerate(mask.sum(1).tolist()) if limit is not None and n > limit]
-        if long:
-            redo = self.classify([messages[i] for i in long])
-            for j, i in enumerate(long):
-                for h in scores:
-                    scores[h][i] = redo[j]["scores"][h]
-        return scores
 
     @torch.inference_mode()
     def forward_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -541,7 +327,7 @@ class SafetyModel:
         pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         use_adapter = self.adapter is not None and bool((lam > 0).any())
         taps = [self.adapter.input_tap] if use_adapter else []
-        cm = record_taps(self.base.model, taps, spec=self.base.spec) if taps else _null_cache()
+        cm = record_taps(self.base.model, taps, spec=self.base.spec) if taps else null_cache()
         with cm as cache:
             out = self.base.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos)
         aligned = None
@@ -554,98 +340,8 @@ class SafetyModel:
         return mix_logits(out.logits, aligned, lam.to(input_ids.device)), out.logits
 
 
-class patch_strength:
-    """Within the block a LoRA patch runs at α = λ per row (rows at 0 are the base); 0 after it.
-    A no-op without a patch or when every λ is 0."""
-
-    def __init__(self, patch, lam: torch.Tensor):
-        self.patch, self.lam = patch, lam
-
-    def __enter__(self):
-        if self.patch is not None and bool((self.lam > 0).any()):
-            self.patch.set_strength(self.lam.float())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.patch is not None:
-            self.patch.set_strength(0.0)
-
-
-def end_of_turn_ids(base: Base) -> list[int]:
-    """Token ids that end an answer: the tokenizer's eos, every id of the model's generation config
-    `eos_token_id` (an int or a list: Llama 3's <|eot_id|>, Gemma's <end_of_turn>, …) and ChatML's
-    <|im_end|> where the vocabulary has it."""
-    tok = base.tokenizer
-    ids = {tok.eos_token_id}
-    gen = getattr(base.model, "generation_config", None)
-    extra = getattr(gen, "eos_token_id", None)
-    ids |= set(extra) if isinstance(extra, list | tuple) else {extra}
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    if im_end != tok.unk_token_id:
-        ids.add(im_end)
-    return sorted(int(i) for i in ids if i is not None and i >= 0)
-
-
 def _adapter_kind(path) -> str | None:
     from dsa.adapter_io import read_adapter_meta
 
     return read_adapter_meta(path).get("kind")
 
-
-def resolve_policy_head(guards, name: str | None, required: bool = True) -> str | None:
-    """The qualified guard head that drives the policy: `name` (a qualified head, or a task whose
-    bank has one head), else "prompt_safety/unsafe", else the only head of a one-head bank; with
-    several other heads it is an error, or None when not `required` (nothing to switch on)."""
-    if guards is None:
-        if name is not None:
-            raise ValueError(f"policy_head={name!r} given but no guard heads are loaded")
-        return None
-    heads = list(guards.heads)
-    if name is None:
-        if DEFAULT_POLICY_HEAD in heads:
-            return DEFAULT_POLICY_HEAD
-        if len(heads) == 1:
-            return heads[0]
-        if not required:
-            return None
-        raise ValueError(f"several guard heads loaded and none is {DEFAULT_POLICY_HEAD!r}: pass "
-                         f"policy_head= one of {heads}")
-    if name in heads:
-        return name
-    of_task = [h for h in heads if h.split("/")[0] == name]
-    if len(of_task) == 1:
-        return of_task[0]
-    raise ValueError(f"policy head {name!r} is not loaded: expected one of {heads}")
-
-
-def policy_threshold(guards, head: str) -> float:
-    """The stored calibrated threshold of `head` (0.5 for banks that store none)."""
-    thresholds = getattr(guards, "thresholds", None) or {}
-    return float(thresholds.get(head, 0.5))
-
-
-def _is_mixed(alignment) -> bool:
-    """A list of per-row alignments with some "auto" among the numbers (the server's batches)."""
-    return isinstance(alignment, list | tuple) and any(isinstance(a, str) for a in alignment)
-
-
-def _floors(min_alignment, batch: int) -> torch.Tensor | None:
-    return None if min_alignment is None else lambda_per_row(min_alignment, batch, "min_alignment")
-
-
-def _row_value(x, i: int):
-    return x[i] if isinstance(x, list | tuple) else x
-
-
-def _row_seed(seed, i: int) -> int | None:
-    if isinstance(seed, list | tuple):
-        return seed[i]
-    return None if seed is None else seed + i
-
-
-class _null_cache:
-    def __enter__(self) -> dict:
-        return {}
-
-    def __exit__(self, *exc) -> None:
-        return None
