@@ -28,6 +28,10 @@ WEIGHTS = "adapter.safetensors"
 CONFIG = "adapter.json"
 FORMAT_VERSION = 1
 CHECKSUM_ALGORITHM = "sha256-adapter-v2"
+# The shipped adapters, relative to a checkout: the defaults of the CLI, the server, the evaluators and
+# the vLLM entry points.
+SHIPPED_GUARD = "adapters/guards/prompt_safety"
+SHIPPED_ADAPTER = "adapters/align/dsa_adapter"
 TENSORS_ONLY = "sha256-tensors-v1"  # before v2: the weights only
 
 

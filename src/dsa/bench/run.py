@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dsa.adapter_io import atomic_write_text
+from dsa.adapter_io import SHIPPED_ADAPTER, atomic_write_text
 from dsa.bench.timing import use_clock
 
 TARGETS = {  # ratio ≤ target on this machine (issue #11 / DESIGN.md)
@@ -45,7 +45,7 @@ class BenchConfig:
     sections: tuple[str, ...] = field(default=("guard", "streaming", "requests", "decode", "memory", "server"),
                                       metadata={"help": "what to run"})
     guards_dir: str | None = "adapters/guards"  # None: random heads only (tests)
-    adapter: str = "adapters/align/dsa_adapter"
+    adapter: str = SHIPPED_ADAPTER
     update: bool = field(default=False, metadata={"help": "keep the other sections of an existing `out`"})
     out: str = "results/bench.json"
     doc: str = "docs/results-bench.md"

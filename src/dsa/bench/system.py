@@ -40,6 +40,7 @@ _MEMORY_SCRIPT = """
 import json, resource, sys, torch
 from dsa.base import load_base
 from dsa.runtime import SafetyModel
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
 what, device, dtype = sys.argv[1], sys.argv[2], sys.argv[3]
 base = load_base(dtype=dtype, device=device)
 text = " ".join(["The river turned twice before it reached the sea."] * 24)
@@ -49,7 +50,7 @@ with torch.inference_mode():
         base.model.generate(**enc, max_new_tokens=16, min_new_tokens=16, do_sample=False)
     else:
         g = ["adapters/guards/" + n for n in ("prompt_safety", "toxigen", "openai_moderation", "summedits")]
-        sm = SafetyModel.load(base, guards=g, adapter="adapters/align/dsa_adapter",
+        sm = SafetyModel.load(base, guards=g, adapter=SHIPPED_ADAPTER,
                               response_guards=["adapters/guards/response_harm"])
         sm.generate([text], alignment=1.0, max_new_tokens=16)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

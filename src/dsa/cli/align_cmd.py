@@ -12,8 +12,9 @@ import argparse
 import json
 import sys
 
-DEFAULT_GUARD = "adapters/guards/prompt_safety"
-DEFAULT_ADAPTER = "adapters/align/dsa_adapter"
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
+
+DEFAULT_GUARD, DEFAULT_ADAPTER = SHIPPED_GUARD, SHIPPED_ADAPTER
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-DEFAULT_GUARD = "adapters/guards/prompt_safety"
-DEFAULT_ADAPTER = "adapters/align/dsa_adapter"
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
+
+DEFAULT_GUARD, DEFAULT_ADAPTER = SHIPPED_GUARD, SHIPPED_ADAPTER
 TASKS = ("ifeval", "mmlu_cloze")
 
 

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
 from dsa.cli.common import add_base_args
 
 
@@ -73,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_study)
     p = sub.add_parser("operating-points", help="flag rates of a shipped prompt guard on eval-only sets, "
                                                 "scored through the runtime -> results/guard.json")
-    p.add_argument("adapter", nargs="?", default="adapters/guards/prompt_safety")
+    p.add_argument("adapter", nargs="?", default=SHIPPED_GUARD)
     p.add_argument("--base", default="smollm2-135m-instruct", help="base model the adapter was made for")
     p.add_argument("--out", default="results/guard.json")
     p.set_defaults(func=cmd_operating_points)
@@ -99,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refusal-sets", default=None,
                    help="comma-separated sets for the refusal rate (default: strongreject,xstest_safe)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="decode budget of the refusal generations")
-    p.add_argument("--align-adapter", default="adapters/align/dsa_adapter",
+    p.add_argument("--align-adapter", default=SHIPPED_ADAPTER,
                    help="alignment adapter that alignment=auto applies")
     p.add_argument("--no-refusal", action="store_true", help="flag rates only (no generation)")
     p.add_argument("--no-resume", action="store_true", help="ignore per-text results cached under runs/robustness/")

@@ -17,10 +17,10 @@ import json
 import logging
 from pathlib import Path
 
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
 from dsa.cli.common import add_base_args
 
-DEFAULT_GUARD = "adapters/guards/prompt_safety"
-DEFAULT_ADAPTER = "adapters/align/dsa_adapter"
+DEFAULT_GUARD, DEFAULT_ADAPTER = SHIPPED_GUARD, SHIPPED_ADAPTER
 log = logging.getLogger(__name__)
 
 

@@ -40,13 +40,13 @@ with needs_extra("eval", "lm-eval integration (dsa.eval.lm_eval_model)"):
     from lm_eval.api.registry import register_model
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
 from dsa.eval.answer_cache import JsonCache, folder, key
 from dsa.eval.scoring import check_alignment, prompt_lambdas, score_continuations
 
 log = logging.getLogger(__name__)
 TASKS_DIR = Path(__file__).parent / "tasks"
 CHUNK = 64  # rows scored (or prompts answered) between cache flushes
-SHIPPED_GUARD, SHIPPED_ADAPTER = "adapters/guards/prompt_safety", "adapters/align/dsa_adapter"
 
 
 @register_model("dsa")

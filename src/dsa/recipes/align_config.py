@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
 from dsa.config import Config
 
 
@@ -16,7 +17,7 @@ class AlignTrainConfig(Config):
     method: Literal["lora_patch", "dsa_adapter", "full_ft"] = Field(
         "dsa_adapter", description="what to train")
     base: str = Field("smollm2-135m-instruct", description="base model (embedded name, hub id or dir)")
-    out: str = Field("adapters/align/dsa_adapter", description="output directory")
+    out: str = Field(SHIPPED_ADAPTER, description="output directory")
     n_harmful: int = Field(256, description="harmful training prompts (refusal targets)", ge=1)
     n_benign: int = Field(256, description="benign training prompts (base self-distillation); 0 = safety data only",
                           ge=0)
@@ -49,12 +50,12 @@ class AlignEvalConfig(Config):
 
     base: str = Field("smollm2-135m-instruct", description="base model")
     lora_patch: str = Field("adapters/align/lora_patch", description="LoRA refusal patch dir ('' = skip)")
-    dsa_adapter: str = Field("adapters/align/dsa_adapter", description="DSA adapter dir ('' = skip)")
+    dsa_adapter: str = Field(SHIPPED_ADAPTER, description="DSA adapter dir ('' = skip)")
     dsa_dpo: str = Field("runs/dsa_adapter_dpo",
                          description="DSA adapter trained with DPO added ('' = skip), configurations dsa_dpo@λ")
     dpo_lambdas: list[float] = Field([1.0], description="strengths of the DPO-trained DSA adapter to evaluate")
     full_ft: str = Field("runs/full_ft", description="full fine-tune model dir ('' = skip)")
-    guards: list[str] = Field(["adapters/guards/prompt_safety"],
+    guards: list[str] = Field([SHIPPED_GUARD],
                               description="guard adapter dirs for context-dependent alignment")
     response_guard: str = Field("adapters/guards/response_harm",
                                 description="response guard dir: share of StrongREJECT answers it flags ('' = skip)")

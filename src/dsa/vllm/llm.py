@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
 from dsa.extras import needs_extra
 from dsa.vllm.config import ROW_STATE, WORKER_EXTENSION, dsa_overrides
 
@@ -49,8 +50,8 @@ class VllmSafetyModel:
     """dsa on vLLM. Args as `SafetyModel.load`; extra keyword arguments go to `vllm.LLM`."""
 
     def __init__(self, base: str = "smollm2-135m-instruct",
-                 guards: Sequence[str] = ("adapters/guards/prompt_safety",),
-                 adapter: str | None = "adapters/align/dsa_adapter", policy: str = "step",
+                 guards: Sequence[str] = (SHIPPED_GUARD,),
+                 adapter: str | None = SHIPPED_ADAPTER, policy: str = "step",
                  policy_head: str | None = None, **llm_kwargs):
         with needs_extra("vllm", "vLLM integration (dsa.vllm)"):
             from vllm import LLM

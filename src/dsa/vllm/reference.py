@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 
-GUARDS = ["adapters/guards/prompt_safety"]
-ADAPTER = "adapters/align/dsa_adapter"
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
+
+GUARDS = [SHIPPED_GUARD]
+ADAPTER = SHIPPED_ADAPTER
 
 
 def parity_prompts(n_harmful: int = 10, n_safe: int = 10) -> list[str]:
