@@ -38,7 +38,10 @@ CANDIDATES = {
     "tail 0.25": {"tail_drop_share": 0.25},
     "long x4": {"long_copy_weight": 4.0},
     "tail 0.5, long x4": {"tail_drop_share": 0.5, "long_copy_weight": 4.0},
+    "long x8": {"long_copy_weight": 8.0},
+    "tail 0.5, long x8": {"tail_drop_share": 0.5, "long_copy_weight": 8.0},
 }
+SAVE = ROOT / "runs" / "window_candidates"  # each fitted candidate as a guard adapter (not shipped)
 ADAPTERS = {"shipped": "adapters/guards/prompt_safety",
             "tail drop 0.5 (measured, not shipped)": "adapters/baselines/prompt_safety_window_tail_drop"}
 
@@ -95,7 +98,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/guard-prompt_safety.yaml")
     ap.add_argument("--n", type=int, default=60, help="val prompts per class behind val filler")
-    ap.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
+    ap.add_argument("--only", default="", help="candidate names separated by semicolons (default: all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = GuardTrainConfig.from_yaml(args.config)
@@ -131,7 +134,7 @@ def main() -> int:
 
     data = window_data(base, cfg.task, layers, **cfg.augmentation(), splits=("train", "val"))
     tail = template_tail_tokens(base)
-    wanted = [c.strip() for c in args.only.split(",") if c.strip()] or list(CANDIDATES)
+    wanted = [c.strip() for c in args.only.split(";") if c.strip()] or list(CANDIDATES)
     for name in wanted:
         over = CANDIDATES[name]
         c = cfg.model_copy(update=over)
@@ -149,6 +152,12 @@ def main() -> int:
                                                            calibrated(val_logits[:, 0], temps[0]), thresholds[0]),
                       "val_filler": filler_rates(probs, keys, thresholds[0]),
                       "seconds": round(time.perf_counter() - t0, 1)}
+        ad = GuardAdapter("window", cfg.task, "prompt", ["unsafe"], {"layers": layers, "window": c.windows[0]}, head,
+                          temps, thresholds, max_length=int(getattr(base.model.config, "max_position_embeddings", 0)
+                                                            or 8192), target_fpr=c.target_fpr,
+                          info={"val_auc": info["val_auc"], "overrides": over, "languages": ["en"]})
+        rows[name]["saved"] = str(ad.save(SAVE / name.replace(",", "").replace(" ", "_"), base.fingerprint,
+                                          base.name).relative_to(ROOT))
         logging.info("%s: val AUC %.4f, val filler rise %+.3f", name, info["val_auc"],
                      rows[name]["val_filler"]["largest_benign_rise"])
         atomic_write_text(OUT, json.dumps(out, indent=1) + "\n")
