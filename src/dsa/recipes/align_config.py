@@ -23,6 +23,13 @@ class AlignTrainConfig(Config):
     contrast_share: float = Field(0.0, description="share of the benign prompts drawn from edgy-but-safe "
                                   "contrast data (CoCoNot preference prompts, PHTest harmless; training split)",
                                   ge=0, le=1)
+    min_self_harm: int = Field(0, description="at least this many self-harm requests among the harmful prompts "
+                               "(from the training pool; they get refusals that carry care)", ge=0)
+    wrap_share: float = Field(0.0, description="seeded share of the harmful AND of the benign prompts replaced by a "
+                              "copy wrapped by a TRAIN wrapper family or padded with train filler (same share on "
+                              "both sides, so a wrapper is never a label cue)", ge=0, le=1)
+    wrap_pad_tokens: list[int] = Field([24, 48, 96], description="filler lengths (tokens) of the padded copies; "
+                                       "short enough that the request survives `max_len`")
     hard_negatives: str = Field("", description="guard adapter dir: this share of the benign prompts are the "
                                 "benign training prompts it scores highest ('' = none)")
     hard_share: float = Field(0.0, description="share of the benign prompts mined by `hard_negatives`", ge=0, le=1)
