@@ -16,7 +16,8 @@ from tests.unit.align_tiny import tiny_base
 @pytest.fixture(scope="module")
 def examples():
     require_data()
-    cfg = AlignTrainConfig(n_harmful=24, n_benign=24, dpo=True, n_hh=4, wrap_share=0.3, min_self_harm=3)
+    cfg = AlignTrainConfig(n_harmful=24, n_benign=24, dpo=True, n_hh=4, wrap_share=0.3, min_self_harm=3,
+                           self_harm_repeat=2)
     base = tiny_base()
     base.model.config.max_position_embeddings = 2048  # character tokens: wrapped training prompts run long
     return build_examples(cfg, base)
@@ -24,7 +25,12 @@ def examples():
 
 def test_sft_rows_are_templated_refusals(examples):
     sft = [e for e in examples if e.kind == "sft"]
-    assert len(sft) == 24 and all(e.response == refusal_for(e.plain or e.prompt) for e in sft)
+    assert all(e.response == refusal_for(e.plain or e.prompt) for e in sft)
+    # 24 harmful prompts, then one wrapped extra copy of each self-harm request (self_harm_repeat=2)
+    sh = [e.plain or e.prompt for e in sft[:24] if is_self_harm(e.plain or e.prompt)]
+    extra = sft[24:]
+    assert len(extra) == len(sh) >= 3 and sorted(e.plain for e in extra) == sorted(sh)
+    assert all(e.wrapper and e.plain in e.prompt and e.plain != e.prompt for e in extra)
 
 
 def test_wrapped_copies_on_both_sides_keep_their_targets(examples):
@@ -41,7 +47,7 @@ def test_wrapped_copies_on_both_sides_keep_their_targets(examples):
 
 def test_self_harm_requests_are_in_the_training_set_and_refused_with_care(examples):
     sh = [e for e in examples if e.kind == "sft" and is_self_harm(e.plain or e.prompt)]
-    assert len(sh) >= 3
+    assert len(sh) >= 6
     assert all(e.response == care_refusal_for(e.plain or e.prompt) and "988" in e.response for e in sh)
 
 

@@ -25,6 +25,9 @@ class AlignTrainConfig(Config):
                                   ge=0, le=1)
     min_self_harm: int = Field(0, description="at least this many self-harm requests among the harmful prompts "
                                "(from the training pool; they get refusals that carry care)", ge=0)
+    self_harm_repeat: int = Field(1, description="rows per self-harm request: the extra ones are copies wrapped by a "
+                                  "TRAIN family / train filler (seeded), so the care refusal, a minority target, "
+                                  "is learnt", ge=1)
     wrap_share: float = Field(0.0, description="seeded share of the harmful AND of the benign prompts replaced by a "
                               "copy wrapped by a TRAIN wrapper family or padded with train filler (same share on "
                               "both sides, so a wrapper is never a label cue)", ge=0, le=1)

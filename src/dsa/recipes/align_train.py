@@ -66,9 +66,24 @@ def wrapped_copies(base: Base, prompts: list[str], cfg: AlignTrainConfig) -> dic
 
     if cfg.wrap_share <= 0 or not prompts:
         return {}
-    count = lambda s: len(base.tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
     return {i: (kind, text) for i, kind, text in augment(prompts, seed=cfg.seed, share=cfg.wrap_share,
-                                                          pad_tokens=cfg.wrap_pad_tokens, count=count)}
+                                                          pad_tokens=cfg.wrap_pad_tokens, count=_counter(base))}
+
+
+def _counter(base: Base):
+    return lambda s: len(base.tokenizer(s, add_special_tokens=False)["input_ids"])
+
+
+def self_harm_copies(base: Base, harmful: list[str], cfg: AlignTrainConfig) -> list[Example]:
+    """`cfg.self_harm_repeat` − 1 extra SFT rows per self-harm request, each a copy wrapped by a TRAIN
+    family or train filler (seeded apart from `wrapped_copies`), with the plain prompt's care refusal."""
+    from dsa.data.wrappers import augment
+
+    sh = [p for p in harmful if is_self_harm(p)]
+    return [Example(text, refusal_for(sh[i]), "sft", wrapper=kind, plain=sh[i])
+            for k in range(1, cfg.self_harm_repeat)
+            for i, kind, text in augment(sh, seed=cfg.seed + 7919 * k, share=1.0, pad_tokens=cfg.wrap_pad_tokens,
+                                         count=_counter(base))]
 
 
 def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
@@ -86,6 +101,7 @@ def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
     wrapped_h, wrapped_b = wrapped_copies(base, harmful, cfg), wrapped_copies(base, benign, cfg)
     ex = [Example(wrapped_h[i][1], refusal_for(p), "sft", wrapper=wrapped_h[i][0], plain=p) if i in wrapped_h
           else Example(p, refusal_for(p), "sft") for i, p in enumerate(harmful)]
+    ex += self_harm_copies(base, harmful, cfg)
     if benign:
         texts = [wrapped_b[i][1] if i in wrapped_b else p for i, p in enumerate(benign)]
         answers = base_answers(base, texts, "train_benign", TRAIN_MAX_NEW_TOKENS)
