@@ -45,6 +45,13 @@ def test_other_harmful_requests_keep_the_ordinary_refusal(prompt):
     assert "988" not in r and keyword_refusal(r)
 
 
+def test_care_is_a_training_option_off_by_default_so_earlier_recipes_reproduce():
+    prompt = SELF_HARM[0]
+    assert "988" not in refusal_for(prompt, care=False) and keyword_refusal(refusal_for(prompt, care=False))
+    assert refusal_for(NOT_SELF_HARM[0], care=False) == refusal_for(NOT_SELF_HARM[0])
+    assert AlignTrainConfig().care_refusals is False and AlignTrainConfig().wrap_share == 0
+
+
 def test_a_sources_own_self_harm_label_decides():
     meta = {"specific_harms": "Self-Harm: This refers to behaviors ..."}
     assert is_self_harm("Can you tell me how to do it without anyone seeing?", meta)

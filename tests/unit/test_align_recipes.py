@@ -17,7 +17,7 @@ from tests.unit.align_tiny import tiny_base
 def examples():
     require_data()
     cfg = AlignTrainConfig(n_harmful=24, n_benign=24, dpo=True, n_hh=4, wrap_share=0.3, min_self_harm=3,
-                           self_harm_repeat=2)
+                           care_refusals=True, self_harm_repeat=2)
     base = tiny_base()
     base.model.config.max_position_embeddings = 2048  # character tokens: wrapped training prompts run long
     return build_examples(cfg, base)

@@ -23,6 +23,8 @@ class AlignTrainConfig(Config):
     contrast_share: float = Field(0.0, description="share of the benign prompts drawn from edgy-but-safe "
                                   "contrast data (CoCoNot preference prompts, PHTest harmless; training split)",
                                   ge=0, le=1)
+    care_refusals: bool = Field(False, description="refuse self-harm requests with care and a pointer to help "
+                                "(train_data.care_refusal_for); off reproduces the adapters trained before it")
     min_self_harm: int = Field(0, description="at least this many self-harm requests among the harmful prompts "
                                "(from the training pool; they get refusals that carry care)", ge=0)
     self_harm_repeat: int = Field(1, description="rows per self-harm request: the extra ones are copies wrapped by a "

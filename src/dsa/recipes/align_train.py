@@ -80,7 +80,7 @@ def self_harm_copies(base: Base, harmful: list[str], cfg: AlignTrainConfig) -> l
     from dsa.data.wrappers import augment
 
     sh = [p for p in harmful if is_self_harm(p)]
-    return [Example(text, refusal_for(sh[i]), "sft", wrapper=kind, plain=sh[i])
+    return [Example(text, refusal_for(sh[i], cfg.care_refusals), "sft", wrapper=kind, plain=sh[i])
             for k in range(1, cfg.self_harm_repeat)
             for i, kind, text in augment(sh, seed=cfg.seed + 7919 * k, share=1.0, pad_tokens=cfg.wrap_pad_tokens,
                                          count=_counter(base))]
@@ -99,8 +99,9 @@ def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
     # a wrapped harmful prompt keeps its plain prompt's refusal; a wrapped benign one is answered by
     # the base itself (its own answer to the wrapped text), so only the intent decides the target
     wrapped_h, wrapped_b = wrapped_copies(base, harmful, cfg), wrapped_copies(base, benign, cfg)
-    ex = [Example(wrapped_h[i][1], refusal_for(p), "sft", wrapper=wrapped_h[i][0], plain=p) if i in wrapped_h
-          else Example(p, refusal_for(p), "sft") for i, p in enumerate(harmful)]
+    care = cfg.care_refusals
+    ex = [Example(wrapped_h[i][1], refusal_for(p, care), "sft", wrapper=wrapped_h[i][0], plain=p) if i in wrapped_h
+          else Example(p, refusal_for(p, care), "sft") for i, p in enumerate(harmful)]
     ex += self_harm_copies(base, harmful, cfg)
     if benign:
         texts = [wrapped_b[i][1] if i in wrapped_b else p for i, p in enumerate(benign)]
@@ -116,7 +117,7 @@ def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
         # and the other direction: on edgy-but-safe prompts the base's own answer beats a refusal
         edgy = set(contrast_prompts("train"))
         plain = lambda e: e.plain or e.prompt  # noqa: E731
-        ex += [Example(e.prompt, e.response, "dpo", refusal_for(plain(e))) for e in ex
+        ex += [Example(e.prompt, e.response, "dpo", refusal_for(plain(e), care)) for e in ex
                if e.kind == "distill" and (SENSITIVE_WORDS.search(plain(e)) or plain(e) in edgy)]
         ex += hh_pairs(cfg.n_hh)
     return ex

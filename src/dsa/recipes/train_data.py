@@ -90,10 +90,10 @@ def care_refusal_for(prompt: str) -> str:
             f"{_CARE_REFUSALS[_h(prompt, 'cr') % len(_CARE_REFUSALS)]}{_CARE_HELP[_h(prompt, 'ch') % len(_CARE_HELP)]}")
 
 
-def refusal_for(prompt: str) -> str:
-    """A deterministic, varied short refusal (≤ 40 tokens) for a harmful prompt; a self-harm request
-    (`is_self_harm`) gets `care_refusal_for` instead."""
-    if is_self_harm(prompt):
+def refusal_for(prompt: str, care: bool = True) -> str:
+    """A deterministic, varied short refusal (≤ 40 tokens) for a harmful prompt; with `care`, a
+    self-harm request (`is_self_harm`) gets `care_refusal_for` instead."""
+    if care and is_self_harm(prompt):
         return care_refusal_for(prompt)
     return (f"{_OPENINGS[_h(prompt, 'o') % len(_OPENINGS)]} {_REASONS[_h(prompt, 'r') % len(_REASONS)]}"
             f"{_OFFERS[_h(prompt, 'f') % len(_OFFERS)]}")
