@@ -162,7 +162,7 @@ def training_prompts(n_harmful: int = 256, n_benign: int = 256, contrast_share: 
     records = [r for r in guard_task("prompt_safety").train
                if r.label == 1 and r.meta.get("frame") is None
                and (r.source, r.meta.get("subset")) not in REFUSAL_EXCLUDED and len(r.main_text) <= 400]
-    harmful = list(dict.fromkeys(r.main_text for r in records))
+    harmful = [r.main_text for r in records]
     self_harm = {r.main_text for r in records if is_self_harm(r.main_text, r.meta)}
     picked = _pick(harmful, n_harmful, "harm")
     have = sum(p in self_harm for p in picked)
