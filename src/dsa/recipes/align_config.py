@@ -24,6 +24,18 @@ class AlignTrainConfig(Config):
     contrast_share: float = Field(0.0, description="share of the benign prompts drawn from edgy-but-safe "
                                   "contrast data (CoCoNot preference prompts, PHTest harmless; training split)",
                                   ge=0, le=1)
+    care_refusals: bool = Field(False, description="refuse self-harm requests with care and a pointer to help "
+                                "(train_data.care_refusal_for); off reproduces the adapters trained before it")
+    min_self_harm: int = Field(0, description="at least this many self-harm requests among the harmful prompts "
+                               "(from the training pool; they get refusals that carry care)", ge=0)
+    self_harm_repeat: int = Field(1, description="rows per self-harm request: the extra ones are copies wrapped by a "
+                                  "TRAIN family / train filler (seeded), so the care refusal, a minority target, "
+                                  "is learnt", ge=1)
+    wrap_share: float = Field(0.0, description="seeded share of the harmful AND of the benign prompts replaced by a "
+                              "copy wrapped by a TRAIN wrapper family or padded with train filler (same share on "
+                              "both sides, so a wrapper is never a label cue)", ge=0, le=1)
+    wrap_pad_tokens: list[int] = Field([24, 48, 96], description="filler lengths (tokens) of the padded copies; "
+                                       "short enough that the request survives `max_len`")
     hard_negatives: str = Field("", description="guard adapter dir: this share of the benign prompts are the "
                                 "benign training prompts it scores highest ('' = none)")
     hard_share: float = Field(0.0, description="share of the benign prompts mined by `hard_negatives`", ge=0, le=1)

@@ -25,6 +25,7 @@ from dsa.recipes.train_data import (
     TRAIN_MAX_NEW_TOKENS,
     contrast_prompts,
     guard_hard_negatives,
+    is_self_harm,
     refusal_for,
     training_prompts,
 )
@@ -57,8 +58,36 @@ def advbench_targets() -> dict[str, str]:
     return {r.main_text: r.meta["target"] for r in load_source("advbench") if r.meta.get("target")}
 
 
+def wrapped_copies(base: Base, prompts: list[str], cfg: AlignTrainConfig) -> dict[int, tuple[str, str]]:
+    """{index: (wrapper kind, text)}: the seeded `cfg.wrap_share` of `prompts` that training sees
+    wrapped by a TRAIN family or padded with train filler (`dsa.data.wrappers.augment`; the held-out
+    families, filler and encodings stay for evaluation). Pad lengths are counted in base tokens."""
+    from dsa.data.wrappers import augment
+
+    if cfg.wrap_share <= 0 or not prompts:
+        return {}
+    return {i: (kind, text) for i, kind, text in augment(prompts, seed=cfg.seed, share=cfg.wrap_share,
+                                                          pad_tokens=cfg.wrap_pad_tokens, count=_counter(base))}
+
+
+def _counter(base: Base):
+    return lambda s: len(base.tokenizer(s, add_special_tokens=False)["input_ids"])
+
+
+def self_harm_copies(base: Base, harmful: list[str], cfg: AlignTrainConfig) -> list[Example]:
+    """`cfg.self_harm_repeat` − 1 extra SFT rows per self-harm request, each a copy wrapped by a TRAIN
+    family or train filler (seeded apart from `wrapped_copies`), with the plain prompt's care refusal."""
+    from dsa.data.wrappers import augment
+
+    sh = [p for p in harmful if is_self_harm(p)]
+    return [Example(text, refusal_for(sh[i], cfg.care_refusals), "sft", wrapper=kind, plain=sh[i])
+            for k in range(1, cfg.self_harm_repeat)
+            for i, kind, text in augment(sh, seed=cfg.seed + 7919 * k, share=1.0, pad_tokens=cfg.wrap_pad_tokens,
+                                         count=_counter(base))]
+
+
 def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
-    harmful, benign = training_prompts(cfg.n_harmful, max(cfg.n_benign, 1), cfg.contrast_share)
+    harmful, benign = training_prompts(cfg.n_harmful, max(cfg.n_benign, 1), cfg.contrast_share, cfg.min_self_harm)
     benign = benign[: cfg.n_benign]
     if cfg.hard_negatives and cfg.hard_share > 0 and benign:
         # the guard's own false positives first: under context-dependent alignment the adapter only
@@ -67,19 +96,29 @@ def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
         hard = guard_hard_negatives(base, cfg.hard_negatives, n_hard)
         seen = set(hard)
         benign = hard + [p for p in benign if p not in seen][: cfg.n_benign - len(hard)]
-    ex = [Example(p, refusal_for(p), "sft") for p in harmful]
+    # a wrapped harmful prompt keeps its plain prompt's refusal; a wrapped benign one is answered by
+    # the base itself (its own answer to the wrapped text), so only the intent decides the target
+    wrapped_h, wrapped_b = wrapped_copies(base, harmful, cfg), wrapped_copies(base, benign, cfg)
+    care = cfg.care_refusals
+    ex = [Example(wrapped_h[i][1], refusal_for(p, care), "sft", wrapper=wrapped_h[i][0], plain=p) if i in wrapped_h
+          else Example(p, refusal_for(p, care), "sft") for i, p in enumerate(harmful)]
+    ex += self_harm_copies(base, harmful, cfg)
     if benign:
-        answers = base_answers(base, benign, "train_benign", TRAIN_MAX_NEW_TOKENS)
-        kind = "distill"
-        ex += [Example(p, a, kind) for p, a in zip(benign, answers, strict=True) if a]
+        texts = [wrapped_b[i][1] if i in wrapped_b else p for i, p in enumerate(benign)]
+        answers = base_answers(base, texts, "train_benign", TRAIN_MAX_NEW_TOKENS)
+        ex += [Example(t, a, "distill", wrapper=wrapped_b[i][0] if i in wrapped_b else None,
+                       plain=benign[i] if i in wrapped_b else None)
+               for i, (t, a) in enumerate(zip(texts, answers, strict=True)) if a]
     if cfg.dpo:
         # rejected = a compliant answer: AdvBench's own affirmative target ("Sure, here is ...")
         targets = advbench_targets()
-        ex += [Example(p, refusal_for(p), "dpo", targets[p]) for p in harmful if p in targets]
+        ex += [Example(e.prompt, e.response, "dpo", targets[e.plain or e.prompt]) for e in ex
+               if e.kind == "sft" and (e.plain or e.prompt) in targets]
         # and the other direction: on edgy-but-safe prompts the base's own answer beats a refusal
         edgy = set(contrast_prompts("train"))
-        ex += [Example(e.prompt, e.response, "dpo", refusal_for(e.prompt)) for e in ex
-               if e.kind == "distill" and (SENSITIVE_WORDS.search(e.prompt) or e.prompt in edgy)]
+        plain = lambda e: e.plain or e.prompt  # noqa: E731
+        ex += [Example(e.prompt, e.response, "dpo", refusal_for(plain(e), care)) for e in ex
+               if e.kind == "distill" and (SENSITIVE_WORDS.search(plain(e)) or plain(e) in edgy)]
         ex += hh_pairs(cfg.n_hh)
     return ex
 
@@ -96,7 +135,9 @@ def run(cfg: AlignTrainConfig) -> Path:
     kw = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, beta=cfg.beta,
               kl_weight=cfg.kl_weight, max_len=cfg.max_len, bf16_autocast=cfg.bf16_autocast)
     extra = {"train_config": cfg.model_dump(), "n_examples": {k: sum(e.kind == k for e in examples)
-                                                              for k in ("sft", "distill", "dpo")}}
+                                                              for k in ("sft", "distill", "dpo")},
+             "n_wrapped": {k: sum(e.kind == k and e.wrapper is not None for e in examples) for k in ("sft", "distill")},
+             "n_self_harm": sum(e.kind == "sft" and is_self_harm(e.plain or e.prompt) for e in examples)}
     if cfg.method == "lora_patch":
         examples = [e for e in examples if e.kind == "sft"]  # safety data only (Mou et al.)
         patch = patch_lora(base.model, LoRASpec(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, layers=cfg.lora_layers))

@@ -27,12 +27,15 @@ from dsa.train import TrainSpec, fit
 @dataclass
 class Example:
     """One training row: `kind` is "sft" (cross-entropy on `response`), "distill" (KL to the base
-    on `response`'s positions) or "dpo" (`response` preferred over `rejected`)."""
+    on `response`'s positions) or "dpo" (`response` preferred over `rejected`). `wrapper` names the
+    augmentation when `prompt` is a wrapped copy of `plain` (`dsa.data.wrappers.augment`)."""
 
     prompt: str
     response: str
     kind: str = "sft"
     rejected: str | None = None
+    wrapper: str | None = None
+    plain: str | None = None
 
 
 @dataclass
