@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     from dsa.adapter_io import atomic_write_text, weights_hash
-    from dsa.data.wrappers import FILLER_HELDOUT, filler_text
+    from dsa.data.wrappers import FILLER_HELDOUT, filler_text, token_counter
     from dsa.eval.robustness import load_sets
     from dsa.runtime import SafetyModel
 
@@ -35,7 +35,7 @@ def main() -> int:
     sm = SafetyModel.load(guards=[args.guard])
     q = sm.guards.adapters[0].qualified[0]
     tok = sm.base.tokenizer
-    count = lambda s: len(tok(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count = token_counter(tok)
     prompts = load_sets(args.n, names=("alpaca_eval",))["alpaca_eval"]
 
     def rate(pool) -> tuple[float, float]:

@@ -28,8 +28,7 @@ BENIGN_TOL = 0.05  # the robustness report's WRAPPER_BENIGN_TOL: padding must no
 def main() -> int:
     from dsa.adapter_io import atomic_write_text, weights_hash
     from dsa.base import load_base
-    from dsa.data import guard_task
-    from dsa.data.wrappers import FILLER_VAL, pad
+    from dsa.guards.window_eval import val_filler_prompts
     from dsa.runtime import SafetyModel
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,19 +48,12 @@ def main() -> int:
         sm = SafetyModel.load(base, guards=[g])
         ad = sm.guards.adapters[0]
         q, thr = ad.qualified[0], ad.thresholds[0]
-        val = guard_task(ad.task).split("val")
         conds = ["plain"] + [f"pad_{side}_{n}" for side in ("before", "after") for n in lengths]
+        triples = val_filler_prompts(base.tokenizer, ad.task, args.n, lengths)
         rates: dict[str, dict] = {c: {} for c in conds}
-        for label, name in ((0, "benign"), (1, "harmful")):
-            prompts = [r.prompt for r in val if r.label == label and r.prompt]
-            prompts = prompts[:: max(1, len(prompts) // args.n)][: args.n]
+        for name in ("benign", "harmful"):
             for c in conds:
-                if c == "plain":
-                    texts = prompts
-                else:
-                    _, side, n = c.split("_")
-                    texts = [pad(x, int(n), side, tokenizer=base.tokenizer, pool=FILLER_VAL, seed=i)
-                             for i, x in enumerate(prompts)]
+                texts = [x for k, cond, x in triples if k == name and cond == c]
                 flags = [r["scores"][q] >= thr for r in sm.classify(texts)]
                 rates[c][name] = sum(flags) / len(flags)
                 print(f"{g} {name} {c}: {rates[c][name]:.3f}", flush=True)

@@ -46,28 +46,6 @@ ADAPTERS = {"shipped": "adapters/guards/prompt_safety",
             "tail drop 0.5 (measured, not shipped)": "adapters/baselines/prompt_safety_window_tail_drop"}
 
 
-def val_filler_texts(base, n: int, lengths=(300, 1000)) -> tuple[list[str], list[tuple[str, str]]]:
-    """guard_val_filler.py's texts, rendered: [(class, condition)] per text."""
-    from dsa.data import guard_task
-    from dsa.data.wrappers import FILLER_VAL, pad
-    from dsa.features.text import render_input
-
-    val = guard_task("prompt_safety").split("val")
-    conds = ["plain"] + [f"pad_{side}_{k}" for side in ("before", "after") for k in lengths]
-    texts, keys = [], []
-    for label, name in ((0, "benign"), (1, "harmful")):
-        prompts = [r.prompt for r in val if r.label == label and r.prompt]
-        prompts = prompts[:: max(1, len(prompts) // n)][:n]
-        for c in conds:
-            for i, x in enumerate(prompts):
-                if c != "plain":
-                    _, side, k = c.split("_")
-                    x = pad(x, int(k), side, tokenizer=base.tokenizer, pool=FILLER_VAL, seed=i)
-                texts.append(render_input(base, x))  # normalised there, as classify does
-                keys.append((name, c))
-    return texts, keys
-
-
 def filler_rates(probs: np.ndarray, keys: list[tuple[str, str]], threshold: float) -> dict:
     rates: dict[str, dict] = {}
     for (name, c), p in zip(keys, probs, strict=True):
@@ -80,7 +58,7 @@ def filler_rates(probs: np.ndarray, keys: list[tuple[str, str]], threshold: floa
 def main() -> int:
     from dsa.adapter_io import atomic_write_text, weights_hash
     from dsa.base import load_base
-    from dsa.features.text import template_tail_tokens
+    from dsa.features.text import render_input, template_tail_tokens
     from dsa.guards.bank import GuardAdapter
     from dsa.guards.calibrate import calibrated
     from dsa.guards.config import GuardTrainConfig
@@ -90,6 +68,7 @@ def main() -> int:
         flag_rates_by_kind,
         predict_window,
         token_states,
+        val_filler_prompts,
         val_report,
         window_data,
     )
@@ -111,7 +90,9 @@ def main() -> int:
                 "benign_tolerance": BENIGN_TOL})
     rows = out.setdefault("rows", {})
 
-    texts, keys = val_filler_texts(base, args.n)
+    triples = val_filler_prompts(base.tokenizer, cfg.task, args.n)
+    texts = [render_input(base, x) for _, _, x in triples]  # normalised there, as classify does
+    keys = [(name, c) for name, c, _ in triples]
     # whole texts, as classify reads them: those longer than training's 1,024 tokens in their own states
     n_tok = [len(x) for x in encode_rendered(base.tokenizer, texts)]
     parts = [[i for i, n in enumerate(n_tok) if n <= 1024], [i for i, n in enumerate(n_tok) if n > 1024]]

@@ -6,16 +6,23 @@ from pathlib import Path
 
 import pytest
 
+from dsa.adapter_io import SHIPPED_ADAPTER, SHIPPED_GUARD
 from tests.shared_data import require_data
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-GUARD, ADAPTER = ROOT / "adapters/guards/prompt_safety", ROOT / "adapters/align/dsa_adapter"
+GUARD, ADAPTER = ROOT / SHIPPED_GUARD, ROOT / SHIPPED_ADAPTER
 
 
 @pytest.fixture
 def need_data():
     require_data()
+
+
+@pytest.fixture
+def shipped():
+    """The shipped guard and adapter are tracked in git: a checkout without them is broken, not a skip."""
+    assert GUARD.is_dir() and ADAPTER.is_dir(), f"shipped adapters missing: {GUARD}, {ADAPTER}"
 
 
 def test_ifeval_and_mmlu_cloze_on_the_base(real_base, need_data, tmp_path):
@@ -31,9 +38,7 @@ def test_ifeval_and_mmlu_cloze_on_the_base(real_base, need_data, tmp_path):
     assert m["n"] == 4 and 0.0 <= m["acc"] <= 1.0 and 0.0 <= m["acc_norm"] <= 1.0
 
 
-def test_auto_lambda_matches_generation_with_shipped_adapters(real_base, tmp_path):
-    if not (GUARD.is_dir() and ADAPTER.is_dir()):
-        pytest.skip("shipped adapters/guards/prompt_safety or adapters/align/dsa_adapter absent")
+def test_auto_lambda_matches_generation_with_shipped_adapters(real_base, shipped, tmp_path):
     from dsa.eval.lm_eval_model import DSALM
     from dsa.runtime import SafetyModel
 
@@ -46,11 +51,9 @@ def test_auto_lambda_matches_generation_with_shipped_adapters(real_base, tmp_pat
     assert all(ll < 0 for ll, _ in scores)
 
 
-def test_refusal_task_through_lm_eval(real_base, need_data, tmp_path):
+def test_refusal_task_through_lm_eval(real_base, need_data, shipped, tmp_path):
     """dsa_strongreject and dsa_xstest_safe through lm-eval on two prompts each, with the shipped
     guard and adapter: the refusal rate is the judge's verdict on the runtime's own answers."""
-    if not (GUARD.is_dir() and ADAPTER.is_dir()):
-        pytest.skip("shipped adapters/guards/prompt_safety or adapters/align/dsa_adapter absent")
     import lm_eval
     from lm_eval.tasks import TaskManager
 

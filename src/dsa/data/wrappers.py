@@ -178,6 +178,11 @@ def filler_text(n_tokens: int, count: Callable[[str], int] | None = None, pool: 
                 return " ".join(out)
 
 
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """Counts a text's tokens as `tokenizer` reads it inside a message (no special tokens added)."""
+    return lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+
 def pad(prompt: str, n_tokens: int, side: str, tokenizer=None, pool: Sequence[str] = FILLER_HELDOUT,
         seed: int = 0, count: Callable[[str], int] | None = None) -> str:
     """`prompt` with about `n_tokens` tokens of benign filler "before", "after" or "around" it (half
@@ -186,7 +191,7 @@ def pad(prompt: str, n_tokens: int, side: str, tokenizer=None, pool: Sequence[st
     if side not in ("before", "after", "around"):
         raise ValueError(f"side must be before, after or around, got {side!r}")
     if count is None and tokenizer is not None:
-        count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+        count = token_counter(tokenizer)
     if side == "around":
         pre = filler_text(n_tokens // 2, count, pool, seed)
         post = filler_text(n_tokens - n_tokens // 2, count, pool, seed + 1)

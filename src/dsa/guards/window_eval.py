@@ -17,6 +17,30 @@ from dsa.metrics import roc_auc
 log = logging.getLogger(__name__)
 
 
+def val_filler_prompts(tokenizer, task: str = "prompt_safety", n: int = 60,
+                       lengths: Sequence[int] = (300, 1000)) -> list[tuple[str, str, str]]:
+    """(class, condition, prompt) triples of the val filler check (scripts/guard_val_filler.py,
+    scripts/window_candidates.py): the first `n` benign and harmful prompts of the task's val split (a
+    fixed stride), plain and with `lengths` tokens of `FILLER_VAL` before and after, by class, then
+    condition, then prompt."""
+    from dsa.data import guard_task
+    from dsa.data.wrappers import FILLER_VAL, pad
+
+    val = guard_task(task).split("val")
+    conds = ["plain"] + [f"pad_{side}_{k}" for side in ("before", "after") for k in lengths]
+    out = []
+    for label, name in ((0, "benign"), (1, "harmful")):
+        prompts = [r.prompt for r in val if r.label == label and r.prompt]
+        prompts = prompts[:: max(1, len(prompts) // n)][:n]
+        for c in conds:
+            for i, x in enumerate(prompts):
+                if c != "plain":
+                    _, side, k = c.split("_")
+                    x = pad(x, int(k), side, tokenizer=tokenizer, pool=FILLER_VAL, seed=i)
+                out.append((name, c, x))
+    return out
+
+
 def flag_rates_by_kind(kinds: Sequence[str], y: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
     """{group: {"benign": flag rate, "harmful": flag rate, "n_benign", "n_harmful"}} at `threshold`
     (`kind_group`): whether a kind of padding moves the operating point, read on val."""

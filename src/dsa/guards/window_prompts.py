@@ -53,10 +53,10 @@ def window_prompts(tokenizer, task_name: str, seed: int = 0, share: float = 0.5,
     counted with `tokenizer`; test stays plain. What `window_data`
     renders, so a standalone classifier can train on exactly the same prompts."""
     from dsa.data.tasks import guard_task, prompt_source
-    from dsa.data.wrappers import augment, corpus_pads, document_pads, document_pool, long_pads
+    from dsa.data.wrappers import augment, corpus_pads, document_pads, document_pool, long_pads, token_counter
 
     task = guard_task(task_name)
-    count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count = token_counter(tokenizer)
     out = WindowPrompts({}, {}, {}, {}, {})
     documents = _documents() if doc_share > 0 else []  # read once for both splits' pools
     for s in splits:

@@ -62,28 +62,25 @@ def wrapped_copies(base: Base, prompts: list[str], cfg: AlignTrainConfig) -> dic
     """{index: (wrapper kind, text)}: the seeded `cfg.wrap_share` of `prompts` that training sees
     wrapped by a TRAIN family or padded with train filler (`dsa.data.wrappers.augment`; the held-out
     families, filler and encodings stay for evaluation). Pad lengths are counted in base tokens."""
-    from dsa.data.wrappers import augment
+    from dsa.data.wrappers import augment, token_counter
 
     if cfg.wrap_share <= 0 or not prompts:
         return {}
+    count = token_counter(base.tokenizer)
     return {i: (kind, text) for i, kind, text in augment(prompts, seed=cfg.seed, share=cfg.wrap_share,
-                                                          pad_tokens=cfg.wrap_pad_tokens, count=_counter(base))}
-
-
-def _counter(base: Base):
-    return lambda s: len(base.tokenizer(s, add_special_tokens=False)["input_ids"])
+                                                          pad_tokens=cfg.wrap_pad_tokens, count=count)}
 
 
 def self_harm_copies(base: Base, harmful: list[str], cfg: AlignTrainConfig) -> list[Example]:
     """`cfg.self_harm_repeat` − 1 extra SFT rows per self-harm request, each a copy wrapped by a TRAIN
     family or train filler (seeded apart from `wrapped_copies`), with the plain prompt's care refusal."""
-    from dsa.data.wrappers import augment
+    from dsa.data.wrappers import augment, token_counter
 
     sh = [p for p in harmful if is_self_harm(p)]
     return [Example(text, refusal_for(sh[i], cfg.care_refusals), "sft", wrapper=kind, plain=sh[i])
             for k in range(1, cfg.self_harm_repeat)
             for i, kind, text in augment(sh, seed=cfg.seed + 7919 * k, share=1.0, pad_tokens=cfg.wrap_pad_tokens,
-                                         count=_counter(base))]
+                                         count=token_counter(base.tokenizer))]
 
 
 def build_examples(cfg: AlignTrainConfig, base: Base) -> list[Example]:
